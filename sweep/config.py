@@ -1,0 +1,88 @@
+"""The configuration of one training run and the hardware it runs on, as numeric pytrees.
+
+Field names are the project's vocabulary (see `vocabulary.py`): the same keys name grid axes,
+`explain` flags (underscores as dashes) and Parquet columns. Categorical fields hold the integer
+code of their value, so that every field can be an array axis of a sweep.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import jax
+
+from sweep import vocabulary as vocab
+
+DEEPSPEED_ADDITIONAL_BUFFER_FACTOR = 1.5  # DeepSpeed's estimator default (stage_1_and_2.py)
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class TrainConfig:
+    n_gpus: float = 8
+    gpus_per_node: float = 8
+    tp: float = 1
+    pp: float = 1
+    vpp: float = 1
+    cp: float = 1
+    ep: float = 1
+    etp: float = 0  # expert tensor parallelism; 0 = same as tp (Megatron-LM's default)
+    sp: float = 0
+    zero_stage: float = 0
+    framework: float = 0
+    precision: float = 1
+    optimizer: float = 0
+    micro_batch: float = 1
+    seq_len: float = 4096
+    grad_accum: float = 1
+    recompute: float = 0
+    flash_attention: float = 1
+    offload: float = 0
+    finetune: float = 0
+    lora_rank: float = 16
+    lora_targets: float = 0b1111111
+    frozen_layers: float = 0
+    zero_init: float = 1
+    additional_buffer_factor: float = DEEPSPEED_ADDITIONAL_BUFFER_FACTOR
+
+    def replace(self, **changes) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_names(cls, **values) -> TrainConfig:
+        """Build from user-facing values: categorical strings are encoded, booleans become 0/1."""
+        encoded = {}
+        for key, value in values.items():
+            if key in vocab.CATEGORIES and isinstance(value, str):
+                value = vocab.encode(key, value)
+            elif key == "lora_targets" and isinstance(value, str):
+                value = vocab.encode_lora_targets(value)
+            encoded[key] = float(value)
+        return cls(**encoded)
+
+    def to_names(self) -> dict:
+        """The inverse of `from_names`, for printing (scalar configs only)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in vocab.CATEGORIES:
+                out[f.name] = vocab.decode(f.name, value)
+            elif f.name == "lora_targets":
+                out[f.name] = vocab.decode_lora_targets(value)
+            else:
+                out[f.name] = float(value)
+        return out
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class Hardware:
+    """What the formulas need to know of a GPU and its node."""
+
+    memory_bytes: float
+    usable_fraction: float
+    host_memory_bytes_per_node: float
+
+
+TRAIN_CONFIG_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))

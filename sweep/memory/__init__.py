@@ -1,0 +1,1 @@
+"""Memory formulas: parameter shards, model states per framework profile, and the total."""

@@ -1,0 +1,402 @@
+"""Model-state memory per GPU: weights, fp32 master weights, gradients, optimizer states.
+
+Notation:
+
+| symbol | meaning                                                                     |
+|--------|-----------------------------------------------------------------------------|
+| P      | parameters on the GPU's shard (`StageShard.base_*` + adapters), before ZeRO |
+| T      | trainable parameters among them                                             |
+| N      | ranks sharing them, over which ZeRO/FSDP shard (n/(t·p) dense, n/(t·p·x) experts) |
+| w, g   | bytes of a weight / gradient element (`bytes.WEIGHT_BYTES`, `GRADIENT_BYTES`) |
+| m      | fp32 master bytes per trainable parameter (4 in mixed precision, else 0)    |
+| o(T)   | optimizer-state bytes of T parameters (`bytes.optimizer_state_bytes`)       |
+| LL     | parameters of the largest module (DeepSpeed's `largest_layer_params`)       |
+| B      | parameters of one block (an FSDP unit)                                      |
+
+Each framework profile is a function of (shard, cfg) returning a `ModelStates`; `model_states`
+selects the profile by the `framework` code. A sum over the dense and routed-expert parts is
+written `per_rank(dense, expert)`, each divided by its own N where it is sharded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import jax
+
+from sweep import xp
+from sweep.config import TrainConfig
+from sweep.memory import bytes as b
+from sweep.memory.shard import (
+    QLORA,
+    StageShard,
+    data_parallel_degree,
+    dense_shard_degree,
+    expert_shard_degree,
+    expert_tp,
+)
+from sweep.model import NORM_WEIGHT, Architecture, moe_layer_count
+
+GENERIC, DEEPSPEED, MEGATRON, FSDP = 0, 1, 2, 3  # codes of vocabulary.FRAMEWORKS
+NO_OFFLOAD, OFFLOAD_OPTIMIZER, OFFLOAD_PARAMS, OFFLOAD_NVME = 0, 1, 2, 3  # vocabulary.OFFLOADS
+
+# DeepSpeed keeps an fp32 gradient partition for the optimizer step (`stage_1_and_2.py`
+# comment: "4_grads_32bit"; docs/code-docs/source/memory.rst "Note about gradients").
+DEEPSPEED_FP32_GRAD_BYTES = b.FP32_BYTES
+# DeepSpeed's estimators: "when pytorch creates a model it creates it in fp32 by default (4
+# bytes)", once per process on the node (memory.rst, "4 (in 4*n_gpus)").
+DEEPSPEED_INIT_BYTES = b.FP32_BYTES
+# Megatron-LM accumulates and all-reduces gradients in an fp32 `main_grad` buffer with bf16/fp16
+# (`accumulate_allreduce_grads_in_fp32`), the 4 of its "18 bytes per parameter".
+MEGATRON_MAIN_GRAD_BYTES = b.FP32_BYTES
+# FSDP2 and ZeRO-3 keep gathered the unit (module) being computed and the one prefetched.
+FSDP_LIVE_UNITS = 2
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class ModelStates:
+    weights: object
+    master_weights: object
+    gradients: object
+    optimizer_states: object
+    host_bytes_per_node: object
+    nvme_bytes_per_node: object
+
+    def replace(self, **changes) -> ModelStates:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class _Rates:
+    """Per-group byte totals before any sharding: W (all weights), G, M, O of trainables."""
+
+    weights_dense: object
+    weights_expert: object
+    grads_dense: object
+    grads_expert: object
+    master_dense: object
+    master_expert: object
+    states_dense: object
+    states_expert: object
+    trainable_dense: object
+    trainable_expert: object
+
+
+def weight_bytes(shard: StageShard, cfg: TrainConfig):
+    """(dense, expert) bytes of the weights on the shard, unsharded.
+
+    Block linear weights at `LINEAR_WEIGHT_BYTES` (fp8 in fp8-mixed), or NF4 with its
+    double-quantised constants under QLoRA; everything else, and LoRA adapters, at w.
+    """
+    w = b.weight_bytes(cfg.precision)
+    nf4 = b.NF4_BYTES + b.NF4_CONSTANT_BYTES
+    linear = xp.where(cfg.finetune == QLORA, nf4, b.linear_weight_bytes(cfg.precision))
+    dense_linear = shard.block_linear - shard.base_expert
+    dense = dense_linear * linear + (shard.base_dense - dense_linear) * w + shard.adapters * w
+    return dense, shard.base_expert * linear
+
+
+def _rates(shard: StageShard, cfg: TrainConfig) -> _Rates:
+    weights_dense, weights_expert = weight_bytes(shard, cfg)
+    g, m = b.gradient_bytes(cfg.precision), b.master_bytes(cfg.precision)
+    return _Rates(
+        weights_dense=weights_dense,
+        weights_expert=weights_expert,
+        grads_dense=g * shard.trainable_dense,
+        grads_expert=g * shard.trainable_expert,
+        master_dense=m * shard.trainable_dense,
+        master_expert=m * shard.trainable_expert,
+        states_dense=b.optimizer_state_bytes(
+            cfg.optimizer, cfg.precision, shard.trainable_dense, shard.factored_dense
+        ),
+        states_expert=b.optimizer_state_bytes(
+            cfg.optimizer, cfg.precision, shard.trainable_expert, shard.factored_expert
+        ),
+        trainable_dense=shard.trainable_dense,
+        trainable_expert=shard.trainable_expert,
+    )
+
+
+def _sharded(cfg: TrainConfig, dense, expert, from_stage=1):
+    """dense/N_dense + expert/N_expert, sharded only when zero_stage >= `from_stage`."""
+    on = cfg.zero_stage >= from_stage
+    return dense / xp.where(on, dense_shard_degree(cfg), 1) + expert / xp.where(
+        on, expert_shard_degree(cfg), 1
+    )
+
+
+def generic(shard: StageShard, cfg: TrainConfig) -> ModelStates:
+    """Rajbhandari et al. 2020 (ZeRO), §5 and Table 1: per device
+
+    stage 0: (w + g + m)Ψ + o;  1 (P_os): (w + g)Ψ + (mΨ + o)/N;  2 (P_os+g): wΨ + (gΨ + mΨ + o)/N;
+    3 (P_os+g+p): (w + g + m)Ψ/N + o/N. With mixed-precision AdamW, w = g = 2 and m + o = KΨ,
+    K = 12. Offload (ZeRO-Offload, Ren et al. 2021): `optimizer` moves master and states to host
+    RAM; `optimizer+params` (stage 3, ZeRO-Infinity) also the weight and gradient partitions,
+    the GPU keeping the two largest modules gathered (computed and prefetched) and one module's
+    gradient; `nvme` puts those partitions on NVMe instead of host RAM.
+    """
+    r = _rates(shard, cfg)
+    weights = _sharded(cfg, r.weights_dense, r.weights_expert, 3)
+    grads = _sharded(cfg, r.grads_dense, r.grads_expert, 2)
+    master = _sharded(cfg, r.master_dense, r.master_expert, 1)
+    states = _sharded(cfg, r.states_dense, r.states_expert, 1)
+    w, g = b.weight_bytes(cfg.precision), b.gradient_bytes(cfg.precision)
+    live_weights = FSDP_LIVE_UNITS * w * shard.largest_module
+    live_grads = g * shard.largest_module
+    return _offload(cfg, weights, master, grads, states, live_weights, live_grads)
+
+
+def _offload(cfg, weights, master, grads, states, live_weights, live_grads) -> ModelStates:
+    """Move offloaded per-GPU components to host RAM or NVMe (both reported per node)."""
+    optimizer_off = cfg.offload >= OFFLOAD_OPTIMIZER
+    params_off = cfg.offload >= OFFLOAD_PARAMS
+    moved_optimizer = xp.where(optimizer_off, master + states, 0)
+    moved_params = xp.where(params_off, weights + grads, 0)
+    moved = (moved_optimizer + moved_params) * cfg.gpus_per_node
+    to_nvme = cfg.offload == OFFLOAD_NVME
+    return ModelStates(
+        weights=xp.where(params_off, live_weights, weights),
+        master_weights=xp.where(optimizer_off, 0, master),
+        gradients=xp.where(params_off, live_grads, grads),
+        optimizer_states=xp.where(optimizer_off, 0, states),
+        host_bytes_per_node=xp.where(to_nvme, 0, moved),
+        nvme_bytes_per_node=xp.where(to_nvme, moved, 0),
+    )
+
+
+def deepspeed(shard: StageShard, cfg: TrainConfig) -> ModelStates:
+    """DeepSpeed's ZeRO estimators, generalised to any precision and optimizer.
+
+    Source: deepspeedai/DeepSpeed, `estimate_zero2_model_states_mem_needs` in
+    deepspeed/runtime/zero/stage_1_and_2.py (commit 02aa38c3a55174c87b33c4ad17a304389d037443)
+    and `estimate_zero3_model_states_mem_needs` in deepspeed/runtime/zero/stage3.py (commit
+    007cca6a2ffe3ed9d393459f4a3081bd54341ba6); N = total GPUs, abf = additional_buffer_factor.
+
+    ZeRO-1/2 (one code path, stage_1_and_2.py), no offload: GPU 2P + 18P/N where
+    18 = 2 fp16 grads + 4 fp32 grads + 4 fp32 params + 8 Adam states; CPU (model init)
+    4P·gpus_per_node·abf. Offloaded optimizer: GPU 2P, CPU P·max(4N, 16)·abf.
+    ZeRO-3, no offload: GPU 4LL + 18P/N (2 fp16 params + 4 fp32 grads + 4 + 8); CPU
+    4LL·gpus_per_node·abf with zero_init, else 4P·gpus_per_node·abf. Offloaded optimizer:
+    GPU 4LL + 2P/N, CPU 16P/nodes·abf (zero_init) or P·max(4·gpus_per_node, 16/nodes)·abf.
+    Offloaded optimizer and params: GPU 4LL, CPU 18P/nodes·abf or P·max(4·gpus_per_node,
+    18/nodes)·abf. Here 2 -> w, the fp16 grads -> g, 4 + 8 -> m + o(T); with bf16/fp16-mixed
+    AdamW these are exactly DeepSpeed's numbers. `nvme` is taken as offload of optimizer and
+    params with those bytes on NVMe. Stage 0 (no ZeRO) uses `generic`.
+    """
+    r = _rates(shard, cfg)
+    w, g = b.weight_bytes(cfg.precision), b.gradient_bytes(cfg.precision)
+    ll = shard.largest_module
+    fp32_grads_dense = DEEPSPEED_FP32_GRAD_BYTES * r.trainable_dense
+    fp32_grads_expert = DEEPSPEED_FP32_GRAD_BYTES * r.trainable_expert
+    fp32_grads = _sharded(cfg, fp32_grads_dense, fp32_grads_expert)
+    grads16 = _sharded(cfg, r.grads_dense, r.grads_expert)
+    master = _sharded(cfg, r.master_dense, r.master_expert)
+    states = _sharded(cfg, r.states_dense, r.states_expert)
+    weights_part = _sharded(cfg, r.weights_dense, r.weights_expert)
+    params = shard.base_dense + shard.base_expert + shard.adapters
+    # P·4·gpus_per_node·abf: an fp32 copy of the model per process while it is built on the CPU.
+    init_host = DEEPSPEED_INIT_BYTES * params * cfg.gpus_per_node * cfg.additional_buffer_factor
+    off_opt = cfg.offload >= OFFLOAD_OPTIMIZER
+    off_params = cfg.offload >= OFFLOAD_PARAMS
+
+    # DeepSpeed's "16" (4 fp32 grads + 4 fp32 params + 8 states) and "18" (+ 2 fp16 params).
+    optimizer_part = fp32_grads + master + states
+    offloaded_part = optimizer_part + xp.where(off_params, weights_part, 0)
+    optimizer_total = (
+        fp32_grads_dense + fp32_grads_expert + r.master_dense + r.master_expert
+        + r.states_dense + r.states_expert
+    )
+    stage12 = ModelStates(
+        weights=r.weights_dense + r.weights_expert,
+        master_weights=xp.where(off_opt, 0, master),
+        gradients=xp.where(off_opt, 0, grads16 + fp32_grads),
+        optimizer_states=xp.where(off_opt, 0, states),
+        # P·max(4N, 16)·abf offloaded (N: all GPUs, as the source has it), else init_host.
+        host_bytes_per_node=xp.where(
+            off_opt,
+            xp.maximum(DEEPSPEED_INIT_BYTES * cfg.n_gpus * params, optimizer_total)
+            * cfg.additional_buffer_factor,
+            init_host,
+        ),
+        nvme_bytes_per_node=0,
+    )
+    # The node's share of the offloaded partitions: 16P/nodes (18P/nodes with params)·abf.
+    node_share = offloaded_part * cfg.gpus_per_node * cfg.additional_buffer_factor
+    zero_init = cfg.zero_init > 0
+    stage3 = ModelStates(
+        weights=w * ll + xp.where(off_params, 0, weights_part),
+        master_weights=xp.where(off_opt, 0, master),
+        gradients=g * ll + xp.where(off_opt, 0, fp32_grads),
+        optimizer_states=xp.where(off_opt, 0, states),
+        host_bytes_per_node=xp.where(
+            off_opt,
+            xp.where(zero_init, node_share, xp.maximum(init_host, node_share)),
+            xp.where(zero_init, DEEPSPEED_INIT_BYTES * ll * cfg.gpus_per_node
+                     * cfg.additional_buffer_factor, init_host),
+        ),
+        nvme_bytes_per_node=0,
+    )
+    chosen = _select(cfg.zero_stage >= 3, stage3, stage12)
+    to_nvme = cfg.offload == OFFLOAD_NVME
+    return _select(cfg.zero_stage == 0, generic(shard, cfg), chosen.replace(
+        host_bytes_per_node=xp.where(to_nvme, 0, chosen.host_bytes_per_node),
+        nvme_bytes_per_node=xp.where(to_nvme, chosen.host_bytes_per_node, 0),
+    ))
+
+
+def _select(condition, if_true: ModelStates, if_false: ModelStates) -> ModelStates:
+    return jax.tree_util.tree_map(lambda a, c: xp.where(condition, a, c), if_true, if_false)
+
+
+# ---- Megatron-LM -------------------------------------------------------------------------------
+
+MEGATRON_VOCAB_DIVISOR = 128  # `--make-vocab-size-divisible-by` default, times tp
+
+
+def megatron_padded_vocab(arch: Architecture, cfg: TrainConfig):
+    """Megatron-LM `_vocab_size_with_padding`: V rounded up to a multiple of 128·t."""
+    multiple = MEGATRON_VOCAB_DIVISOR * cfg.tp
+    return xp.ceil(arch.vocab_size / multiple) * multiple
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class MegatronShard:
+    """Megatron-LM's parameter counts on its most loaded shard (first pipeline stage)."""
+
+    dense: object  # tp-sharded + replicated: optimizer sharded over d = n/(t·p·c)
+    expert: object  # routed experts: optimizer sharded over n/(t_e·x·p)
+
+
+def megatron_shard(arch: Architecture, cfg: TrainConfig) -> MegatronShard:
+    """`compute_weight_and_optimizer_memory`'s parameter counts, term for term.
+
+    Source: megatron/training/theoretical_memory_usage.py, NVIDIA/Megatron-LM commit
+    00caa53af30912914981c86f39db123961678bbd (MoE pattern, shared experts, MLA, norm_size) with
+    the expert-parallel split of yuzhongw-nvidia/Megatron-LM commit
+    e851e7d22d2ad4c936d90284b257912b76e84115 (Megatron-LM PR #4687), which equals the upstream
+    formula when ep = 1, etp = tp and cp = 1. No biases except the router's with
+    `add_bias_linear`; norm_size = 1 (RMSNorm) or 2 (LayerNorm); gated multiplier 3/2; MTP
+    blocks and latent MoE are absent from the catalog's models.
+    """
+    h, a, k, d = arch.hidden_size, arch.num_heads, arch.num_kv_heads, arch.head_dim
+    norm_size = NORM_WEIGHT + arch.norm_bias
+    gated = xp.where(arch.gated_mlp > 0, 3 / 2, 1)
+    q_head = arch.qk_nope_head_dim + arch.qk_rope_head_dim
+    q_term = xp.where(
+        arch.q_lora_rank > 0,
+        arch.q_lora_rank * (h + a * q_head + norm_size),
+        h * a * q_head,
+    )
+    mla_attention = (
+        q_term
+        + arch.kv_lora_rank * (h + a * (arch.qk_nope_head_dim + arch.v_head_dim) + norm_size)
+        + h * arch.qk_rope_head_dim
+        + a * arch.v_head_dim * h
+    )
+    # 2·h·h·((1 + k/a)·(a·d/h)) in the source.
+    standard_attention = 2 * h * (a * d + k * d)
+    attention = xp.where(arch.mla > 0, mla_attention, standard_attention)
+    dense_mlp = 2 * h * arch.ffn_hidden_size * gated
+    shared = 2 * h * arch.num_shared_experts * arch.shared_expert_ffn_hidden_size * gated
+    routed = 2 * h * arch.moe_ffn_hidden_size * arch.num_experts * gated
+    layernorms = 2 * h * norm_size
+    router = xp.where(arch.num_experts > 0, (h + arch.linear_bias) * arch.num_experts, 0)
+    n_moe = moe_layer_count(arch)
+    n_dense = arch.num_layers - n_moe
+    embedding = h * megatron_padded_vocab(arch, cfg)
+    tp_sharded_block = (attention + dense_mlp) * n_dense + (attention + shared) * n_moe
+    replicated_block = layernorms * n_dense + (layernorms + router) * n_moe + norm_size * h
+    untied_single_stage = (1 - arch.tied_embeddings) * (cfg.pp == 1)
+    tp_sharded = (tp_sharded_block / cfg.pp + embedding * (1 + untied_single_stage)) / cfg.tp
+    expert = routed * n_moe / cfg.pp / (expert_tp(cfg) * cfg.ep)
+    return MegatronShard(dense=tp_sharded + replicated_block / cfg.pp, expert=expert)
+
+
+def megatron(arch: Architecture, cfg: TrainConfig) -> ModelStates:
+    """Megatron-LM's weight and optimizer memory, split into our components.
+
+    The source's bytes per parameter: 18 without the distributed optimizer, 6 + 12/d with it
+    (zero_stage 1), d = n/(t·p·c) for dense and n/(t_e·x·p) for expert parameters; "bf16 model
+    params, fp32 main gradients, fp32 main params, and fp32 Adam states", i.e. w = 2,
+    main grad 4, m + o = 12. Other precisions and optimizers change w, m and o alone.
+    """
+    shard = megatron_shard(arch, cfg)
+    distributed = cfg.zero_stage >= 1
+    dense_dp = xp.where(distributed, data_parallel_degree(cfg), 1)
+    expert_dp = xp.where(distributed, expert_shard_degree(cfg), 1)
+    params = shard.dense + shard.expert
+    states_per_param = b.optimizer_state_bytes(cfg.optimizer, cfg.precision, 1, 0)
+    optimizer_params = shard.dense / dense_dp + shard.expert / expert_dp
+    return ModelStates(
+        weights=b.weight_bytes(cfg.precision) * params,
+        master_weights=b.master_bytes(cfg.precision) * optimizer_params,
+        gradients=MEGATRON_MAIN_GRAD_BYTES * params,
+        optimizer_states=states_per_param * optimizer_params,
+        host_bytes_per_node=0,
+        nvme_bytes_per_node=0,
+    )
+
+
+# ---- PyTorch FSDP2 -----------------------------------------------------------------------------
+
+
+def fsdp(shard: StageShard, cfg: TrainConfig) -> ModelStates:
+    """PyTorch FSDP2 (`fully_shard`), one unit per block, mixed precision as
+    `MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)`.
+
+    Sources (pytorch/pytorch): torch/distributed/fsdp/_fully_shard/_fsdp_api.py and
+    _fsdp_collectives.py `foreach_reduce`, which casts the reduced gradient shard back to the
+    parameter's original dtype. In mixed precision the sharded parameters stay fp32 (our
+    master, 4T/N) with fp32 gradient shards (4T/N) and optimizer states o(T)/N; the compute copy
+    is the all-gathered bf16 unit: with `reshard_after_forward=True` (zero_stage 3, FULL_SHARD)
+    the unit computed and the one prefetched, 2·w·B; with False (zero_stage 2, SHARD_GRAD_OP)
+    every unit stays gathered from forward to backward, w·P. One unit's unsharded gradient g·B is
+    live before its reduce-scatter. In fp32 or pure bf16 the shard is the weights (w·P/N).
+    zero_stage 0 is DDP under `torch.autocast`, whose cache keeps the bf16 cast of every weight
+    for the backward pass: w·P + fp32 parameters 4P + fp32 gradients 4P + o(T).
+    `optimizer+params` is `CPUOffloadPolicy`: parameter, gradient and optimizer-state shards in
+    host RAM, the step on the CPU.
+    """
+    r = _rates(shard, cfg)
+    w, g = b.weight_bytes(cfg.precision), b.gradient_bytes(cfg.precision)
+    mixed = b.master_bytes(cfg.precision) > 0
+    sharded = cfg.zero_stage >= 2
+    unit_weights = FSDP_LIVE_UNITS * w * shard.block
+    unit_grads = g * shard.block
+    compute_copy = xp.where(
+        cfg.zero_stage >= 3, unit_weights, r.weights_dense + r.weights_expert
+    )
+    weight_shard = xp.where(
+        mixed | ~sharded, 0, _sharded(cfg, r.weights_dense, r.weights_expert, 2)
+    )
+    master = _sharded(cfg, r.master_dense, r.master_expert, 2)
+    grad_bytes = xp.where(mixed, b.FP32_BYTES, g)
+    grad_shard = _sharded(cfg, grad_bytes * r.trainable_dense, grad_bytes * r.trainable_expert, 2)
+    states = _sharded(cfg, r.states_dense, r.states_expert, 2)
+    offloaded = cfg.offload >= OFFLOAD_PARAMS
+    on_host = (weight_shard + master + grad_shard + states) * cfg.gpus_per_node
+    return ModelStates(
+        weights=compute_copy + xp.where(offloaded, 0, weight_shard),
+        master_weights=xp.where(offloaded, 0, master),
+        gradients=xp.where(sharded, unit_grads, 0) + xp.where(offloaded, 0, grad_shard),
+        optimizer_states=xp.where(offloaded, 0, states),
+        host_bytes_per_node=xp.where(offloaded, on_host, 0),
+        nvme_bytes_per_node=0,
+    )
+
+
+def model_states(arch: Architecture, shard: StageShard, cfg: TrainConfig) -> ModelStates:
+    """The profile named by `cfg.framework`, evaluated for every framework and selected, so that
+    the framework can be a swept axis."""
+    profiles = (
+        (GENERIC, generic(shard, cfg)),
+        (DEEPSPEED, deepspeed(shard, cfg)),
+        (MEGATRON, megatron(arch, cfg)),
+    )
+    chosen = fsdp(shard, cfg)
+    for code, states in profiles:
+        chosen = _select(cfg.framework == code, states, chosen)
+    return chosen

@@ -1,0 +1,131 @@
+"""Which parameters one GPU holds: a pipeline stage, split by tensor and expert parallelism.
+
+Notation: t = tp, p = pp, c = cp, x = ep, n = n_gpus. Data-parallel degree d = n/(t·p·c).
+ZeRO and FSDP shard over every rank that holds the same parameters: the dense parameters over
+d·c = n/(t·p) ranks (Megatron-LM's distributed optimizer uses the data-parallel group with
+context parallelism), the routed experts over n/(t_e·p·x) ranks, t_e the expert
+tensor-parallel degree.
+
+A pipeline stage holds L/p consecutive blocks; the first also holds the input embedding, the
+last the final norm and the head (with p = 1 one stage holds all). Memory is evaluated for the
+first and the last stage and the larger total is reported (the most loaded rank).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+
+from sweep import model, xp
+from sweep.config import TrainConfig
+
+FIRST, LAST = 0, 1
+FULL, LORA, QLORA = 0, 1, 2  # codes of vocabulary.FINETUNES
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class StageShard:
+    """Parameter counts on one GPU of one pipeline stage (before ZeRO/FSDP sharding).
+
+    base_*: the model's own parameters (dense: replicated over the n/(t·p) data-parallel ranks;
+    expert: routed experts, over n/(t·p·x)); block_linear: the part in the blocks' linear weights
+    (quantised by QLoRA, fp8 in fp8-mixed); adapters: LoRA parameters; trainable_*: what gets
+    gradients and optimizer states; factored_*: Adafactor's second-moment elements of the
+    trainable parameters; largest_module and block: DeepSpeed's largest layer and one FSDP unit.
+    """
+
+    base_dense: object
+    base_expert: object
+    block_linear: object
+    adapters: object
+    trainable_dense: object
+    trainable_expert: object
+    factored_dense: object
+    factored_expert: object
+    largest_module: object
+    block: object
+
+
+def dense_shard_degree(cfg: TrainConfig):
+    """Ranks sharing the dense parameters, over which ZeRO/FSDP shard them: n/(t·p)."""
+    return cfg.n_gpus / (cfg.tp * cfg.pp)
+
+
+def expert_tp(cfg: TrainConfig):
+    """Tensor-parallel degree of the routed experts: `etp`, or tp when etp = 0."""
+    return xp.where(cfg.etp > 0, cfg.etp, cfg.tp)
+
+
+def expert_shard_degree(cfg: TrainConfig):
+    """Ranks sharing one routed-expert shard: n/(t_e·p·x), t_e = `expert_tp`."""
+    return cfg.n_gpus / (expert_tp(cfg) * cfg.pp * cfg.ep)
+
+
+def data_parallel_degree(cfg: TrainConfig):
+    """d = n/(t·p·c)."""
+    return cfg.n_gpus / (cfg.tp * cfg.pp * cfg.cp)
+
+
+def stage_layers(arch: model.Architecture, cfg: TrainConfig, stage: int):
+    """(number of blocks, index of the first block) on the first or last pipeline stage."""
+    layers = arch.num_layers / cfg.pp
+    first_layer = 0 if stage == FIRST else arch.num_layers - layers
+    return layers, first_layer
+
+
+def stage_shard(arch: model.Architecture, cfg: TrainConfig, stage: int) -> StageShard:
+    """Parameters on one GPU of the first (`FIRST`) or last (`LAST`) pipeline stage."""
+    tp, ep, etp = cfg.tp, cfg.ep, expert_tp(cfg)
+    layers, first_layer = stage_layers(arch, cfg, stage)
+    holds_embedding = 1 if stage == FIRST else cfg.pp == 1
+    holds_head = 1 if stage == LAST else cfg.pp == 1
+    blocks = model.layers_params(arch, layers, first_layer, tp, ep, etp)
+    embedding = holds_embedding * model.embedding_params(arch, tp)
+    # The head's vocabulary dimension is split; its hidden dimension is the factored column.
+    head = holds_head * (model.head_params(arch, tp) + model.final_norm_params(arch))
+    base_dense = blocks.dense + embedding + head
+
+    # Leading frozen blocks (and the embedding, when any block is frozen) of a partial fine-tune.
+    frozen_layers = xp.minimum(xp.maximum(cfg.frozen_layers - first_layer, 0), layers)
+    frozen = model.layers_params(arch, frozen_layers, first_layer, tp, ep, etp)
+    frozen_embedding = embedding * (cfg.frozen_layers > 0)
+    full_dense = base_dense - frozen.dense - frozen_embedding
+    full_expert = blocks.expert - frozen.expert
+
+    adapters = model.layers_lora_params(
+        arch, layers, first_layer, cfg.lora_rank, cfg.lora_targets, tp, ep, etp
+    )
+    adapters = xp.where(cfg.finetune == FULL, 0, adapters)
+    is_full = cfg.finetune == FULL
+
+    factored_blocks = model.layers_factored_second_moment(
+        arch, layers - frozen_layers, first_layer + frozen_layers, tp, ep, etp
+    )
+    vocab_rows = arch.vocab_size / tp
+    factored_embedding = (cfg.frozen_layers <= 0) * holds_embedding * (
+        vocab_rows + arch.hidden_size
+        + arch.learned_position_embeddings * (arch.max_position_embeddings + arch.hidden_size)
+    )
+    factored_head = holds_head * (
+        (1 - arch.tied_embeddings) * (vocab_rows + arch.hidden_size)
+        + model.final_norm_params(arch)
+    )
+    full_factored = factored_blocks + factored_embedding + factored_head
+    expert_share = xp.where(full_dense + full_expert > 0, full_expert, 0) / xp.maximum(
+        full_dense + full_expert, 1
+    )
+    # LoRA adapters are two small matrices each: r + in and r + out elements when factored.
+    return StageShard(
+        base_dense=base_dense,
+        base_expert=blocks.expert,
+        block_linear=blocks.block_linear,
+        adapters=adapters,
+        trainable_dense=xp.where(is_full, full_dense, adapters),
+        trainable_expert=xp.where(is_full, full_expert, 0),
+        factored_dense=xp.where(is_full, full_factored * (1 - expert_share), adapters),
+        factored_expert=xp.where(is_full, full_factored * expert_share, 0),
+        largest_module=model.largest_module_params(arch, tp, ep),
+        block=model.block_params(arch, tp, ep, etp),
+    )

@@ -1,0 +1,127 @@
+"""The per-GPU memory of one configuration: every component, the total, and whether it fits.
+
+`estimate` is the single entry point that `explain` calls on scalars and the sweep vmaps over
+arrays. Components that a later step of the project brings (activations, logits, KV cache,
+buffers, overhead) are zero until then.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+
+from sweep import model, xp
+from sweep.config import Hardware, TrainConfig
+from sweep.memory.model_states import ModelStates, model_states
+from sweep.memory.shard import FIRST, FULL, LAST, stage_shard
+from sweep.model import Architecture
+from sweep.validity import invalid_reasons
+
+GPU_COMPONENTS = (
+    "weights",
+    "master_weights",
+    "gradients",
+    "optimizer_states",
+    "activations",
+    "logits",
+    "kv_cache",
+    "buffers",
+    "overhead",
+)
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class Estimate:
+    """Memory of one configuration on its most loaded GPU (bytes unless named otherwise)."""
+
+    weights: object
+    master_weights: object
+    gradients: object
+    optimizer_states: object
+    activations: object
+    logits: object
+    kv_cache: object
+    buffers: object
+    overhead: object
+    per_gpu_total_bytes: object
+    host_bytes_per_node: object
+    nvme_bytes_per_node: object
+    gpu_capacity_bytes: object
+    params_total: object
+    params_trainable: object
+    params_per_gpu: object
+    stage: object  # 0: first pipeline stage is the most loaded, 1: last
+    invalid: object  # bit mask of validity.REASONS
+    fits: object
+
+
+def _per_stage(arch: Architecture, cfg: TrainConfig, stage: int):
+    shard = stage_shard(arch, cfg, stage)
+    states: ModelStates = model_states(arch, shard, cfg)
+    zero = 0.0 * states.weights
+    components = {
+        "weights": states.weights,
+        "master_weights": states.master_weights,
+        "gradients": states.gradients,
+        "optimizer_states": states.optimizer_states,
+        "activations": zero,
+        "logits": zero,
+        "kv_cache": zero,
+        "buffers": zero,
+        "overhead": zero,
+    }
+    params_on_gpu = shard.base_dense + shard.base_expert + shard.adapters
+    return components, states, params_on_gpu
+
+
+def trainable_params(arch: Architecture, cfg: TrainConfig):
+    """Trainable parameters of the whole model: all but the frozen leading blocks (and the
+    embedding with them), or the LoRA adapters."""
+    frozen = model.layers_params(arch, cfg.frozen_layers)
+    frozen_total = frozen.dense + frozen.expert + (cfg.frozen_layers > 0) * model.embedding_params(
+        arch
+    )
+    adapters = model.layers_lora_params(
+        arch, arch.num_layers, 0, cfg.lora_rank, cfg.lora_targets
+    )
+    return xp.where(cfg.finetune == FULL, model.total_params(arch) - frozen_total, adapters)
+
+
+def estimate(arch: Architecture, cfg: TrainConfig, hw: Hardware) -> Estimate:
+    """Every memory component on the most loaded GPU, its total, capacity and fit.
+
+    The first and the last pipeline stage are evaluated; the larger total is reported.
+    fits = valid and total <= memory_bytes·usable_fraction and host bytes <= host RAM.
+    """
+    first, first_states, first_params = _per_stage(arch, cfg, FIRST)
+    last, last_states, last_params = _per_stage(arch, cfg, LAST)
+    first_total = sum(first.values())
+    last_total = sum(last.values())
+    use_last = last_total > first_total
+    components = {k: xp.where(use_last, last[k], first[k]) for k in GPU_COMPONENTS}
+    total = xp.maximum(first_total, last_total)
+    host = xp.where(use_last, last_states.host_bytes_per_node, first_states.host_bytes_per_node)
+    nvme = xp.where(use_last, last_states.nvme_bytes_per_node, first_states.nvme_bytes_per_node)
+    capacity = hw.memory_bytes * hw.usable_fraction
+    invalid = invalid_reasons(arch, cfg)
+    fits = (invalid == 0) & (total <= capacity) & (host <= hw.host_memory_bytes_per_node)
+    return Estimate(
+        **components,
+        per_gpu_total_bytes=total,
+        host_bytes_per_node=host,
+        nvme_bytes_per_node=nvme,
+        gpu_capacity_bytes=capacity,
+        params_total=model.total_params(arch),
+        params_trainable=trainable_params(arch, cfg),
+        params_per_gpu=xp.where(use_last, last_params, first_params),
+        stage=xp.where(use_last, LAST, FIRST),
+        invalid=invalid,
+        fits=fits,
+    )
+
+
+def components_dict(est: Estimate) -> dict:
+    return {k: getattr(est, k) for k in GPU_COMPONENTS}
+

@@ -1,0 +1,365 @@
+"""Transformer architectures and their parameter counts, derived from the shapes.
+
+Notation (used in names below):
+
+| symbol | argument                         | meaning                                      |
+|--------|----------------------------------|----------------------------------------------|
+| h      | hidden_size                      | model width                                  |
+| L      | num_layers                       | transformer blocks                           |
+| a      | num_heads                        | query heads                                  |
+| k      | num_kv_heads                     | key/value heads (GQA: k < a; MQA: k = 1)     |
+| d      | head_dim                         | width of one head                            |
+| f      | ffn_hidden_size                  | dense MLP inner width                        |
+| V      | vocab_size                       | vocabulary                                   |
+| E, e   | num_experts, num_experts_per_tok | routed experts per MoE layer, top-k          |
+| f_e    | moe_ffn_hidden_size              | inner width of one routed expert             |
+| S, f_s | num_shared_experts, shared_expert_ffn_hidden_size | always-on experts           |
+| t      | tp                               | tensor-parallel degree                       |
+
+Every field of `Architecture` is a number (flags are 0/1) so that an architecture is a pytree
+that can be stacked into arrays and swept. Counts follow the module shapes of the Hugging Face
+implementations (`modeling_llama.py`, `modeling_mixtral.py`, `modeling_qwen2.py`,
+`modeling_gpt2.py`, `modeling_deepseek_v3.py`); the catalog tests check them against the
+published totals.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import jax
+
+from sweep import xp
+from sweep.vocabulary import LORA_TARGETS
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class Architecture:
+    hidden_size: float
+    num_layers: float
+    num_heads: float
+    num_kv_heads: float
+    head_dim: float
+    ffn_hidden_size: float
+    vocab_size: float
+    max_position_embeddings: float = 4096
+    gated_mlp: float = 1  # SwiGLU: gate, up, down (3 matrices); 0: GeLU up, down (2)
+    norm_bias: float = 0  # LayerNorm has a bias (1); RMSNorm has none (0)
+    tied_embeddings: float = 0
+    linear_bias: float = 0  # every linear layer has a bias (GPT-2/3)
+    qkv_bias: float = 0  # only q, k, v have biases (Qwen2)
+    learned_position_embeddings: float = 0
+    num_experts: float = 0
+    num_experts_per_tok: float = 0
+    moe_ffn_hidden_size: float = 0
+    num_shared_experts: float = 0
+    shared_expert_ffn_hidden_size: float = 0
+    first_k_dense_layers: float = 0
+    router_bias: float = 0
+    mla: float = 0  # multi-head latent attention (DeepSeek-V2/V3)
+    q_lora_rank: float = 0
+    kv_lora_rank: float = 0
+    qk_nope_head_dim: float = 0
+    qk_rope_head_dim: float = 0
+    v_head_dim: float = 0
+    sliding_window: float = 0
+
+    def replace(self, **changes) -> Architecture:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A named architecture with where its numbers come from."""
+
+    name: str
+    display_name: str
+    arch: Architecture
+    source: str
+    published_params: float = 0.0
+    published_params_source: str = ""
+    published_params_rounding: float = 0.0
+    notes: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+NORM_WEIGHT = 1  # a norm has one weight vector of width h (plus a bias vector for LayerNorm)
+
+COLUMN, ROW, REPLICATED = "column", "row", "replicated"  # how tensor parallelism splits a Linear
+
+
+@dataclass(frozen=True)
+class Linear:
+    """A linear layer `count` times in one block: weight in_features x out_features.
+
+    `split` says which dimension tensor parallelism divides (Megatron-LM's column- and
+    row-parallel linears); `expert` marks routed experts, divided over expert parallelism;
+    `lora_target` is the PEFT module name LoRA attaches to (None: never a target).
+    """
+
+    name: str
+    in_features: object
+    out_features: object
+    split: str
+    count: object = 1
+    bias: object = 0
+    expert: bool = False
+    lora_target: str | None = None
+
+    def dims_on_rank(self, tp):
+        """(in, out) of the weight shard on one TP rank."""
+        in_div = tp if self.split == ROW else 1
+        out_div = tp if self.split == COLUMN else 1
+        return self.in_features / in_div, self.out_features / out_div
+
+    def count_on_rank(self, ep):
+        return self.count / ep if self.expert else self.count
+
+    def weight_params(self, tp=1, ep=1):
+        rows, cols = self.dims_on_rank(tp)
+        return self.count_on_rank(ep) * rows * cols
+
+    def bias_params(self, tp=1, ep=1):
+        return self.count_on_rank(ep) * self.bias * self.dims_on_rank(tp)[1]
+
+    def factored_second_moment(self, tp=1, ep=1):
+        """Adafactor's factored second moment of the weight: one row and one column vector."""
+        rows, cols = self.dims_on_rank(tp)
+        return self.count_on_rank(ep) * (rows + cols)
+
+    def lora_params(self, rank, tp=1, ep=1):
+        """LoRA A (r x in) and B (out x r), each split as the weight it adapts is."""
+        rows, cols = self.dims_on_rank(tp)
+        return self.count_on_rank(ep) * rank * (rows + cols)
+
+
+def norm_params(arch: Architecture, width):
+    """Parameters of one norm of the given width: width * (1 + bias)."""
+    return width * (NORM_WEIGHT + arch.norm_bias)
+
+
+def attention_linears(arch: Architecture) -> list[Linear]:
+    """The attention projections of one block (standard MHA/GQA/MQA or MLA).
+
+    Standard: q h x a·d, k and v h x k·d (column-parallel, biased when `linear_bias` or
+    `qkv_bias`), o a·d x h (row-parallel, biased when `linear_bias`).
+    MLA (DeepSeek-V3 `DeepseekV3Attention`): q_a_proj h x q_r and kv_a_proj_with_mqa
+    h x (kv_r + d_rope) replicated; q_b_proj q_r x a·(d_nope + d_rope) (or q_proj from h when
+    q_lora_rank = 0) and kv_b_proj kv_r x a·(d_nope + d_v) column-parallel; o_proj a·d_v x h.
+    LoRA's k_proj and v_proj map to MLA's kv_a and kv_b projections.
+    """
+    h, a, k, d = arch.hidden_size, arch.num_heads, arch.num_kv_heads, arch.head_dim
+    std = 1 - arch.mla
+    qkv_bias = xp.maximum(arch.linear_bias, arch.qkv_bias)
+    q_head = arch.qk_nope_head_dim + arch.qk_rope_head_dim
+    q_lora = arch.mla * (arch.q_lora_rank > 0)
+    return [
+        Linear("q_proj", h, a * d, COLUMN, std, qkv_bias, lora_target="q_proj"),
+        Linear("k_proj", h, k * d, COLUMN, std, qkv_bias, lora_target="k_proj"),
+        Linear("v_proj", h, k * d, COLUMN, std, qkv_bias, lora_target="v_proj"),
+        Linear("o_proj", a * d, h, ROW, std, arch.linear_bias, lora_target="o_proj"),
+        Linear("q_a_proj", h, arch.q_lora_rank, REPLICATED, q_lora, lora_target="q_proj"),
+        Linear("q_b_proj", arch.q_lora_rank, a * q_head, COLUMN, q_lora, lora_target="q_proj"),
+        Linear("mla_q_proj", h, a * q_head, COLUMN, arch.mla - q_lora, lora_target="q_proj"),
+        Linear(
+            "kv_a_proj_with_mqa", h, arch.kv_lora_rank + arch.qk_rope_head_dim, REPLICATED,
+            arch.mla, lora_target="k_proj",
+        ),
+        Linear(
+            "kv_b_proj", arch.kv_lora_rank, a * (arch.qk_nope_head_dim + arch.v_head_dim), COLUMN,
+            arch.mla, lora_target="v_proj",
+        ),
+        Linear("mla_o_proj", a * arch.v_head_dim, h, ROW, arch.mla, lora_target="o_proj"),
+    ]
+
+
+def mlp_linears(arch: Architecture, inner, count=1, expert=False, prefix="") -> list[Linear]:
+    """A gated (SwiGLU: gate, up, down) or plain (GeLU: up, down) MLP of inner width `inner`.
+
+    Biases follow `linear_bias` (routed experts never have them).
+    """
+    h = arch.hidden_size
+    bias = 0 if expert else arch.linear_bias
+    return [
+        Linear(prefix + "gate_proj", h, inner, COLUMN, count * arch.gated_mlp, bias, expert,
+               "gate_proj"),
+        Linear(prefix + "up_proj", h, inner, COLUMN, count, bias, expert, "up_proj"),
+        Linear(prefix + "down_proj", inner, h, ROW, count, bias, expert, "down_proj"),
+    ]
+
+
+def block_linears(arch: Architecture, moe: bool) -> list[Linear]:
+    """Every linear of one block: attention plus the dense MLP, or routed + shared experts and
+    the router (h x E, replicated) in an MoE block."""
+    if not moe:
+        return attention_linears(arch) + mlp_linears(arch, arch.ffn_hidden_size)
+    router = Linear("router", arch.hidden_size, arch.num_experts, REPLICATED, 1, arch.router_bias)
+    return (
+        attention_linears(arch)
+        + mlp_linears(arch, arch.moe_ffn_hidden_size, arch.num_experts, True, "experts.")
+        + mlp_linears(arch, arch.shared_expert_ffn_hidden_size, arch.num_shared_experts,
+                      prefix="shared_experts.")
+        + [router]
+    )
+
+
+def block_norm_params(arch: Architecture):
+    """Norms of one block: pre-attention and pre-MLP, plus MLA's q_a and kv_a RMSNorms."""
+    mla_norms = arch.mla * (arch.kv_lora_rank + arch.q_lora_rank)
+    return 2 * norm_params(arch, arch.hidden_size) + mla_norms
+
+
+def moe_layer_count(arch: Architecture, layers=None, first_layer=0):
+    """MoE blocks among `layers` consecutive blocks starting at `first_layer`.
+
+    Blocks before `first_k_dense_layers` use the dense MLP (DeepSeek-V3: 3).
+    """
+    layers = arch.num_layers if layers is None else layers
+    dense_in_range = xp.minimum(xp.maximum(arch.first_k_dense_layers - first_layer, 0), layers)
+    return xp.where(arch.num_experts > 0, layers - dense_in_range, 0)
+
+
+def embedding_params(arch: Architecture, tp=1):
+    """Input embedding V·h/t (vocab-parallel) plus learned positions P·h (replicated)."""
+    positions = arch.learned_position_embeddings * arch.max_position_embeddings
+    return arch.vocab_size * arch.hidden_size / tp + positions * arch.hidden_size
+
+
+def head_params(arch: Architecture, tp=1):
+    """Output projection V·h/t, absent when tied to the input embedding."""
+    return (1 - arch.tied_embeddings) * arch.vocab_size * arch.hidden_size / tp
+
+
+def final_norm_params(arch: Architecture):
+    return norm_params(arch, arch.hidden_size)
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class LayerParams:
+    """Parameters of a run of layers on one rank, split by how they are sharded.
+
+    `dense` is replicated across data-parallel ranks (sharded by ZeRO over dp); `expert` is the
+    routed-expert part, already divided by the expert-parallel degree (sharded by ZeRO over the
+    expert data-parallel group). `block_linear` is the part held in linear weights of the
+    blocks, what QLoRA quantises to NF4 and fp8 training stores in fp8.
+    """
+
+    dense: object
+    expert: object
+    block_linear: object
+
+
+def _over_block_kinds(arch: Architecture, layers, first_layer, per_block):
+    """Sum `per_block(linears, moe)` over the dense and MoE blocks among the layers."""
+    n_moe = moe_layer_count(arch, layers, first_layer)
+    return (layers - n_moe) * per_block(block_linears(arch, False), False) + n_moe * per_block(
+        block_linears(arch, True), True
+    )
+
+
+def layers_params(
+    arch: Architecture, layers, first_layer=0, tp=1, ep=1, etp=None
+) -> LayerParams:
+    """Parameters of `layers` consecutive blocks starting at `first_layer`, on one TP/EP rank.
+
+    Routed experts are split E/ep per rank and each expert by the expert tensor-parallel
+    degree `etp` (Megatron-LM's default: etp = tp).
+    """
+    etp = tp if etp is None else etp
+
+    def part(select):
+        return lambda linears, moe: sum(select(lin) for lin in linears)
+
+    def weight(lin):
+        return lin.weight_params(etp if lin.expert else tp, ep)
+
+    weights = _over_block_kinds(arch, layers, first_layer, part(weight))
+    biases = _over_block_kinds(arch, layers, first_layer, part(lambda m: m.bias_params(tp, ep)))
+    expert = _over_block_kinds(
+        arch, layers, first_layer, part(lambda m: weight(m) if m.expert else 0)
+    )
+    dense = weights + biases - expert + layers * block_norm_params(arch)
+    return LayerParams(dense=dense, expert=expert, block_linear=weights)
+
+
+def layers_factored_second_moment(
+    arch: Architecture, layers, first_layer=0, tp=1, ep=1, etp=None
+):
+    """Adafactor second-moment elements of the blocks: r + c per matrix, full size per vector."""
+    etp = tp if etp is None else etp
+
+    def per_block(linears, moe):
+        return sum(
+            lin.factored_second_moment(etp if lin.expert else tp, ep) + lin.bias_params(tp, ep)
+            for lin in linears
+        ) + block_norm_params(arch)
+
+    return _over_block_kinds(arch, layers, first_layer, per_block)
+
+
+def layers_lora_params(
+    arch: Architecture, layers, first_layer, rank, target_mask, tp=1, ep=1, etp=None
+):
+    """LoRA adapter parameters r·(in + out) on every targeted linear of the blocks."""
+    etp = tp if etp is None else etp
+
+    def per_block(linears, moe):
+        return sum(
+            lora_target_bit(target_mask, lin.lora_target)
+            * lin.lora_params(rank, etp if lin.expert else tp, ep)
+            for lin in linears
+            if lin.lora_target is not None
+        )
+
+    return _over_block_kinds(arch, layers, first_layer, per_block)
+
+
+def lora_target_bit(target_mask, name: str):
+    """1 where module `name` is in the bit mask of `vocabulary.LORA_TARGETS`, else 0."""
+    bit = 2 ** LORA_TARGETS.index(name)
+    return xp.floor(target_mask / bit) - 2 * xp.floor(target_mask / (2 * bit))
+
+
+def total_params(arch: Architecture):
+    """All parameters: embeddings + L blocks + final norm + head (+ every routed expert)."""
+    blocks = layers_params(arch, arch.num_layers)
+    return (
+        embedding_params(arch)
+        + blocks.dense
+        + blocks.expert
+        + final_norm_params(arch)
+        + head_params(arch)
+    )
+
+
+def active_params(arch: Architecture):
+    """Parameters one token passes through: routed experts counted e of E times."""
+    routed = layers_params(arch, arch.num_layers).expert
+    inactive_share = 1 - arch.num_experts_per_tok / xp.maximum(arch.num_experts, 1)
+    return total_params(arch) - routed * inactive_share
+
+
+def largest_module_params(arch: Architecture, tp=1, ep=1):
+    """Parameters of the largest single module (DeepSpeed's `largest_layer_params`).
+
+    DeepSpeed takes the max over modules of the parameters a module owns directly
+    (`model_to_params`): here the embedding or head (V·h) or the biggest single linear.
+    Fused expert weights are counted per expert, as in the Hugging Face implementations.
+    """
+    vocab = arch.vocab_size * arch.hidden_size / tp
+    largest = vocab
+    for moe in (False, True):
+        for lin in block_linears(arch, moe):
+            rows, cols = lin.dims_on_rank(tp)
+            single = rows * cols + lin.bias * cols
+            largest = xp.maximum(largest, xp.where(lin.count > 0, single, 0))
+    return largest
+
+
+def block_params(arch: Architecture, tp=1, ep=1, etp=None):
+    """Parameters of the heaviest single block on one rank (an FSDP wrapping unit)."""
+    last = layers_params(arch, 1, arch.num_layers - 1, tp, ep, etp)
+    return last.dense + last.expert

@@ -1,0 +1,101 @@
+"""Which configurations are valid, as a bit mask: 0 is valid, each set bit names a reason.
+
+Inside a sweep an invalid configuration is a flag, never an exception; `explain` turns the set
+bits into an error message with the offending values.
+"""
+
+from __future__ import annotations
+
+from sweep import xp
+from sweep.config import TrainConfig
+from sweep.memory.model_states import (
+    DEEPSPEED,
+    FSDP,
+    GENERIC,
+    MEGATRON,
+    NO_OFFLOAD,
+    OFFLOAD_OPTIMIZER,
+    OFFLOAD_PARAMS,
+)
+from sweep.memory.shard import FULL, QLORA, expert_tp
+from sweep.model import Architecture
+
+# (key, explanation) per bit, in bit order. Keys are stable: they are Parquet column values.
+REASONS = (
+    ("degrees", "n_gpus must be a multiple of tp·pp·cp"),
+    ("heads_tp", "num_heads and num_kv_heads must be multiples of tp"),
+    ("layers_pp", "num_layers must be a multiple of pp·vpp"),
+    ("experts_ep", "ep must divide num_experts (and be 1 for a dense model)"),
+    ("expert_ranks", "n_gpus/pp must be a multiple of ep·etp"),
+    ("vpp", "vpp > 1 needs pp > 1"),
+    ("zero_stage", "zero_stage must be 0-3 (megatron: 0 or 1; fsdp: 0, 2 or 3)"),
+    ("offload", "offload needs ZeRO (optimizer: stage >= 1; params/nvme: stage 3); "
+                "megatron has none; fsdp only offloads optimizer+params at stage >= 2"),
+    ("finetune", "lora/qlora need lora_rank > 0 and a framework other than megatron; "
+                 "qlora needs 16-bit precision"),
+    ("optimizer", "megatron supports adamw, sgd and sgd-momentum"),
+    ("frozen_layers", "frozen_layers must be within 0..num_layers (full fine-tuning only)"),
+    ("seq_len_cp", "seq_len must be a multiple of cp"),
+    ("positive", "every degree, micro_batch and seq_len must be >= 1"),
+)
+BIT = {key: 1 << i for i, (key, _) in enumerate(REASONS)}
+
+MEGATRON_OPTIMIZERS = (0, 3, 4)  # adamw, sgd, sgd-momentum
+SIXTEEN_BIT = (1, 2, 3)  # bf16-mixed, fp16-mixed, bf16
+
+
+def _is_any(code, allowed):
+    hit = code == allowed[0]
+    for value in allowed[1:]:
+        hit = hit | (code == value)
+    return hit
+
+
+def invalid_reasons(arch: Architecture, cfg: TrainConfig):
+    """Bit mask of `REASONS` violated by the configuration (0 = valid)."""
+    moe = arch.num_experts > 0
+    framework, zero, offload = cfg.framework, cfg.zero_stage, cfg.offload
+    zero_ok = _is_any(framework, (GENERIC, DEEPSPEED)) & (zero >= 0) & (zero <= 3)
+    zero_ok = zero_ok | ((framework == MEGATRON) & _is_any(zero, (0, 1)))
+    zero_ok = zero_ok | ((framework == FSDP) & _is_any(zero, (0, 2, 3)))
+    offload_ok = (offload == NO_OFFLOAD) | (
+        _is_any(framework, (GENERIC, DEEPSPEED))
+        & xp.where(offload == OFFLOAD_OPTIMIZER, zero >= 1, zero >= 3)
+    )
+    offload_ok = offload_ok | ((framework == FSDP) & (offload == OFFLOAD_PARAMS) & (zero >= 2))
+    lora = cfg.finetune != FULL
+    finetune_ok = ~lora | (
+        (cfg.lora_rank > 0)
+        & (framework != MEGATRON)
+        & ((cfg.finetune != QLORA) | _is_any(cfg.precision, SIXTEEN_BIT))
+    )
+    frozen_ok = (cfg.frozen_layers >= 0) & (cfg.frozen_layers <= arch.num_layers)
+    frozen_ok = frozen_ok & ((cfg.frozen_layers == 0) | (~lora & (framework != MEGATRON)))
+    positive = (
+        (cfg.tp >= 1) & (cfg.pp >= 1) & (cfg.cp >= 1) & (cfg.ep >= 1) & (cfg.vpp >= 1)
+        & (cfg.n_gpus >= 1) & (cfg.micro_batch >= 1) & (cfg.seq_len >= 1) & (cfg.etp >= 0)
+    )
+    checks = {
+        "degrees": xp.divides(cfg.tp * cfg.pp * cfg.cp, cfg.n_gpus),
+        "heads_tp": xp.divides(cfg.tp, arch.num_heads) & xp.divides(cfg.tp, arch.num_kv_heads),
+        "layers_pp": xp.divides(cfg.pp * cfg.vpp, arch.num_layers),
+        "experts_ep": xp.where(moe, xp.divides(cfg.ep, arch.num_experts), cfg.ep == 1),
+        "expert_ranks": xp.divides(cfg.ep * expert_tp(cfg), cfg.n_gpus / cfg.pp),
+        "vpp": (cfg.vpp == 1) | (cfg.pp > 1),
+        "zero_stage": zero_ok,
+        "offload": offload_ok,
+        "finetune": finetune_ok,
+        "optimizer": (framework != MEGATRON) | _is_any(cfg.optimizer, MEGATRON_OPTIMIZERS),
+        "frozen_layers": frozen_ok,
+        "seq_len_cp": xp.divides(cfg.cp, cfg.seq_len),
+        "positive": positive,
+    }
+    mask = 0
+    for key, ok in checks.items():
+        mask = mask + xp.where(ok, 0, BIT[key])
+    return mask
+
+
+def describe(mask: int) -> list[tuple[str, str]]:
+    """The (key, explanation) pairs whose bits are set in `mask`."""
+    return [reason for i, reason in enumerate(REASONS) if int(mask) >> i & 1]

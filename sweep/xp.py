@@ -1,0 +1,53 @@
+"""Array-namespace dispatch so that every formula is written once and runs on NumPy or JAX.
+
+Formulas use Python operators for arithmetic and the few functions below for the rest. Given
+any JAX array (a tracer inside `jit`/`vmap` included) they use `jax.numpy`; otherwise NumPy.
+This is what lets the sweep's NumPy twin and per-configuration loop call the very same
+functions as the jitted engine: there is no second copy of any formula.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def namespace(*arrays):
+    """`jax.numpy` if any argument is a JAX array, else `numpy`."""
+    return jnp if any(isinstance(a, jax.Array) for a in arrays) else np
+
+
+def where(condition, if_true, if_false):
+    return namespace(condition, if_true, if_false).where(condition, if_true, if_false)
+
+
+def maximum(a, b):
+    return namespace(a, b).maximum(a, b)
+
+
+def minimum(a, b):
+    return namespace(a, b).minimum(a, b)
+
+
+def floor(a):
+    return namespace(a).floor(a)
+
+
+def ceil(a):
+    return namespace(a).ceil(a)
+
+
+def divides(divisor, value):
+    """`value` is a whole multiple of `divisor`, without float `%`.
+
+    XLA on CPU lowers float remainder to a slow scalar call; `x == y * floor(x / y)` is exact for
+    the integer-valued floats used here (below 2^24 in float32).
+    """
+    return value == divisor * floor(value / divisor)
+
+
+def lookup(table, code):
+    """`table[code]` for a constant tuple `table` and an integer code array (or int)."""
+    xp = namespace(code)
+    return xp.asarray(table)[xp.asarray(code).astype(xp.int32)]
