@@ -80,7 +80,7 @@ def invalid_reasons(arch: Architecture, cfg: TrainConfig):
         "heads_tp": xp.divides(cfg.tp, arch.num_heads) & xp.divides(cfg.tp, arch.num_kv_heads),
         "layers_pp": xp.divides(cfg.pp * cfg.vpp, arch.num_layers),
         "experts_ep": xp.where(moe, xp.divides(cfg.ep, arch.num_experts), cfg.ep == 1),
-        "expert_ranks": xp.divides(cfg.ep * expert_tp(cfg), cfg.n_gpus / cfg.pp),
+        "expert_ranks": ~moe | xp.divides(cfg.ep * expert_tp(cfg), cfg.n_gpus / cfg.pp),
         "vpp": (cfg.vpp == 1) | (cfg.pp > 1),
         "zero_stage": zero_ok,
         "offload": offload_ok,

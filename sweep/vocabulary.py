@@ -29,8 +29,12 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
 
 
 def closest(name: str, allowed: tuple[str, ...] | list[str], n: int = 3) -> list[str]:
-    """The allowed names closest to `name` (for 'did you mean' messages)."""
-    return difflib.get_close_matches(name.lower(), list(allowed), n=n, cutoff=0.4)
+    """The allowed names closest to `name` (for 'did you mean' messages): names containing it
+    first, then the most similar by `difflib`."""
+    key = name.lower()
+    containing = [a for a in allowed if key and key in a.lower()]
+    similar = difflib.get_close_matches(key, list(allowed), n=n, cutoff=0.4)
+    return list(dict.fromkeys(containing + similar))[:n]
 
 
 def did_you_mean(name: str, allowed: tuple[str, ...] | list[str]) -> str:

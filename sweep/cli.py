@@ -1,0 +1,77 @@
+"""Command line: `run_sweep.py explain ...` (one flag per vocabulary key)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from sweep import vocabulary as vocab
+from sweep.config import DEEPSPEED_ADDITIONAL_BUFFER_FACTOR
+from sweep.errors import SweepError
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per vocabulary key; underscores become dashes."""
+    add = parser.add_argument
+    add("--model", required=True, help="catalog name or path to a Hugging Face config.json")
+    add("--gpu", required=True, help="catalog GPU name, e.g. h100-sxm-80gb")
+    add("--n-gpus", type=int, default=8)
+    add("--gpus-per-node", type=int, help="default: the GPU catalog's devices_per_node")
+    for key in ("tp", "pp", "vpp", "cp", "ep"):
+        add(f"--{key}", type=int, default=1, help=f"{key} degree (default 1)")
+    add("--etp", type=int, default=0, help="expert tensor-parallel degree (0: same as tp)")
+    add("--sp", action=argparse.BooleanOptionalAction, default=False,
+        help="sequence parallelism")
+    add("--zero-stage", type=int, default=0, choices=range(4))
+    for key in ("framework", "precision", "optimizer", "recompute", "offload", "finetune"):
+        allowed = vocab.CATEGORIES[key]
+        add(f"--{key}", default=allowed[1] if key == "precision" else allowed[0],
+            help=f"one of {', '.join(allowed)}")
+    add("--micro-batch", type=int, default=1)
+    add("--seq-len", type=int, default=4096)
+    add("--grad-accum", type=int, default=1)
+    add("--flash-attention", action=argparse.BooleanOptionalAction, default=True)
+    add("--lora-rank", type=int, default=16)
+    add("--lora-targets", default="all-linear",
+        help=f"comma-separated among {', '.join(vocab.LORA_TARGETS)}, or all-linear, attention")
+    add("--frozen-layers", type=int, default=0,
+        help="freeze the embedding and this many leading blocks (full fine-tuning)")
+    add("--zero-init", action=argparse.BooleanOptionalAction, default=True,
+        help="DeepSpeed zero.Init (ZeRO-3 host memory)")
+    add("--additional-buffer-factor", type=float, default=DEEPSPEED_ADDITIONAL_BUFFER_FACTOR,
+        help="DeepSpeed estimator's host-memory safety factor")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="run_sweep.py",
+        description="GPU memory of LLM training, per component and per configuration.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    explain = commands.add_parser(
+        "explain", help="every memory component of one configuration, with its formula source"
+    )
+    _add_config_flags(explain)
+    explain.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def _config_values(args: argparse.Namespace) -> dict:
+    values = {k: v for k, v in vars(args).items() if k not in ("command", "json", "model", "gpu")}
+    if values["gpus_per_node"] is None:
+        del values["gpus_per_node"]
+    return values
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "explain":
+            from sweep.explain import explain, render
+
+            result = explain(args.model, args.gpu, **_config_values(args))
+            print(render(result, as_json=args.json))
+    except SweepError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
