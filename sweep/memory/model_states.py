@@ -273,13 +273,14 @@ class MegatronShard:
 def megatron_shard(arch: Architecture, cfg: TrainConfig) -> MegatronShard:
     """`compute_weight_and_optimizer_memory`'s parameter counts, term for term.
 
-    Source: megatron/training/theoretical_memory_usage.py, NVIDIA/Megatron-LM commit
-    00caa53af30912914981c86f39db123961678bbd (MoE pattern, shared experts, MLA, norm_size) with
-    the expert-parallel split of yuzhongw-nvidia/Megatron-LM commit
-    e851e7d22d2ad4c936d90284b257912b76e84115 (Megatron-LM PR #4687), which equals the upstream
-    formula when ep = 1, etp = tp and cp = 1. No biases except the router's with
-    `add_bias_linear`; norm_size = 1 (RMSNorm) or 2 (LayerNorm); gated multiplier 3/2; MTP
-    blocks and latent MoE are absent from the catalog's models.
+    Source: megatron/training/theoretical_memory_usage.py in the expert-parallel version of
+    yuzhongw-nvidia/Megatron-LM commit e851e7d22d2ad4c936d90284b257912b76e84115 (ported as
+    Megatron-LM PR #4687): tp-sharded attention/MLP/embeddings, replicated norms and router,
+    routed experts split by etp·ep, the optimizer sharded over d and the expert d. The older
+    upstream version (NVIDIA/Megatron-LM commit 00caa53af30912914981c86f39db123961678bbd)
+    agrees for dense models at tp = 1; it divides norms by tp and leaves out the router.
+    No biases except the router's with `add_bias_linear`; norm_size = 1 (RMSNorm) or 2
+    (LayerNorm); gated multiplier 3/2; MTP blocks and latent MoE are absent from the catalog.
     """
     h, a, k, d = arch.hidden_size, arch.num_heads, arch.num_kv_heads, arch.head_dim
     norm_size = NORM_WEIGHT + arch.norm_bias
