@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import difflib
 
+from sweep.errors import SweepError
+
 FRAMEWORKS = ("generic", "deepspeed", "megatron", "fsdp")
 PRECISIONS = ("fp32", "bf16-mixed", "fp16-mixed", "bf16", "fp8-mixed")
 OPTIMIZERS = ("adamw", "adam8bit", "adafactor", "sgd", "sgd-momentum", "lion")
@@ -43,12 +45,12 @@ def did_you_mean(name: str, allowed: tuple[str, ...] | list[str]) -> str:
 
 
 def encode(key: str, value: str) -> int:
-    """Integer code of a categorical value; ValueError naming the key and allowed values."""
+    """Integer code of a categorical value; SweepError naming the key and allowed values."""
     allowed = CATEGORIES[key]
     if value not in allowed:
         hint = did_you_mean(value, allowed)
         msg = f"`{key}` must be one of {list(allowed)}, got {value!r}.{hint}"
-        raise ValueError(msg)
+        raise SweepError(msg)
     return allowed.index(value)
 
 
@@ -69,10 +71,10 @@ def encode_lora_targets(targets: str) -> int:
                 f"`lora_targets` entries must be among {allowed}, got {name!r}."
                 f"{did_you_mean(name, allowed)}"
             )
-            raise ValueError(msg)
+            raise SweepError(msg)
         mask |= 1 << LORA_TARGETS.index(name)
     if mask == 0:
-        raise ValueError("`lora_targets` is empty; name at least one module, e.g. 'q_proj,v_proj'.")
+        raise SweepError("`lora_targets` is empty; name at least one module, e.g. 'q_proj,v_proj'.")
     return mask
 
 

@@ -1,0 +1,100 @@
+"""`run_sweep.py explain`: the JSON shape, exact values, and clear errors without tracebacks."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sweep.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+LLAMA_70B = 70_553_706_496
+
+
+def run_json(capsys, *flags):
+    assert main(["explain", *flags, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_done_when_command(capsys):
+    """The issue's acceptance command: Llama-3.1-70B on 64 H100s with ZeRO-3 (generic)."""
+    out = run_json(capsys, "--model", "llama-3.1-70b", "--gpu", "h100-sxm-80gb",
+                   "--n-gpus", "64", "--zero-stage", "3")
+    assert set(out) == {"params", "per_gpu_bytes", "per_gpu_total_bytes", "host_bytes_per_node",
+                        "gpu_capacity_bytes", "fits"}
+    assert out["params"] == {"total": LLAMA_70B, "trainable": LLAMA_70B, "per_gpu": LLAMA_70B}
+    assert set(out["per_gpu_bytes"]) == {"weights", "master_weights", "gradients",
+                                         "optimizer_states", "activations", "logits",
+                                         "kv_cache", "buffers", "overhead"}
+    # ZeRO-3 (P_os+g+p), bf16-mixed AdamW: 2 + 4 + 2 + 8 bytes per parameter, each over 64.
+    b = out["per_gpu_bytes"]
+    assert b["weights"] == 2 * LLAMA_70B // 64 == b["gradients"]
+    assert b["master_weights"] == 4 * LLAMA_70B // 64
+    assert b["optimizer_states"] == 8 * LLAMA_70B // 64
+    assert out["per_gpu_total_bytes"] == 16 * LLAMA_70B // 64
+    assert out["gpu_capacity_bytes"] == pytest.approx(0.95 * 80 * 2**30)
+    assert out["fits"] is True and out["host_bytes_per_node"] == 0
+
+
+def test_tensor_and_pipeline_sharding(capsys):
+    """tp = 8, pp = 4, 32 GPUs: d = 1 and no ZeRO, so each GPU holds its full stage shard.
+    The first stage has 20 blocks and the embedding; the last 20 blocks, the head and the final
+    norm (h more): the last is the most loaded, at 16 model-state bytes per parameter."""
+    out = run_json(capsys, "--model", "llama-3.1-70b", "--gpu", "h100-sxm-80gb",
+                   "--n-gpus", "32", "--tp", "8", "--pp", "4")
+    h, v, f, kv = 8192, 128256, 28672, 8 * 128
+    block = h * (h + 2 * kv) + h * h + 3 * h * f  # q, k, v, o + gate, up, down
+    last = (20 * block + v * h) / 8 + 20 * 2 * h + h  # norms are replicated across tp
+    assert out["params"]["per_gpu"] == last
+    assert out["per_gpu_total_bytes"] == 16 * last
+    assert out["fits"] is True
+
+
+def test_table_output(capsys):
+    assert main(["explain", "--model", "llama-2-7b", "--gpu", "a100-80gb", "--framework",
+                 "deepspeed", "--zero-stage", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "optimizer_states" in text and "estimate_zero2_model_states_mem_needs" in text
+    assert "fits: yes" in text
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--model", "llama3-70b", "--gpu", "h100-sxm-80gb"], "llama-3.1-70b"),
+    (["--model", "llama-2-7b", "--gpu", "h100"], "h100-sxm-80gb"),
+    (["--model", "llama-2-7b", "--gpu", "a100-80gb", "--n-gpus", "12", "--tp", "8"],
+     "multiple of tp·pp·cp"),
+    (["--model", "llama-2-7b", "--gpu", "a100-80gb", "--pp", "3", "--n-gpus", "3"],
+     "num_layers must be a multiple of pp"),
+    (["--model", "llama-3.1-8b", "--gpu", "a100-80gb", "--tp", "16", "--n-gpus", "16"],
+     "num_kv_heads must be multiples of tp"),
+    (["--model", "llama-2-7b", "--gpu", "a100-80gb", "--framework", "megatron",
+      "--zero-stage", "3"], "megatron: 0 or 1"),
+    (["--model", "llama-2-7b", "--gpu", "a100-80gb", "--precision", "fp64"], "`precision`"),
+    (["--model", "llama-2-7b", "--gpu", "a100-80gb", "--offload", "optimizer"],
+     "offload needs ZeRO"),
+])
+def test_bad_input_is_a_clear_error(capsys, flags, message):
+    assert main(["explain", *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_malformed_config_json_names_the_key(tmp_path, capsys):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"model_type": "llama", "hidden_size": 4096}))
+    assert main(["explain", "--model", str(path), "--gpu", "a100-80gb"]) == 2
+    assert "missing key 'num_attention_heads'" in capsys.readouterr().err
+
+
+def test_script_entry_point():
+    """`python run_sweep.py explain ...` as a user types it, in a fresh process."""
+    done = subprocess.run(
+        [sys.executable, "run_sweep.py", "explain", "--model", "mistral-7b", "--gpu", "l40s",
+         "--finetune", "qlora", "--json"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    )
+    out = json.loads(done.stdout)
+    assert out["params"]["total"] == 7_241_732_096 and out["fits"] is True
+    assert out["params"]["trainable"] < 0.01 * out["params"]["total"]
