@@ -100,7 +100,8 @@ def test_docs_example_zero3():
     """docs/code-docs/source/memory.rst: 2851M params, 32M largest layer, 1 node x 8 GPUs
     prints (per CPU, per GPU) in GiB. The docs give rounded inputs; 2851.7e6 and 32.2e6
     reproduce every row (the ZeRO-2 example in the same page predates the current code)."""
-    printed = {("optimizer+params", True): (71.71, 0.12), ("optimizer+params", False): (127.48, 0.12),
+    printed = {("optimizer+params", True): (71.71, 0.12),
+               ("optimizer+params", False): (127.48, 0.12),
                ("optimizer", True): (63.74, 0.79), ("optimizer", False): (127.48, 0.79),
                ("none", True): (1.47, 6.10), ("none", False): (127.48, 6.10)}
     for (offload, zero_init), (cpu_gib, gpu_gib) in printed.items():

@@ -35,6 +35,7 @@ from sweep.memory.shard import (
     dense_shard_degree,
     expert_shard_degree,
     expert_tp,
+    gpus_on_node,
 )
 from sweep.model import NORM_WEIGHT, Architecture, moe_layer_count
 
@@ -154,7 +155,7 @@ def _offload(cfg, weights, master, grads, states, live_weights, live_grads) -> M
     params_off = cfg.offload >= OFFLOAD_PARAMS
     moved_optimizer = xp.where(optimizer_off, master + states, 0)
     moved_params = xp.where(params_off, weights + grads, 0)
-    moved = (moved_optimizer + moved_params) * cfg.gpus_per_node
+    moved = (moved_optimizer + moved_params) * gpus_on_node(cfg)
     to_nvme = cfg.offload == OFFLOAD_NVME
     return ModelStates(
         weights=xp.where(params_off, live_weights, weights),
@@ -197,7 +198,7 @@ def deepspeed(shard: StageShard, cfg: TrainConfig) -> ModelStates:
     weights_part = _sharded(cfg, r.weights_dense, r.weights_expert)
     params = shard.base_dense + shard.base_expert + shard.adapters
     # P·4·gpus_per_node·abf: an fp32 copy of the model per process while it is built on the CPU.
-    init_host = DEEPSPEED_INIT_BYTES * params * cfg.gpus_per_node * cfg.additional_buffer_factor
+    init_host = DEEPSPEED_INIT_BYTES * params * gpus_on_node(cfg) * cfg.additional_buffer_factor
     off_opt = cfg.offload >= OFFLOAD_OPTIMIZER
     off_params = cfg.offload >= OFFLOAD_PARAMS
 
@@ -223,7 +224,7 @@ def deepspeed(shard: StageShard, cfg: TrainConfig) -> ModelStates:
         nvme_bytes_per_node=0,
     )
     # The node's share of the offloaded partitions: 16P/nodes (18P/nodes with params)·abf.
-    node_share = offloaded_part * cfg.gpus_per_node * cfg.additional_buffer_factor
+    node_share = offloaded_part * gpus_on_node(cfg) * cfg.additional_buffer_factor
     zero_init = cfg.zero_init > 0
     stage3 = ModelStates(
         weights=w * ll + xp.where(off_params, 0, weights_part),
@@ -233,7 +234,7 @@ def deepspeed(shard: StageShard, cfg: TrainConfig) -> ModelStates:
         host_bytes_per_node=xp.where(
             off_opt,
             xp.where(zero_init, node_share, xp.maximum(init_host, node_share)),
-            xp.where(zero_init, DEEPSPEED_INIT_BYTES * ll * cfg.gpus_per_node
+            xp.where(zero_init, DEEPSPEED_INIT_BYTES * ll * gpus_on_node(cfg)
                      * cfg.additional_buffer_factor, init_host),
         ),
         nvme_bytes_per_node=0,
@@ -378,7 +379,7 @@ def fsdp(shard: StageShard, cfg: TrainConfig) -> ModelStates:
     grad_shard = _sharded(cfg, grad_bytes * r.trainable_dense, grad_bytes * r.trainable_expert, 2)
     states = _sharded(cfg, r.states_dense, r.states_expert, 2)
     offloaded = cfg.offload >= OFFLOAD_PARAMS
-    on_host = (weight_shard + master + grad_shard + states) * cfg.gpus_per_node
+    on_host = (weight_shard + master + grad_shard + states) * gpus_on_node(cfg)
     return ModelStates(
         weights=compute_copy + xp.where(offloaded, 0, weight_shard),
         master_weights=xp.where(offloaded, 0, master),

@@ -63,6 +63,11 @@ def expert_shard_degree(cfg: TrainConfig):
     return cfg.n_gpus / (expert_tp(cfg) * cfg.pp * cfg.ep)
 
 
+def gpus_on_node(cfg: TrainConfig):
+    """GPUs of this run on one node: gpus_per_node, or fewer when the run is smaller."""
+    return xp.minimum(cfg.n_gpus, cfg.gpus_per_node)
+
+
 def data_parallel_degree(cfg: TrainConfig):
     """d = n/(t·p·c)."""
     return cfg.n_gpus / (cfg.tp * cfg.pp * cfg.cp)
