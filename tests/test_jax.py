@@ -1,0 +1,73 @@
+"""One implementation, three evaluators: NumPy, jit in float64, jit(vmap) in float32."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import config
+
+from sweep import catalog
+from sweep.config import TrainConfig
+from sweep.memory.total import GPU_COMPONENTS, estimate
+
+CONFIGS = [
+    dict(n_gpus=64, zero_stage=3),
+    dict(n_gpus=64, tp=8, pp=2, zero_stage=1, framework="megatron"),
+    dict(n_gpus=16, zero_stage=3, framework="deepspeed", offload="optimizer+params"),
+    dict(n_gpus=16, zero_stage=2, framework="fsdp", precision="bf16"),
+    dict(n_gpus=8, finetune="qlora", optimizer="adam8bit"),
+    dict(n_gpus=8, zero_stage=1, optimizer="adafactor", frozen_layers=10),
+]
+MODELS = ["llama-3.1-70b", "mixtral-8x22b", "deepseek-v3", "gpt3-175b"]
+
+
+def _numpy(tree):
+    return jax.tree_util.tree_map(np.float64, tree)
+
+
+def _f32(tree):
+    return jax.tree_util.tree_map(jnp.float32, tree)
+
+
+@pytest.mark.parametrize(("name", "values"), itertools.product(MODELS, CONFIGS))
+def test_numpy_equals_jit(name, values):
+    arch = catalog.model(name).arch
+    hw = catalog.gpu("h100-sxm-80gb").hardware()
+    cfg = config(**values)
+    reference = estimate(_numpy(arch), cfg, _numpy(hw))
+    with jax.enable_x64(True):
+        exact = jax.jit(estimate)(_numpy(arch), cfg, _numpy(hw))
+        exact = jax.tree_util.tree_map(np.asarray, exact)
+    single = jax.jit(estimate)(_f32(arch), _f32(cfg), _f32(hw))
+    for k in (*GPU_COMPONENTS, "per_gpu_total_bytes", "host_bytes_per_node", "params_total"):
+        assert float(getattr(exact, k)) == float(getattr(reference, k)), k
+        assert float(getattr(single, k)) == pytest.approx(float(getattr(reference, k)), rel=2e-6)
+    assert int(exact.invalid) == int(reference.invalid) == int(single.invalid)
+
+
+def test_vmap_over_axes_equals_loop():
+    """Nested vmap over n_gpus x zero_stage gives the per-configuration values."""
+    arch = _f32(catalog.model("llama-3.1-8b").arch)
+    hw = _f32(catalog.gpu("a100-40gb").hardware())
+    base = _f32(TrainConfig.from_names(framework="deepspeed"))
+    n_gpus = jnp.array([1.0, 2, 8, 64])
+    stages = jnp.array([0.0, 1, 2, 3])
+
+    def total(n, z):
+        return estimate(arch, base.replace(n_gpus=n, zero_stage=z), hw).per_gpu_total_bytes
+
+    grid = jax.jit(jax.vmap(jax.vmap(total, (None, 0)), (0, None)))(n_gpus, stages)
+    for i, j in itertools.product(range(4), range(4)):
+        assert float(grid[i, j]) == pytest.approx(float(total(n_gpus[i], stages[j])), rel=1e-7)
+
+
+def test_no_recompile_for_new_values():
+    arch = _f32(catalog.model("llama-2-7b").arch)
+    hw = _f32(catalog.gpu("a100-80gb").hardware())
+    jitted = jax.jit(estimate)
+    jitted(arch, _f32(TrainConfig(n_gpus=8)), hw)
+    compiled = jitted._cache_size()
+    jitted(arch, _f32(TrainConfig(n_gpus=64, zero_stage=3, framework=2)), hw)
+    assert jitted._cache_size() == compiled
