@@ -71,8 +71,8 @@ def _ours(params, largest, gpn, nodes, stage, offload, zero_init, abf):
     return float(states.host_bytes_per_node), gpu_bytes(states)
 
 
-@pytest.mark.parametrize(("size", "hw", "offload", "stage", "abf"), itertools.product(
-    SIZES, HARDWARE, (False, True), (1, 2), ABF))
+@pytest.mark.parametrize(("size", "hw", "offload", "stage", "abf"), list(itertools.product(
+    SIZES, HARDWARE, (False, True), (1, 2), ABF)))
 def test_zero2(size, hw, offload, stage, abf):
     (params, largest), (gpn, nodes) = size, hw
     cpu, gpu = estimate_zero2_model_states_mem_needs(params, gpn, nodes, offload, abf)
@@ -84,8 +84,8 @@ def test_zero2(size, hw, offload, stage, abf):
 ZERO3_OPTIONS = [(False, False), (True, False), (True, True)]  # (cpu_offload, offload_params)
 
 
-@pytest.mark.parametrize(("size", "hw", "option", "zero_init", "abf"), itertools.product(
-    SIZES, HARDWARE, ZERO3_OPTIONS, (True, False), ABF))
+@pytest.mark.parametrize(("size", "hw", "option", "zero_init", "abf"), list(itertools.product(
+    SIZES, HARDWARE, ZERO3_OPTIONS, (True, False), ABF)))
 def test_zero3(size, hw, option, zero_init, abf):
     (params, largest), (gpn, nodes), (cpu_offload, offload_params) = size, hw, option
     cpu, gpu, _ = estimate_zero3_model_states_mem_needs(
