@@ -31,7 +31,7 @@ def _f32(tree):
     return jax.tree_util.tree_map(jnp.float32, tree)
 
 
-@pytest.mark.parametrize(("name", "values"), itertools.product(MODELS, CONFIGS))
+@pytest.mark.parametrize(("name", "values"), list(itertools.product(MODELS, CONFIGS)))
 def test_numpy_equals_jit(name, values):
     arch = catalog.model(name).arch
     hw = catalog.gpu("h100-sxm-80gb").hardware()
