@@ -15,6 +15,10 @@ import jax
 from sweep import vocabulary as vocab
 
 DEEPSPEED_ADDITIONAL_BUFFER_FACTOR = 1.5  # DeepSpeed's estimator default (stage_1_and_2.py)
+# Share of the allocator's reserved memory lost to fragmentation: reserved = allocated /
+# (1 - fragmentation). GMLake (Guo et al., ASPLOS 2024) measured 15% on average (up to 33%)
+# for eight LLMs trained with PyTorch's caching allocator on A100-80GB.
+DEFAULT_FRAGMENTATION = 0.15
 
 
 @jax.tree_util.register_dataclass
@@ -45,6 +49,13 @@ class TrainConfig:
     frozen_layers: float = 0
     zero_init: float = 1
     additional_buffer_factor: float = DEEPSPEED_ADDITIONAL_BUFFER_FACTOR
+    recompute_layers: float = 0  # with recompute = full: blocks per stage recomputed, 0 = all
+    fused_cross_entropy: float = 0  # chunked/fused loss: no V-sized logits are kept
+    capacity_factor: float = 0  # MoE expert capacity; 0 = dropless (exactly top-k per token)
+    mode: float = 0  # train, inference
+    kv_cache_dtype: float = 0  # bf16, fp8, int8 (inference)
+    device: float = 0  # cuda, cpu: where byte layouts differ (dropout masks, norm statistics)
+    fragmentation: float = DEFAULT_FRAGMENTATION
 
     def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)
@@ -81,8 +92,9 @@ class Hardware:
     """What the formulas need to know of a GPU and its node."""
 
     memory_bytes: float
-    usable_fraction: float
+    usable_fraction: float  # of memory_bytes, what the driver exposes to the framework
     host_memory_bytes_per_node: float
+    runtime_overhead_bytes: float = 0.0  # CUDA context, cuBLAS workspaces, NCCL buffers
 
 
 TRAIN_CONFIG_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))

@@ -17,6 +17,7 @@ from sweep.model import Architecture, ModelSpec
 from sweep.vocabulary import did_you_mean
 
 INT = "an integer"
+FLOAT = "a number"
 BOOL = "true or false"
 
 
@@ -94,6 +95,9 @@ def _gpt2(get) -> dict:
         tied_embeddings=get("tie_word_embeddings", 1.0, BOOL),
         linear_bias=1.0,
         learned_position_embeddings=1.0,
+        dropout=float(
+            any(get(k, 0.1, FLOAT) > 0 for k in ("attn_pdrop", "resid_pdrop", "embd_pdrop"))
+        ),
     )
 
 

@@ -65,6 +65,7 @@ class Architecture:
     qk_rope_head_dim: float = 0
     v_head_dim: float = 0
     sliding_window: float = 0
+    dropout: float = 0  # trained with dropout on attention probabilities, residuals, embeddings
 
     def replace(self, **changes) -> Architecture:
         return dataclasses.replace(self, **changes)

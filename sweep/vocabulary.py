@@ -17,6 +17,9 @@ OPTIMIZERS = ("adamw", "adam8bit", "adafactor", "sgd", "sgd-momentum", "lion")
 RECOMPUTES = ("none", "selective", "full")
 OFFLOADS = ("none", "optimizer", "optimizer+params", "nvme")
 FINETUNES = ("full", "lora", "qlora")
+MODES = ("train", "inference")
+DEVICES = ("cuda", "cpu")  # what stores activations: cuda (and ROCm, TPU) vs the CPU reference
+KV_CACHE_DTYPES = ("bf16", "fp8", "int8")
 # LoRA target modules, as Hugging Face PEFT names them; a set of targets is a bit mask.
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -27,6 +30,9 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
     "recompute": RECOMPUTES,
     "offload": OFFLOADS,
     "finetune": FINETUNES,
+    "mode": MODES,
+    "device": DEVICES,
+    "kv_cache_dtype": KV_CACHE_DTYPES,
 }
 
 

@@ -40,12 +40,15 @@ class GpuSpec:
     inter_node_bandwidth_bytes_per_s: float
     bandwidth_note: str
     source: str
+    runtime_overhead_bytes: int
+    runtime_overhead_source: str
 
     def hardware(self) -> Hardware:
         return Hardware(
             memory_bytes=float(self.memory_bytes),
             usable_fraction=float(self.usable_fraction),
             host_memory_bytes_per_node=float(self.host_memory_bytes_per_node),
+            runtime_overhead_bytes=float(self.runtime_overhead_bytes),
         )
 
 

@@ -1,0 +1,230 @@
+"""Reference decoder models in PyTorch (GPT-2 and Llama/Mixtral styles), built from an
+`Architecture`, for counting what autograd really saves.
+
+The layers follow the Hugging Face implementations' structure (`modeling_gpt2.py`,
+`modeling_llama.py`, `modeling_mixtral.py`): pre-norm blocks, separate q/k/v/o projections,
+RoPE applied as q·cos + rotate_half(q)·sin, GQA, top-k routed experts. Two choices are
+those of fused training stacks rather than Hugging Face eager: RMSNorm saves its input and an
+fp32 rstd (as Apex/Transformer Engine), and the loss is cross-entropy on fp32 logits.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from sweep.model import Architecture
+
+DROPOUT = 0.1
+
+
+@dataclass(frozen=True)
+class Options:
+    """How the reference model runs: attention kernel and recompute."""
+
+    flash_attention: bool = True  # scaled_dot_product_attention, else explicit softmax
+    recompute: str = "none"  # none, selective (attention core), full (whole blocks)
+
+
+class _RMSNormFunction(torch.autograd.Function):
+    """y = x·rstd·w with rstd = 1/sqrt(mean(x²) + eps) in fp32; saves x and rstd."""
+
+    @staticmethod
+    def forward(ctx, x, weight, eps):
+        x32 = x.float()
+        rstd = torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
+        ctx.save_for_backward(x, rstd, weight)
+        return (x32 * rstd).to(x.dtype) * weight
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, rstd, weight = ctx.saved_tensors
+        x32, g32 = x.float(), (grad * weight).float()
+        normed = x32 * rstd
+        dx = rstd * (g32 - normed * (g32 * normed).mean(-1, keepdim=True))
+        dw = (grad.float() * normed).sum(dim=tuple(range(grad.dim() - 1)))
+        return dx.to(x.dtype), dw.to(weight.dtype), None
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, width: int, eps: float = 1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(width))
+        self.eps = eps
+
+    def forward(self, x):
+        return _RMSNormFunction.apply(x, self.weight, self.eps)
+
+
+def _norm(arch: Architecture, width: int) -> nn.Module:
+    return nn.LayerNorm(width) if arch.norm_bias else RMSNorm(width)
+
+
+def _rotate_half(x):
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def rope_tables(seq_len: int, head_dim: int, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    inv_freq = 1.0 / (10000 ** (torch.arange(0, head_dim, 2).float() / head_dim))
+    angles = torch.outer(torch.arange(seq_len).float(), inv_freq)
+    angles = torch.cat((angles, angles), dim=-1)
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+class Attention(nn.Module):
+    def __init__(self, arch: Architecture, options: Options):
+        super().__init__()
+        h, a, k, d = (int(arch.hidden_size), int(arch.num_heads), int(arch.num_kv_heads),
+                      int(arch.head_dim))
+        qkv_bias = bool(arch.linear_bias or arch.qkv_bias)
+        self.q_proj = nn.Linear(h, a * d, bias=qkv_bias)
+        self.k_proj = nn.Linear(h, k * d, bias=qkv_bias)
+        self.v_proj = nn.Linear(h, k * d, bias=qkv_bias)
+        self.o_proj = nn.Linear(a * d, h, bias=bool(arch.linear_bias))
+        self.heads, self.kv_heads, self.head_dim = a, k, d
+        self.dropout = DROPOUT if arch.dropout else 0.0
+        self.options = options
+
+    def core(self, q, k, v):
+        """(b, a, s, d) queries, (b, k, s, d) keys and values -> (b, s, a·d)."""
+        b, _, s, _ = q.shape
+        if self.options.flash_attention:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True,
+                                                 dropout_p=self.dropout)
+        else:
+            repeat = self.heads // self.kv_heads
+            if repeat > 1:
+                k = k.repeat_interleave(repeat, dim=1)
+                v = v.repeat_interleave(repeat, dim=1)
+            mask = torch.full((s, s), float("-inf"), dtype=q.dtype).triu(1)
+            scores = q @ k.transpose(-1, -2) * (1.0 / math.sqrt(self.head_dim)) + mask
+            probs = F.dropout(scores.softmax(-1), self.dropout, self.training)
+            out = probs @ v
+        return out.transpose(1, 2).reshape(b, s, self.heads * self.head_dim)
+
+    def forward(self, x, rope):
+        b, s, _ = x.shape
+        q = self.q_proj(x).view(b, s, self.heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
+        if rope is not None:
+            cos, sin = rope
+            q = q * cos + _rotate_half(q) * sin
+            k = k * cos + _rotate_half(k) * sin
+        if self.options.recompute == "selective":
+            out = checkpoint(self.core, q, k, v, use_reentrant=False)
+        else:
+            out = self.core(q, k, v)
+        return self.o_proj(out)
+
+
+class MLP(nn.Module):
+    """SwiGLU down(silu(gate(x))·up(x)) or GeLU (tanh) down(gelu(up(x)))."""
+
+    def __init__(self, hidden: int, inner: int, gated: bool, bias: bool):
+        super().__init__()
+        self.gate_proj = nn.Linear(hidden, inner, bias=bias) if gated else None
+        self.up_proj = nn.Linear(hidden, inner, bias=bias)
+        self.down_proj = nn.Linear(inner, hidden, bias=bias)
+
+    def forward(self, x):
+        if self.gate_proj is not None:
+            return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(F.gelu(self.up_proj(x), approximate="tanh"))
+
+
+class SparseMoE(nn.Module):
+    """Top-k routed experts (Mixtral's `MixtralSparseMoeBlock`) plus optional shared experts."""
+
+    def __init__(self, arch: Architecture):
+        super().__init__()
+        h = int(arch.hidden_size)
+        self.top_k = int(arch.num_experts_per_tok)
+        self.router = nn.Linear(h, int(arch.num_experts), bias=False)
+        self.experts = nn.ModuleList(
+            MLP(h, int(arch.moe_ffn_hidden_size), bool(arch.gated_mlp), False)
+            for _ in range(int(arch.num_experts))
+        )
+        shared = int(arch.num_shared_experts * arch.shared_expert_ffn_hidden_size)
+        self.shared = MLP(h, shared, bool(arch.gated_mlp), False) if shared else None
+
+    def forward(self, x):
+        b, s, h = x.shape
+        flat = x.reshape(-1, h)
+        probs = self.router(flat).float().softmax(-1)
+        weights, chosen = probs.topk(self.top_k, dim=-1)
+        weights = (weights / weights.sum(-1, keepdim=True)).to(x.dtype)
+        out = torch.zeros_like(flat)
+        for index, expert in enumerate(self.experts):
+            token, slot = torch.where(chosen == index)
+            if token.numel() == 0:
+                continue
+            routed = expert(flat[token]) * weights[token, slot, None]
+            out = out.index_add(0, token, routed)
+        if self.shared is not None:
+            out = out + self.shared(flat)
+        return out.view(b, s, h)
+
+
+class Block(nn.Module):
+    def __init__(self, arch: Architecture, options: Options, moe: bool):
+        super().__init__()
+        h = int(arch.hidden_size)
+        self.norm1, self.norm2 = _norm(arch, h), _norm(arch, h)
+        self.attention = Attention(arch, options)
+        self.mlp = SparseMoE(arch) if moe else MLP(
+            h, int(arch.ffn_hidden_size), bool(arch.gated_mlp), bool(arch.linear_bias))
+        self.dropout = DROPOUT if arch.dropout else 0.0
+
+    def forward(self, x, rope=None):
+        x = x + F.dropout(self.attention(self.norm1(x), rope), self.dropout, self.training)
+        return x + F.dropout(self.mlp(self.norm2(x)), self.dropout, self.training)
+
+
+class DecoderModel(nn.Module):
+    """Embedding (+ learned positions), blocks, final norm, head, fp32 cross-entropy loss."""
+
+    def __init__(self, arch: Architecture, options: Options):
+        super().__init__()
+        h, vocab = int(arch.hidden_size), int(arch.vocab_size)
+        self.arch, self.options = arch, options
+        self.embed = nn.Embedding(vocab, h)
+        self.positions = (nn.Embedding(int(arch.max_position_embeddings), h)
+                          if arch.learned_position_embeddings else None)
+        first_moe = int(arch.first_k_dense_layers) if arch.num_experts else int(arch.num_layers)
+        self.blocks = nn.ModuleList(
+            Block(arch, options, moe=i >= first_moe) for i in range(int(arch.num_layers))
+        )
+        self.norm = _norm(arch, h)
+        self.head = nn.Linear(h, vocab, bias=False)
+        if arch.tied_embeddings:
+            self.head.weight = self.embed.weight
+        self.dropout = DROPOUT if arch.dropout else 0.0
+        self.checkpoint_constants: tuple[torch.Tensor, ...] = ()
+
+    def rope(self, seq_len: int, dtype):
+        if self.positions is not None:
+            return None
+        return rope_tables(seq_len, int(self.arch.head_dim), dtype)
+
+    def forward(self, ids, targets):
+        x = self.embed(ids)
+        if self.positions is not None:
+            x = x + self.positions(torch.arange(ids.shape[1]))
+        x = F.dropout(x, self.dropout, self.training)
+        rope = self.rope(ids.shape[1], x.dtype)
+        # Checkpointed blocks keep their no-grad inputs (the RoPE tables) for recomputation.
+        self.checkpoint_constants = rope if rope and self.options.recompute == "full" else ()
+        for block in self.blocks:
+            if self.options.recompute == "full":
+                x = checkpoint(block, x, rope, use_reentrant=False)
+            else:
+                x = block(x, rope)
+        logits = self.head(self.norm(x))
+        return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())

@@ -1,0 +1,273 @@
+"""Activation memory: the tensors autograd saves for the backward pass, derived from the shapes.
+
+Notation (per micro-batch, on one GPU):
+
+| symbol | meaning                                                                          |
+|--------|----------------------------------------------------------------------------------|
+| b, s   | micro_batch, seq_len; T = b·s/c tokens on a context-parallel rank               |
+| h, f   | hidden, MLP inner width; a, k, d: query heads, key/value heads, head dim         |
+| t, c   | tensor- and context-parallel degrees; sequence parallelism splits the rest by t  |
+| e      | bytes of a saved activation: 4 in fp32, 2 otherwise                              |
+| m      | bytes of a dropout mask: 1 on a GPU (`native_dropout` keeps a bool mask), e on   |
+|        | the CPU (`at::dropout` multiplies by a noise tensor of the input's dtype)        |
+| σ      | bytes of a norm statistic: fp32 on a GPU, e for LayerNorm on the CPU             |
+
+What each operation saves (PyTorch autograd, checked by `sweep/measure` with
+`torch.autograd.graph.saved_tensors_hooks` on reference blocks):
+linear: its input; LayerNorm: input, mean and rstd; RMSNorm (fused, as Apex/Transformer
+Engine): input and fp32 rstd; GeLU, SiLU: input; softmax: output; dropout: mask (and the product
+its consumer saves); elementwise product of two activations: both; RoPE: only cos and sin;
+scaled_dot_product_attention with FlashAttention: q, k, v, output and fp32 logsumexp (b·a·s);
+explicit attention: q, k, v expanded to a heads, softmax output (b·a·s²), dropout mask and
+output; cross-entropy: fp32 log-probabilities (T·V) and the int64 targets.
+
+For a GPT-3 block (explicit attention, dropout, GeLU at 4h, LayerNorm, e = 2, m = 1) this is
+exactly Korthikanti et al. 2022, Table 2, sbh(34 + 5as/h), up to the per-token norm
+statistics; with tensor parallelism sbh(10 + 24/t + 5as/(ht)), with sequence parallelism
+sbh/t·(34 + 5as/h), with selective recompute sbh·34/t, with full recompute 2sbh.
+"""
+
+from __future__ import annotations
+
+from sweep import xp
+from sweep.config import TrainConfig
+from sweep.memory import bytes as b
+from sweep.model import Architecture
+
+CPU = 1  # code of vocabulary.DEVICES
+NO_RECOMPUTE, SELECTIVE, FULL_RECOMPUTE = 0, 1, 2
+INT64_BYTES = 8  # token ids and routing indices
+FP32_BYTES = b.FP32_BYTES
+BOOL_BYTES = 1
+
+
+def element_bytes(cfg: TrainConfig):
+    """e: bytes of a saved activation, 4 in fp32 training, else 2 (bf16/fp16; fp8 training
+    keeps bf16 activations outside its GEMMs)."""
+    return xp.where(cfg.precision == 0, b.FP32_BYTES, b.BF16_BYTES)
+
+
+def mask_bytes(cfg: TrainConfig):
+    """m: a bool mask per element on a GPU; the CPU keeps a noise tensor of dtype e."""
+    return xp.where(cfg.device == CPU, element_bytes(cfg), BOOL_BYTES)
+
+
+def tokens(cfg: TrainConfig):
+    """T = b·s/c, the tokens whose activations one rank keeps."""
+    return cfg.micro_batch * cfg.seq_len / cfg.cp
+
+
+def norm_bytes(arch: Architecture, cfg: TrainConfig, n_tokens):
+    """One norm: its input e·T·h plus per-token statistics (LayerNorm: mean and rstd at σ;
+    RMSNorm: rstd in fp32)."""
+    layernorm_stat = xp.where(cfg.device == CPU, element_bytes(cfg), FP32_BYTES)
+    stats = xp.where(arch.norm_bias > 0, 2 * layernorm_stat, FP32_BYTES)
+    return n_tokens * (element_bytes(cfg) * arch.hidden_size + stats)
+
+
+def _sp_divisor(cfg: TrainConfig):
+    """Tensors outside the TP regions are split by t only with sequence parallelism."""
+    return xp.where(cfg.sp > 0, cfg.tp, 1)
+
+
+def attention_core_bytes(arch: Architecture, cfg: TrainConfig, n_tokens):
+    """What the attention core and the out-projection save, per TP rank (heads split by t).
+
+    FlashAttention/SDPA: q, k, v, the output and the fp32 logsumexp, e·T·(2a + 2k)·d + 4·T·a;
+    the out-projection's input is a view of that output (the kernel writes the (b, s, a, d)
+    layout of its transposed query). Explicit: q, k and v expanded to a heads,
+    the softmax output e·T·a·s, with dropout its mask and output (m + e)·T·a·s, and the
+    out-projection's input, a copy of the (b, a, s, d) product: 4·e·T·a·d + scores.
+    Selective recompute (Korthikanti et al. 2022 §4.2) keeps only the core's inputs q, k, v and
+    its output (the out-projection's input): e·T·(2a + 2k)·d.
+    """
+    e = element_bytes(cfg)
+    heads, kv_heads = arch.num_heads / cfg.tp, arch.num_kv_heads / cfg.tp
+    d = arch.head_dim
+    q_k_v_out = e * n_tokens * (2 * heads + 2 * kv_heads) * d
+    head_out = e * n_tokens * heads * d
+    flash = q_k_v_out + FP32_BYTES * n_tokens * heads
+    scores = n_tokens * heads * cfg.seq_len * (e + arch.dropout * (mask_bytes(cfg) + e))
+    explicit = 4 * head_out + scores
+    core = xp.where(cfg.flash_attention > 0, flash, explicit)
+    return xp.where(cfg.recompute == SELECTIVE, q_k_v_out, core)
+
+
+def attention_block_bytes(arch: Architecture, cfg: TrainConfig, n_tokens):
+    """Attention part of one block on one TP rank: the pre-norm, its output (the q/k/v
+    projections' input) and the residual dropout mask, which only SP splits by t, and the
+    core (`attention_core_bytes`)."""
+    e = element_bytes(cfg)
+    replicated = norm_bytes(arch, cfg, n_tokens) + e * n_tokens * arch.hidden_size
+    replicated = replicated + arch.dropout * mask_bytes(cfg) * n_tokens * arch.hidden_size
+    return replicated / _sp_divisor(cfg) + attention_core_bytes(arch, cfg, n_tokens)
+
+
+def mlp_bytes(arch: Architecture, cfg: TrainConfig, n_tokens, inner):
+    """A dense MLP of inner width `inner` on one TP rank (inner split by t).
+
+    GeLU: the activation's input and output, 2·e·T·f/t. SwiGLU: the gate (SiLU's input), SiLU's
+    output and the up projection (the product's operands) and the product (down's input),
+    4·e·T·f/t.
+    """
+    per_token = xp.where(arch.gated_mlp > 0, 4, 2) * element_bytes(cfg) * inner / cfg.tp
+    return n_tokens * per_token
+
+
+def mlp_block_bytes(arch: Architecture, cfg: TrainConfig, n_tokens):
+    """MLP part of one dense block: pre-norm, its output, the MLP, residual dropout mask."""
+    e = element_bytes(cfg)
+    replicated = norm_bytes(arch, cfg, n_tokens) + e * n_tokens * arch.hidden_size
+    replicated = replicated + arch.dropout * mask_bytes(cfg) * n_tokens * arch.hidden_size
+    return replicated / _sp_divisor(cfg) + mlp_bytes(arch, cfg, n_tokens, arch.ffn_hidden_size)
+
+
+def routed_slots(arch: Architecture, cfg: TrainConfig, n_tokens):
+    """Token-expert pairs processed: T·e_k dropless, or padded to capacity_factor·T·e_k."""
+    slots = n_tokens * arch.num_experts_per_tok
+    return xp.where(cfg.capacity_factor > 0, slots * xp.maximum(cfg.capacity_factor, 1), slots)
+
+
+def moe_block_bytes(arch: Architecture, cfg: TrainConfig, n_tokens):
+    """MoE part of one block (routing as Mixtral's sparse MoE block, dropless by default).
+
+    Router: the fp32 softmax over E, the top-k indices (int64) and weights (fp32) with their
+    per-token sum: T·(4E + 8k + 4k + 4). Each routed token-expert pair: its gathered input,
+    the expert's output and the weighted output (kept by `index_add`) 3·e·h, its token and
+    slot indices (one int64 (n, 2) `nonzero` storage) 2·8, its routing weight e, and the
+    expert's MLP (4·e·f_e/t_e for SwiGLU). With expert parallelism the all-to-all brings each
+    rank as many pairs as it sends (balanced routing). Shared experts save as a dense MLP of
+    width S·f_s.
+    """
+    e = element_bytes(cfg)
+    top_k = arch.num_experts_per_tok
+    replicated = norm_bytes(arch, cfg, n_tokens) + e * n_tokens * arch.hidden_size
+    router = n_tokens * (
+        FP32_BYTES * arch.num_experts + (INT64_BYTES + FP32_BYTES) * top_k + FP32_BYTES
+    )
+    slots = routed_slots(arch, cfg, n_tokens)
+    expert_tp = xp.where(cfg.etp > 0, cfg.etp, cfg.tp)
+    per_slot = (
+        3 * e * arch.hidden_size + 2 * INT64_BYTES + e
+        + mlp_matrices_activation(arch) * e * arch.moe_ffn_hidden_size / expert_tp
+    )
+    shared = mlp_bytes(
+        arch, cfg, n_tokens, arch.num_shared_experts * arch.shared_expert_ffn_hidden_size
+    )
+    return (replicated + router) / _sp_divisor(cfg) + slots * per_slot + shared
+
+
+def mlp_matrices_activation(arch: Architecture):
+    """Saved inner-width tensors per token: 4 for SwiGLU, 2 for GeLU."""
+    return xp.where(arch.gated_mlp > 0, 4, 2)
+
+
+def layer_bytes(arch: Architecture, cfg: TrainConfig, moe):
+    """Saved bytes of one block (dense when `moe` is 0, MoE when 1), one micro-batch."""
+    n_tokens = tokens(cfg)
+    mlp = xp.where(moe > 0, moe_block_bytes(arch, cfg, n_tokens),
+                   mlp_block_bytes(arch, cfg, n_tokens))
+    return attention_block_bytes(arch, cfg, n_tokens) + mlp
+
+
+def layer_input_bytes(arch: Architecture, cfg: TrainConfig):
+    """A block's input e·T·h (/t with SP): all that full recompute keeps of a block."""
+    return element_bytes(cfg) * tokens(cfg) * arch.hidden_size / _sp_divisor(cfg)
+
+
+def embedding_bytes(arch: Architecture, cfg: TrainConfig):
+    """Input side of the first stage: int64 token ids, learned position ids, embedding dropout
+    mask (as Megatron-LM's `compute_activation_memory`: 8sbp + sbhp)."""
+    n_tokens = tokens(cfg)
+    ids = INT64_BYTES * n_tokens + arch.learned_position_embeddings * INT64_BYTES * cfg.seq_len
+    dropout = arch.dropout * mask_bytes(cfg) * n_tokens * arch.hidden_size / _sp_divisor(cfg)
+    return ids + dropout
+
+
+def rope_bytes(arch: Architecture, cfg: TrainConfig):
+    """cos and sin tables (s x d, dtype e) shared by every block: 2·e·s·d, once per stage."""
+    rotary = 1 - arch.learned_position_embeddings
+    d = xp.where(arch.mla > 0, arch.qk_rope_head_dim, arch.head_dim)
+    return rotary * 2 * element_bytes(cfg) * cfg.seq_len / cfg.cp * d
+
+
+def head_bytes(arch: Architecture, cfg: TrainConfig):
+    """Output side of the last stage: final norm and its output (the head's input)."""
+    n_tokens = tokens(cfg)
+    norm = norm_bytes(arch, cfg, n_tokens) + element_bytes(cfg) * n_tokens * arch.hidden_size
+    return norm / _sp_divisor(cfg)
+
+
+def logits_saved_bytes(arch: Architecture, cfg: TrainConfig):
+    """Cross-entropy on fp32 logits: the log-probabilities 4·T·V/t, the int64 targets 8·T and
+    `nll_loss`'s fp32 total-weight scalar.
+
+    A fused/chunked cross-entropy (`fused_cross_entropy`) keeps no V-sized tensor, only the
+    fp32 logsumexp per token.
+    """
+    n_tokens = tokens(cfg)
+    log_probs = FP32_BYTES * n_tokens * arch.vocab_size / cfg.tp
+    kept = xp.where(cfg.fused_cross_entropy > 0, FP32_BYTES * n_tokens, log_probs)
+    return kept + INT64_BYTES * n_tokens + FP32_BYTES
+
+
+def logits_gradient_bytes(arch: Architecture, cfg: TrainConfig):
+    """The loss gradient w.r.t. the fp32 logits, 4·T·V/t, live beside the saved
+    log-probabilities when the backward pass starts (none with a fused loss)."""
+    grad = FP32_BYTES * tokens(cfg) * arch.vocab_size / cfg.tp
+    return xp.where(cfg.fused_cross_entropy > 0, 0, grad)
+
+
+def in_flight_microbatches(cfg: TrainConfig):
+    """Micro-batches whose activations the first pipeline stage holds at once.
+
+    1F1B: min(p, m) with m = grad_accum micro-batches per step; interleaved with v virtual
+    stages: p·(1 + (p - 1)/(p·v)) (Korthikanti et al. 2022 §4.2.3; Megatron-LM
+    `compute_activation_memory`). Without pipelining, 1.
+    """
+    one_f_one_b = xp.minimum(cfg.pp, cfg.grad_accum)
+    interleaved = cfg.pp * (1 + (cfg.pp - 1) / (cfg.pp * cfg.vpp))
+    return xp.where(cfg.vpp > 1, interleaved, one_f_one_b)
+
+
+def blocks_bytes(arch: Architecture, cfg: TrainConfig, layers, first_layer):
+    """Saved bytes of `layers` blocks from `first_layer`, one micro-batch, with recompute.
+
+    Full recompute keeps each recomputed block's input; `recompute_layers` (0 = all) blocks of
+    the stage are recomputed, the rest keep everything.
+    """
+    from sweep.model import moe_layer_count
+
+    n_moe = moe_layer_count(arch, layers, first_layer)
+    dense_block, moe_block = layer_bytes(arch, cfg, 0), layer_bytes(arch, cfg, 1)
+    full = (layers - n_moe) * dense_block + n_moe * moe_block
+    recomputed = xp.where(cfg.recompute_layers > 0, xp.minimum(cfg.recompute_layers, layers),
+                          layers)
+    # Recomputed blocks are taken from the front; MoE blocks follow any dense prefix.
+    dense_recomputed = xp.minimum(recomputed, layers - n_moe)
+    kept = full - dense_recomputed * dense_block - (recomputed - dense_recomputed) * moe_block
+    with_full_recompute = recomputed * layer_input_bytes(arch, cfg) + kept
+    return xp.where(cfg.recompute == FULL_RECOMPUTE, with_full_recompute, full)
+
+
+def recompute_working_bytes(arch: Architecture, cfg: TrainConfig, layers, first_layer):
+    """During backward a fully recomputed block holds all its activations again, one block at
+    a time: the largest block's saved bytes."""
+    from sweep.model import moe_layer_count
+
+    n_moe = moe_layer_count(arch, layers, first_layer)
+    largest = xp.where(n_moe > 0, layer_bytes(arch, cfg, 1), layer_bytes(arch, cfg, 0))
+    return xp.where(cfg.recompute == FULL_RECOMPUTE, largest, 0)
+
+
+def model_saved_bytes(arch: Architecture, cfg: TrainConfig):
+    """Everything one forward of the whole model saves, for one micro-batch on one rank with
+    no pipelining: embedding side, every block (with recompute), RoPE tables, final norm and
+    head input, and the loss's saved tensors. What `sweep/measure` counts."""
+    return (
+        embedding_bytes(arch, cfg)
+        + blocks_bytes(arch, cfg, arch.num_layers, 0)
+        + rope_bytes(arch, cfg)
+        + head_bytes(arch, cfg)
+        + logits_saved_bytes(arch, cfg)
+    )
