@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from sweep import vocabulary as vocab
-from sweep.config import DEEPSPEED_ADDITIONAL_BUFFER_FACTOR
+from sweep.config import DEEPSPEED_ADDITIONAL_BUFFER_FACTOR, DEFAULT_FRAGMENTATION
 from sweep.errors import SweepError
 
 
@@ -23,7 +23,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     add("--sp", action=argparse.BooleanOptionalAction, default=False,
         help="sequence parallelism")
     add("--zero-stage", type=int, default=0, choices=range(4))
-    for key in ("framework", "precision", "optimizer", "recompute", "offload", "finetune"):
+    for key in ("framework", "precision", "optimizer", "recompute", "offload", "finetune",
+                "mode", "kv_cache_dtype", "device"):
         allowed = vocab.CATEGORIES[key]
         add(f"--{key}", default=allowed[1] if key == "precision" else allowed[0],
             help=f"one of {', '.join(allowed)}")
@@ -40,6 +41,13 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         help="DeepSpeed zero.Init (ZeRO-3 host memory)")
     add("--additional-buffer-factor", type=float, default=DEEPSPEED_ADDITIONAL_BUFFER_FACTOR,
         help="DeepSpeed estimator's host-memory safety factor")
+    add("--recompute-layers", type=int, default=0,
+        help="with --recompute full: blocks per stage recomputed (0: all)")
+    add("--fused-cross-entropy", action=argparse.BooleanOptionalAction, default=False,
+        help="chunked/fused loss that keeps no vocabulary-sized logits")
+    add("--capacity-factor", type=float, default=0.0, help="MoE expert capacity (0: dropless)")
+    add("--fragmentation", type=float, default=DEFAULT_FRAGMENTATION,
+        help="share of reserved memory lost to allocator fragmentation")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,11 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_flags(explain)
     explain.add_argument("--json", action="store_true", help="machine-readable output")
+    explain.add_argument("--compare", action="store_true",
+                         help="also show Megatron-LM's and DeepSpeed's estimates")
     return parser
 
 
 def _config_values(args: argparse.Namespace) -> dict:
-    values = {k: v for k, v in vars(args).items() if k not in ("command", "json", "model", "gpu")}
+    values = {k: v for k, v in vars(args).items()
+              if k not in ("command", "json", "compare", "model", "gpu")}
     if values["gpus_per_node"] is None:
         del values["gpus_per_node"]
     return values
@@ -70,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             from sweep.explain import explain, render
 
             result = explain(args.model, args.gpu, **_config_values(args))
-            print(render(result, as_json=args.json))
+            print(render(result, as_json=args.json, compare=args.compare))
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -40,7 +40,15 @@ FORMULAS = (
       "4·T/N + g·B", "o(T)/N"),
      "PyTorch FSDP2 fully_shard with MixedPrecisionPolicy(bf16, reduce fp32)"),
 )
-PENDING = "0: activation and runtime memory are not modelled yet"
+RUNTIME_FORMULAS = {
+    "activations": "saved tensors per block x L/p x micro-batches in flight "
+                   "(memory/activations.py; Korthikanti 2022 Table 2 generalised)",
+    "logits": "fp32 log-probs 4·T·V/t + loss gradient 4·T·V/t + targets 8·T",
+    "kv_cache": "inference: 2·B·s·(k/t)·d·(L/p)·bytes (memory/inference.py)",
+    "buffers": "DDP/DeepSpeed/FSDP communication buffers + optimizer-step excess "
+               "(memory/runtime.py)",
+    "overhead": "CUDA context, cuBLAS, NCCL (GPU catalog) + fragmentation of reserved memory",
+}
 
 
 @dataclass(frozen=True)
@@ -126,8 +134,13 @@ def format_table(ex: Explanation) -> str:
     for k in GPU_COMPONENTS:
         value = getattr(r, k)
         share = f"{value / total:6.1%}" if total else "-"
-        rows.append((k, f"{value:,.0f}", f"{value / GIB:.2f}", share, formula_of.get(k, PENDING)))
-    rows.append(("total per GPU", f"{total:,.0f}", f"{total / GIB:.2f}", "100.0%", ""))
+        formula = formula_of.get(k) or RUNTIME_FORMULAS[k]
+        rows.append((k, f"{value:,.0f}", f"{value / GIB:.2f}", share, formula))
+    allocated = total - r.overhead
+    rows.append(("peak allocated", f"{allocated:,.0f}", f"{allocated / GIB:.2f}",
+                 f"{allocated / total:6.1%}", "every tensor component"))
+    rows.append(("total per GPU", f"{total:,.0f}", f"{total / GIB:.2f}", "100.0%",
+                 "estimated reserved: allocated + overhead"))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = [header, params, ""]
     for row in rows:
@@ -149,5 +162,32 @@ def format_table(ex: Explanation) -> str:
     return "\n".join(lines)
 
 
-def render(ex: Explanation, *, as_json: bool) -> str:
-    return json.dumps(ex.to_json(), indent=2) if as_json else format_table(ex)
+def format_comparison(ex: Explanation) -> str:
+    """Ours beside Megatron-LM's and DeepSpeed's estimators for the same configuration."""
+    from sweep.compare import compare
+
+    r = ex.result
+    ours_states = sum(getattr(r, k) for k in MODEL_STATE_COMPONENTS)
+    ours_rest = r.per_gpu_total_bytes - ours_states
+    with jax.enable_x64(True):
+        others = compare(_as_numpy(ex.model.arch), _as_numpy(ex.cfg))
+    lines = ["", "compared with (GiB per GPU):",
+             f"  {'':10} {'model states':>12} {'activations':>12} {'total':>9}"]
+    lines.append(f"  {'ours':10} {ours_states / GIB:12.2f} {ours_rest / GIB:12.2f} "
+                 f"{r.per_gpu_total_bytes / GIB:9.2f}  activations, logits, buffers, overhead")
+    for c in others:
+        lines.append(f"  {c.name:10} {c.model_state_bytes / GIB:12.2f} "
+                     f"{c.activation_bytes / GIB:12.2f} {c.total_bytes / GIB:9.2f}  {c.note}")
+    return "\n".join(lines)
+
+
+def _as_numpy(tree):
+    import numpy as np
+
+    return jax.tree_util.tree_map(np.float64, tree)
+
+
+def render(ex: Explanation, *, as_json: bool, compare: bool = False) -> str:
+    if as_json:
+        return json.dumps(ex.to_json(), indent=2)
+    return format_table(ex) + (format_comparison(ex) if compare else "")

@@ -37,6 +37,9 @@ REASONS = (
     ("frozen_layers", "frozen_layers must be within 0..num_layers (full fine-tuning only)"),
     ("seq_len_cp", "seq_len must be a multiple of cp"),
     ("positive", "every degree, micro_batch and seq_len must be >= 1"),
+    ("cp_flash", "context parallelism (cp > 1) needs flash_attention"),
+    ("inference", "inference needs zero_stage 0, no offload and full (not lora) weights"),
+    ("ranges", "recompute_layers and capacity_factor must be >= 0, fragmentation in [0, 1)"),
 )
 BIT = {key: 1 << i for i, (key, _) in enumerate(REASONS)}
 
@@ -89,6 +92,10 @@ def invalid_reasons(arch: Architecture, cfg: TrainConfig):
         "frozen_layers": frozen_ok,
         "seq_len_cp": xp.divides(cfg.cp, cfg.seq_len),
         "positive": positive,
+        "cp_flash": (cfg.cp == 1) | (cfg.flash_attention > 0),
+        "inference": (cfg.mode == 0) | ((zero == 0) & (offload == NO_OFFLOAD) & ~lora),
+        "ranges": (cfg.recompute_layers >= 0) & (cfg.capacity_factor >= 0)
+        & (cfg.fragmentation >= 0) & (cfg.fragmentation < 1),
     }
     mask = 0
     for key, ok in checks.items():

@@ -271,3 +271,34 @@ def model_saved_bytes(arch: Architecture, cfg: TrainConfig):
         + head_bytes(arch, cfg)
         + logits_saved_bytes(arch, cfg)
     )
+
+
+def stage_activation_bytes(arch: Architecture, cfg: TrainConfig, stage: int):
+    """Activations held by the first (`stage` 0) or last (1) pipeline stage at its peak.
+
+    First stage: its blocks, the embedding side and the RoPE tables for every micro-batch in
+    flight; last stage: one micro-batch, its blocks, RoPE tables, final norm and head input.
+    With full recompute, one block's activations are rebuilt at a time during backward.
+    """
+    layers = arch.num_layers / cfg.pp
+    first_layer = 0 if stage == 0 else arch.num_layers - layers
+    holds_embedding = 1 if stage == 0 else cfg.pp == 1
+    holds_head = 1 if stage == 1 else cfg.pp == 1
+    in_flight = in_flight_microbatches(cfg) if stage == 0 else 1
+    per_microbatch = (
+        blocks_bytes(arch, cfg, layers, first_layer)
+        + holds_embedding * embedding_bytes(arch, cfg)
+        + rope_bytes(arch, cfg)
+    )
+    return (
+        in_flight * per_microbatch
+        + holds_head * head_bytes(arch, cfg)
+        + recompute_working_bytes(arch, cfg, layers, first_layer)
+    )
+
+
+def stage_logits_bytes(arch: Architecture, cfg: TrainConfig, stage: int):
+    """Loss-side tensors on the stage holding the head: saved log-probabilities and targets,
+    and the loss gradient when backward starts."""
+    holds_head = 1 if stage == 1 else cfg.pp == 1
+    return holds_head * (logits_saved_bytes(arch, cfg) + logits_gradient_bytes(arch, cfg))

@@ -1,8 +1,8 @@
 """The per-GPU memory of one configuration: every component, the total, and whether it fits.
 
 `estimate` is the single entry point that `explain` calls on scalars and the sweep vmaps over
-arrays. Components that a later step of the project brings (activations, logits, KV cache,
-buffers, overhead) are zero until then.
+arrays. The total is the estimated reserved memory at the peak: every tensor component plus
+the runtime overhead and the allocator's fragmentation (`overhead`).
 """
 
 from __future__ import annotations
@@ -13,10 +13,15 @@ import jax
 
 from sweep import model, xp
 from sweep.config import Hardware, TrainConfig
+from sweep.memory import activations as act
+from sweep.memory import inference as inf
+from sweep.memory import runtime
 from sweep.memory.model_states import ModelStates, model_states
 from sweep.memory.shard import FIRST, FULL, LAST, stage_shard
 from sweep.model import Architecture
 from sweep.validity import invalid_reasons
+
+INFERENCE = 1  # code of vocabulary.MODES
 
 GPU_COMPONENTS = (
     "weights",
@@ -57,23 +62,35 @@ class Estimate:
     fits: object
 
 
-def _per_stage(arch: Architecture, cfg: TrainConfig, stage: int):
+def _per_stage(arch: Architecture, cfg: TrainConfig, hw: Hardware, stage: int):
+    """Every GPU component on one pipeline stage, training or inference."""
     shard = stage_shard(arch, cfg, stage)
     states: ModelStates = model_states(arch, shard, cfg)
-    zero = 0.0 * states.weights
+    inference = cfg.mode == INFERENCE
+    training_only = lambda value: xp.where(inference, 0, value)  # noqa: E731
+    activations = xp.where(inference, inf.decode_workspace_bytes(arch, cfg),
+                           act.stage_activation_bytes(arch, cfg, stage))
+    holds_head = 1 if stage == LAST else cfg.pp == 1
+    logits = xp.where(inference, holds_head * inf.decode_logits_bytes(arch, cfg),
+                      act.stage_logits_bytes(arch, cfg, stage))
+    # The optimizer step runs after the activations are freed: only its excess counts.
+    step_excess = xp.maximum(runtime.optimizer_step_bytes(shard, cfg) - activations - logits, 0)
     components = {
         "weights": states.weights,
-        "master_weights": states.master_weights,
-        "gradients": states.gradients,
-        "optimizer_states": states.optimizer_states,
-        "activations": zero,
-        "logits": zero,
-        "kv_cache": zero,
-        "buffers": zero,
-        "overhead": zero,
+        "master_weights": training_only(states.master_weights),
+        "gradients": training_only(states.gradients),
+        "optimizer_states": training_only(states.optimizer_states),
+        "activations": activations,
+        "logits": logits,
+        "kv_cache": xp.where(inference, inf.kv_cache_bytes(arch, cfg), 0),
+        "buffers": training_only(runtime.communication_bytes(shard, cfg) + step_excess),
     }
+    allocated = sum(components.values())
+    components["overhead"] = runtime.overhead_bytes(allocated, cfg, hw)
     params_on_gpu = shard.base_dense + shard.base_expert + shard.adapters
-    return components, states, params_on_gpu
+    host = training_only(states.host_bytes_per_node)
+    nvme = training_only(states.nvme_bytes_per_node)
+    return components, host, nvme, params_on_gpu
 
 
 def trainable_params(arch: Architecture, cfg: TrainConfig):
@@ -95,15 +112,15 @@ def estimate(arch: Architecture, cfg: TrainConfig, hw: Hardware) -> Estimate:
     The first and the last pipeline stage are evaluated; the larger total is reported.
     fits = valid and total <= memory_bytes·usable_fraction and host bytes <= host RAM.
     """
-    first, first_states, first_params = _per_stage(arch, cfg, FIRST)
-    last, last_states, last_params = _per_stage(arch, cfg, LAST)
+    first, first_host, first_nvme, first_params = _per_stage(arch, cfg, hw, FIRST)
+    last, last_host, last_nvme, last_params = _per_stage(arch, cfg, hw, LAST)
     first_total = sum(first.values())
     last_total = sum(last.values())
     use_last = last_total > first_total
     components = {k: xp.where(use_last, last[k], first[k]) for k in GPU_COMPONENTS}
     total = xp.maximum(first_total, last_total)
-    host = xp.where(use_last, last_states.host_bytes_per_node, first_states.host_bytes_per_node)
-    nvme = xp.where(use_last, last_states.nvme_bytes_per_node, first_states.nvme_bytes_per_node)
+    host = xp.where(use_last, last_host, first_host)
+    nvme = xp.where(use_last, last_nvme, first_nvme)
     capacity = hw.memory_bytes * hw.usable_fraction
     invalid = invalid_reasons(arch, cfg)
     fits = (invalid == 0) & (total <= capacity) & (host <= hw.host_memory_bytes_per_node)

@@ -1,0 +1,85 @@
+"""Runtime memory: communication buffers, the optimizer step's transient, and what the process
+holds outside its tensors (CUDA context, NCCL, allocator fragmentation).
+
+Notation as in `model_states.py` (T trainable parameters on the GPU's shard, N sharding ranks,
+B one block, w and g weight and gradient bytes).
+"""
+
+from __future__ import annotations
+
+from sweep import xp
+from sweep.config import Hardware, TrainConfig
+from sweep.memory import bytes as b
+from sweep.memory.model_states import FSDP, GENERIC, MEGATRON
+from sweep.memory.shard import StageShard, dense_shard_degree
+
+# DeepSpeed ZeRO defaults, in elements (deepspeed/runtime/zero/config.py, commit
+# 1b88ac366fc922254d56abda5cf6b1f266556d19): reduce_bucket_size and allgather_bucket_size
+# 5e8, stage3_prefetch_bucket_size 5e7.
+DEEPSPEED_REDUCE_BUCKET = 5e8
+DEEPSPEED_ALLGATHER_BUCKET = 5e8
+DEEPSPEED_PREFETCH_BUCKET = 5e7
+ADAMW = 0  # code of vocabulary.OPTIMIZERS
+
+
+def ddp_bucket_bytes(shard: StageShard, cfg: TrainConfig):
+    """PyTorch DDP (zero_stage 0 with `generic` or `fsdp`) copies every gradient into its
+    all-reduce buckets: "gradient_as_bucket_view ... the saved memory size will be equal to
+    the total gradients size" (torch.nn.parallel.DistributedDataParallel docs). Under
+    autocast (fsdp profile) the gradients are fp32, else g. None without data parallelism."""
+    trainable = shard.trainable_dense + shard.trainable_expert
+    grad_bytes = xp.where(
+        (cfg.framework == FSDP) & (b.master_bytes(cfg.precision) > 0),
+        b.FP32_BYTES, b.gradient_bytes(cfg.precision),
+    )
+    return xp.where(dense_shard_degree(cfg) > 1, grad_bytes * trainable, 0)
+
+
+def deepspeed_bucket_bytes(shard: StageShard, cfg: TrainConfig):
+    """ZeRO-1/2: a gradient reduce bucket (g bytes) and a parameter all-gather bucket (w);
+    ZeRO-3: the reduce bucket and the prefetch bucket. Each at DeepSpeed's default size,
+    capped at the parameters the rank holds."""
+    params = shard.base_dense + shard.base_expert + shard.adapters
+    w, g = b.weight_bytes(cfg.precision), b.gradient_bytes(cfg.precision)
+    reduce = g * xp.minimum(DEEPSPEED_REDUCE_BUCKET, params)
+    gather = w * xp.where(cfg.zero_stage >= 3,
+                          xp.minimum(DEEPSPEED_PREFETCH_BUCKET, params),
+                          xp.minimum(DEEPSPEED_ALLGATHER_BUCKET, params))
+    return reduce + gather
+
+
+def fsdp_reduce_bytes(shard: StageShard, cfg: TrainConfig):
+    """FSDP2 casts a unit's unsharded gradient to reduce_dtype (fp32) for its reduce-scatter
+    (`foreach_reduce`): 4·B while the bf16 gradient g·B is still held."""
+    mixed = b.master_bytes(cfg.precision) > 0
+    return xp.where(mixed, b.FP32_BYTES * shard.block, 0)
+
+
+def communication_bytes(shard: StageShard, cfg: TrainConfig):
+    """Communication buffers by framework and ZeRO stage (Megatron-LM's buckets are views
+    into its contiguous gradient buffer, already counted as gradients)."""
+    sharded = cfg.zero_stage >= 1
+    ddp = ddp_bucket_bytes(shard, cfg)
+    generic = xp.where(sharded, deepspeed_bucket_bytes(shard, cfg), ddp)
+    fsdp = xp.where(cfg.zero_stage >= 2, fsdp_reduce_bytes(shard, cfg), ddp)
+    out = xp.where(cfg.framework == FSDP, fsdp, generic)
+    return xp.where(cfg.framework == MEGATRON, 0, out)
+
+
+def optimizer_step_bytes(shard: StageShard, cfg: TrainConfig):
+    """The step's transient: PyTorch's foreach AdamW (`_multi_tensor_adamw`) materialises
+    sqrt(v) for every parameter of the shard, one state-sized temporary. DeepSpeed's FusedAdam,
+    Megatron-LM's fused Adam and bitsandbytes' 8-bit kernels update in place."""
+    trainable = shard.trainable_dense / xp.where(cfg.zero_stage >= 1, dense_shard_degree(cfg), 1)
+    state = xp.lookup(b.STATE_ELEMENT_BYTES, cfg.precision) * trainable
+    foreach = (cfg.framework == GENERIC) | (cfg.framework == FSDP)
+    return xp.where(foreach & (cfg.optimizer == ADAMW), state, 0)
+
+
+def overhead_bytes(allocated, cfg: TrainConfig, hw: Hardware):
+    """Outside the tensors: the GPU type's runtime overhead (CUDA context, cuBLAS workspaces,
+    NCCL buffers; `runtime_overhead_bytes` in the GPU catalog, with its source) plus the
+    allocator's fragmentation: reserved = allocated/(1 - fragmentation)."""
+    fragmentation = allocated * cfg.fragmentation / (1 - cfg.fragmentation)
+    return hw.runtime_overhead_bytes + fragmentation
+
