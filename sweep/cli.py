@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--json", action="store_true", help="machine-readable output")
     explain.add_argument("--compare", action="store_true",
                          help="also show Megatron-LM's and DeepSpeed's estimates")
+    validate = commands.add_parser(
+        "validate", help="measure saved activations of reference PyTorch models (needs torch) "
+                         "and rewrite docs/activation_accuracy.md")
+    validate.add_argument("--out", default="docs/activation_accuracy.md")
     return parser
 
 
@@ -74,6 +78,16 @@ def _config_values(args: argparse.Namespace) -> dict:
     return values
 
 
+def _validate(out: str) -> None:
+    try:
+        from sweep.measure.report import write
+    except ModuleNotFoundError as err:
+        raise SweepError(f"validate needs torch: pip install \".[validate]\" ({err}).") from None
+    from pathlib import Path
+
+    print(f"wrote {write(Path(out))}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -82,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
 
             result = explain(args.model, args.gpu, **_config_values(args))
             print(render(result, as_json=args.json, compare=args.compare))
+        elif args.command == "validate":
+            _validate(args.out)
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

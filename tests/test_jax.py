@@ -19,6 +19,10 @@ CONFIGS = [
     dict(n_gpus=16, zero_stage=2, framework="fsdp", precision="bf16"),
     dict(n_gpus=8, finetune="qlora", optimizer="adam8bit"),
     dict(n_gpus=8, zero_stage=1, optimizer="adafactor", frozen_layers=10),
+    dict(n_gpus=32, tp=4, sp=True, cp=2, pp=2, grad_accum=8, recompute="full",
+         recompute_layers=3, seq_len=32768),
+    dict(n_gpus=8, flash_attention=False, recompute="selective", micro_batch=4),
+    dict(n_gpus=8, tp=8, mode="inference", micro_batch=32, kv_cache_dtype="fp8"),
 ]
 MODELS = ["llama-3.1-70b", "mixtral-8x22b", "deepseek-v3", "gpt3-175b"]
 
