@@ -15,10 +15,12 @@ from sweep.memory.shard import StageShard, dense_shard_degree
 
 # DeepSpeed ZeRO defaults, in elements (deepspeed/runtime/zero/config.py, commit
 # 1b88ac366fc922254d56abda5cf6b1f266556d19): reduce_bucket_size and allgather_bucket_size
-# 5e8, stage3_prefetch_bucket_size 5e7.
+# 5e8, stage3_max_live_parameters 1e9 ("the maximum number of parameters resident per GPU
+# before releasing"; with stage3_max_reuse_distance 1e9 the last blocks of the forward pass
+# stay gathered for the backward pass).
 DEEPSPEED_REDUCE_BUCKET = 5e8
 DEEPSPEED_ALLGATHER_BUCKET = 5e8
-DEEPSPEED_PREFETCH_BUCKET = 5e7
+DEEPSPEED_MAX_LIVE_PARAMETERS = 1e9
 ADAMW = 0  # code of vocabulary.OPTIMIZERS
 
 
@@ -36,14 +38,15 @@ def ddp_bucket_bytes(shard: StageShard, cfg: TrainConfig):
 
 
 def deepspeed_bucket_bytes(shard: StageShard, cfg: TrainConfig):
-    """ZeRO-1/2: a gradient reduce bucket (g bytes) and a parameter all-gather bucket (w);
-    ZeRO-3: the reduce bucket and the prefetch bucket. Each at DeepSpeed's default size,
-    capped at the parameters the rank holds."""
+    """ZeRO-1/2: a gradient reduce bucket (g bytes) and a parameter all-gather bucket (w), at
+    DeepSpeed's default sizes capped at the parameters the rank holds. ZeRO-3: the reduce
+    bucket and the gathered parameters up to the live budget, w·min(1e9, P), beyond the
+    largest module's w·LL already counted as weights (prefetched parameters are within it)."""
     params = shard.base_dense + shard.base_expert + shard.adapters
     w, g = b.weight_bytes(cfg.precision), b.gradient_bytes(cfg.precision)
     reduce = g * xp.minimum(DEEPSPEED_REDUCE_BUCKET, params)
-    gather = w * xp.where(cfg.zero_stage >= 3,
-                          xp.minimum(DEEPSPEED_PREFETCH_BUCKET, params),
+    live = xp.maximum(xp.minimum(DEEPSPEED_MAX_LIVE_PARAMETERS, params) - shard.largest_module, 0)
+    gather = w * xp.where(cfg.zero_stage >= 3, live,
                           xp.minimum(DEEPSPEED_ALLGATHER_BUCKET, params))
     return reduce + gather
 
