@@ -9,6 +9,9 @@ from sweep import vocabulary as vocab
 from sweep.config import DEEPSPEED_ADDITIONAL_BUFFER_FACTOR, DEFAULT_FRAGMENTATION
 from sweep.errors import SweepError
 
+DEFAULT_GRID = "grids/default.toml"
+COMMANDS = ("run", "explain", "validate")
+
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per vocabulary key; underscores become dashes."""
@@ -56,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="GPU memory of LLM training, per component and per configuration.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="sweep a grid file (the default command)")
+    run.add_argument("grid", nargs="?", default=DEFAULT_GRID, help=f"default: {DEFAULT_GRID}")
+    run.add_argument("--force", action="store_true",
+                     help="replace the output of a different grid in the output directory")
+    run.add_argument("--no-progress", action="store_true", help="no progress line")
+    run.add_argument("--out", help="output directory (default: the grid's [output] dir)")
     explain = commands.add_parser(
         "explain", help="every memory component of one configuration, with its formula source"
     )
@@ -88,7 +97,25 @@ def _validate(out: str) -> None:
     print(f"wrote {write(Path(out))}")
 
 
+def _run(args) -> None:
+    import dataclasses
+
+    from sweep import engine, report_text
+    from sweep.grid import load
+
+    grid = load(args.grid)
+    if args.out:
+        grid = dataclasses.replace(grid, output_dir=args.out)
+    print(f"{grid.name}: {grid.size:,} configurations over "
+          f"{', '.join(f'{a.name} ({len(a)})' for a in grid.swept)}", file=sys.stderr)
+    manifest = engine.run(grid, force=args.force, progress=not args.no_progress)
+    print(report_text.summary(grid, manifest))
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS and not argv[0].startswith("-h"):
+        argv.insert(0, "run")  # `run_sweep.py [grid.toml]` runs a grid
     args = build_parser().parse_args(argv)
     try:
         if args.command == "explain":
@@ -96,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
 
             result = explain(args.model, args.gpu, **_config_values(args))
             print(render(result, as_json=args.json, compare=args.compare))
+        elif args.command == "run":
+            _run(args)
         elif args.command == "validate":
             _validate(args.out)
     except SweepError as err:

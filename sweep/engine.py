@@ -1,0 +1,359 @@
+"""Run a grid: chunks through the jitted kernel on every local device, merged, resumable;
+then the frontier, its configurations evaluated exactly, and the files.
+
+Layout of `outputs/<grid>/`:
+  frontier/gpu=<name>/part-0.parquet   frontier points per GPU type (hive partitions)
+  summary.parquet                      per group: configurations, feasible, best point
+  feasible/chunk-<n>.parquet           every feasible configuration (`feasible_dump`)
+  manifest.json                        what was run and what was written
+  .state/                              merged partial results, for resuming
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import polars as pl
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from sweep import sink
+from sweep import vocabulary as vocab
+from sweep.enumerate import Layout, Tables, decode, flat_inputs
+from sweep.errors import SweepError
+from sweep.grid import Grid
+from sweep.memory.total import GPU_COMPONENTS, estimate
+from sweep.reduce import Kept, chunk_slot, fits_mask, frontier_cells, make_kernel, near_kernel
+
+CHECKPOINT_SECONDS = 10.0
+GIB = 2**30
+
+
+@dataclass
+class State:
+    """Merged results so far: best computed objective per kept cell, feasible count per group,
+    and which chunks are in them."""
+
+    best: np.ndarray
+    count: np.ndarray
+    done: np.ndarray
+
+    @classmethod
+    def empty(cls, best_shape, count_shape, n_chunks) -> State:
+        return cls(np.full(best_shape, -np.inf, np.float64), np.zeros(count_shape, np.int64),
+                   np.zeros(n_chunks, bool))
+
+    def save(self, path: Path, grid_hash: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "wb") as fh:
+            np.savez(fh, best=self.best, count=self.count, done=self.done,
+                     grid_hash=np.array(grid_hash))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path, grid_hash: str, shapes) -> State | None:
+        if not path.exists():
+            return None
+        with np.load(path) as data:
+            if str(data["grid_hash"]) != grid_hash:
+                return None
+            state = cls(data["best"], data["count"], data["done"])
+        if (state.best.shape, state.count.shape, state.done.shape) != shapes:
+            return None
+        return state
+
+
+class Progress:
+    """One status line on stderr: configurations/s and ETA."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.total, self.enabled, self.start, self.last = total, enabled, time.perf_counter(), 0.0
+
+    def update(self, done: int, force: bool = False) -> None:
+        now = time.perf_counter()
+        if not self.enabled or (now - self.last < 0.5 and not force):
+            return
+        self.last = now
+        rate = done / max(now - self.start, 1e-9)
+        eta = (self.total - done) / rate if rate else float("inf")
+        sys.stderr.write(f"\r{done:,}/{self.total:,} configurations  {rate:,.3g}/s  "
+                         f"ETA {eta:5.0f} s   ")
+        if force:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def _check_output(grid: Grid, out: Path, force: bool) -> None:
+    manifest = out / "manifest.json"
+    state = out / ".state" / "state.npz"
+    if not out.exists() or not any(out.iterdir()):
+        return
+    import json
+
+    previous = None
+    if manifest.exists():
+        previous = json.loads(manifest.read_text()).get("grid_hash")
+    elif state.exists():
+        with np.load(state) as data:
+            previous = str(data["grid_hash"])
+    if previous == grid.hash:
+        return
+    if not force:
+        raise SweepError(f"{out} holds the output of a different grid; use --force to replace it "
+                         f"or set [output] dir.")
+    shutil.rmtree(out)
+
+
+def run(grid: Grid, *, force: bool = False, progress: bool = True,
+        devices: list | None = None, max_chunks: int | None = None) -> dict:
+    """Evaluate the whole grid and write the outputs; returns the manifest.
+
+    `max_chunks` stops after that many new chunks (an interrupted run, for tests)."""
+    out = Path(grid.output_dir)
+    _check_output(grid, out, force)
+    layout = Layout.of(grid)
+    kept = Kept.of(grid)
+    best_shape = kept.shape(grid)
+    count_shape = tuple(len(grid.axis(n)) for n in kept.group)
+    state_path = out / ".state" / "state.npz"
+    state = State.load(state_path, grid.hash, (best_shape, count_shape, (layout.n_chunks,)))
+    state = state or State.empty(best_shape, count_shape, layout.n_chunks)
+
+    devices = devices or jax.local_devices()
+    mesh = Mesh(np.array(devices), ("chunks",))
+    tables = Tables(grid)
+    arrays = tables.swept_arrays(layout)
+    spread = NamedSharding(mesh, P("chunks"))
+    batched = jax.jit(jax.vmap(make_kernel(grid, layout, kept), in_axes=(0, None)),
+                      in_shardings=(spread, NamedSharding(mesh, P())), out_shardings=spread)
+    near = None
+    todo = [c for c in range(layout.n_chunks) if not state.done[c]]
+    if max_chunks is not None:
+        todo = todo[:max_chunks]
+    bar = Progress(grid.size, progress)
+    started = time.perf_counter()
+    compile_seconds = 0.0
+    checkpointed = time.perf_counter()
+    evaluated = int(state.done.sum()) * layout.chunk_configs
+    n_dev = len(devices)
+    for start in range(0, len(todo), n_dev):
+        batch = todo[start:start + n_dev]
+        padded = batch + [batch[-1]] * (n_dev - len(batch))
+        indices = np.array([layout.outer_index(c) for c in padded], np.int32).reshape(
+            n_dev, layout.outer)
+        t0 = time.perf_counter()
+        best, count, n_near = jax.device_get(batched(jnp.asarray(indices), arrays))
+        if start == 0:
+            compile_seconds = time.perf_counter() - t0
+        for i, chunk in enumerate(batch):
+            outer_index = layout.outer_index(chunk)
+            slot = chunk_slot(grid, layout, kept.names, outer_index)
+            state.best[slot] = np.maximum(state.best[slot], best[i])
+            gslot = chunk_slot(grid, layout, kept.group, outer_index)
+            state.count[gslot] += count[i]
+            if n_near[i]:
+                near = near or near_kernel(grid, layout)
+                _decide_near(grid, layout, kept, tables, state, chunk, near)
+            if grid.feasible_dump:
+                _dump_chunk(grid, layout, tables, chunk, out)
+            state.done[chunk] = True
+        evaluated += len(batch) * layout.chunk_configs
+        bar.update(evaluated)
+        if time.perf_counter() - checkpointed > CHECKPOINT_SECONDS:
+            state.save(state_path, grid.hash)
+            checkpointed = time.perf_counter()
+    state.save(state_path, grid.hash)
+    bar.update(evaluated, force=True)
+    run_seconds = time.perf_counter() - started
+    if not state.done.all():
+        return {"complete": False, "chunks_done": int(state.done.sum()),
+                "chunks": layout.n_chunks}
+    manifest = _finish(grid, layout, kept, tables, state, out)
+    # Timing goes to the caller, not into the files (they stay byte-identical across runs).
+    fresh = len(todo) * layout.chunk_configs
+    if fresh:
+        manifest["timing"] = {"seconds": run_seconds, "compile_seconds": compile_seconds,
+                              "configurations": fresh,
+                              "configurations_per_second": fresh / max(run_seconds, 1e-9)}
+    return manifest
+
+
+def _decide_near(grid, layout, kept, tables, state, chunk, near) -> None:
+    """Configurations within NEAR of capacity: recompute in float64 and merge those that fit."""
+    outer_index = layout.outer_index(chunk)
+    mask = np.asarray(near(jnp.asarray(np.array(outer_index, np.int32))))
+    local = np.flatnonzero(mask)
+    flat = np.ravel_multi_index(
+        (*[np.full(local.shape, i) for i in outer_index],
+         *np.unravel_index(local, layout.inner_shape)), layout.sizes) if layout.outer else local
+    fits, value, coords = evaluate_flat(grid, layout, tables, flat)
+    for j in np.flatnonzero(fits):
+        cell = tuple(int(coords[n][j]) if n in coords else 0 for n in kept.names)
+        state.best[cell] = max(state.best[cell], float(value[j]))
+        gcell = tuple(int(coords[n][j]) if n in coords else 0 for n in kept.group)
+        state.count[gcell] += 1
+
+
+def evaluate_flat(grid, layout, tables, flat):
+    """(fits, computed objective, per-axis indices) of flat indices, in float64 NumPy."""
+    from sweep.enumerate import derived_objective
+
+    coords = decode(layout, flat)
+    arch, cfg, hw = flat_inputs(tables, layout, coords)
+    cfg, est, fits, near = fits_mask(grid, arch, cfg, hw)
+    # In float64 the near band is decided exactly.
+    fits = fits | (near & (est.per_gpu_total_bytes <= est.gpu_capacity_bytes))
+    shape = np.shape(flat)
+    value = np.broadcast_to(derived_objective(grid, cfg, est), shape)
+    return np.broadcast_to(fits, shape), value, coords
+
+
+def _dump_chunk(grid, layout, tables, chunk, out: Path) -> None:
+    """Every feasible configuration of one chunk, evaluated in float64 (bounded by the chunk)."""
+    outer_index = layout.outer_index(chunk)
+    local = np.arange(layout.chunk_configs)
+    flat = np.ravel_multi_index(
+        (*[np.full(local.shape, i) for i in outer_index],
+         *np.unravel_index(local, layout.inner_shape)), layout.sizes) if layout.outer else local
+    fits, _, _ = evaluate_flat(grid, layout, tables, flat)
+    frame = configurations_frame(grid, layout, tables, flat[fits])
+    sink.write_parquet(frame, out / "feasible" / f"chunk-{chunk:08d}.parquet",
+                       sink.metadata(grid))
+
+
+def configurations_frame(grid, layout, tables, flat) -> pl.DataFrame:
+    """One row per configuration: every axis value, memory columns, fit (float64)."""
+    coords = decode(layout, flat)
+    arch, cfg, hw = flat_inputs(tables, layout, coords)
+    from sweep.enumerate import constrain
+
+    cfg, _ = constrain(grid, cfg)
+    est = estimate(arch, cfg, hw)
+    n = len(flat)
+    columns = {}
+    for axis in grid.axes:
+        index = coords.get(axis.name, np.zeros(n, int))
+        if axis.name in ("model", "gpu") or axis.name in vocab.CATEGORIES \
+                or axis.name == "lora_targets":
+            labels = np.array(axis.labels, dtype=object)[index]
+            columns[axis.name] = pl.Series(axis.name, labels, dtype=pl.Categorical)
+        else:
+            columns[axis.name] = pl.Series(axis.name, axis.values[index], dtype=pl.Float64)
+    columns["grad_accum"] = pl.Series("grad_accum", np.broadcast_to(cfg.grad_accum, n) * 1.0)
+    columns["gpus_per_node"] = pl.Series("gpus_per_node",
+                                         np.broadcast_to(cfg.gpus_per_node, n) * 1.0)
+    columns["params"] = pl.Series("params", np.broadcast_to(est.params_total, n) * 1.0)
+    columns["params_per_gpu"] = pl.Series("params_per_gpu",
+                                          np.broadcast_to(est.params_per_gpu, n) * 1.0)
+    columns["tokens_per_gpu"] = pl.Series(
+        "tokens_per_gpu", np.broadcast_to(cfg.micro_batch * cfg.seq_len
+                                          / (cfg.tp * cfg.pp * cfg.cp), n) * 1.0)
+    for k in GPU_COMPONENTS:
+        columns[f"{k}_bytes"] = pl.Series(f"{k}_bytes", np.broadcast_to(getattr(est, k), n) * 1.0)
+    total = np.broadcast_to(est.per_gpu_total_bytes, n) * 1.0
+    capacity = np.broadcast_to(est.gpu_capacity_bytes, n) * 1.0
+    host = np.broadcast_to(est.host_bytes_per_node, n) * 1.0
+    host_capacity = np.broadcast_to(hw.host_memory_bytes_per_node, n) * 1.0
+    columns["per_gpu_total_bytes"] = pl.Series("per_gpu_total_bytes", total)
+    columns["per_gpu_total_gib"] = pl.Series("per_gpu_total_gib", total / GIB)
+    columns["gpu_capacity_bytes"] = pl.Series("gpu_capacity_bytes", capacity)
+    columns["headroom_bytes"] = pl.Series("headroom_bytes", capacity - total)
+    columns["host_bytes_per_node"] = pl.Series("host_bytes_per_node", host)
+    columns["host_capacity_bytes"] = pl.Series("host_capacity_bytes", host_capacity)
+    gpu_share = total / capacity
+    host_share = np.divide(host, host_capacity, out=np.zeros(n), where=host_capacity > 0)
+    columns["binding_constraint"] = pl.Series(
+        "binding_constraint", np.where(host_share > gpu_share, "host_memory", "gpu_memory"),
+        dtype=pl.Categorical)
+    columns["config_index"] = pl.Series("config_index", np.asarray(flat, np.int64))
+    return pl.DataFrame(columns)
+
+
+def _cell_configuration(grid, layout, kept, tables, cell, value) -> int:
+    """The configuration behind a frontier cell: among the cell's configurations that fit with
+    the best computed objective, the one with the lowest flat index (the tie-break)."""
+    ranges = []
+    for name, size in zip(layout.names, layout.sizes, strict=True):
+        ranges.append([cell[kept.names.index(name)]] if name in kept.names else range(size))
+    combos = np.stack(np.meshgrid(*[np.asarray(r) for r in ranges], indexing="ij"), -1)
+    flat = np.ravel_multi_index(tuple(combos.reshape(-1, len(ranges)).T), layout.sizes) \
+        if ranges else np.zeros(1, np.int64)
+    flat = np.sort(flat)
+    fits, objective, _ = evaluate_flat(grid, layout, tables, flat)
+    candidates = fits & np.isclose(objective, value, rtol=1e-6, atol=0)
+    if not candidates.any():  # float32 vs float64 at the edge: take the best that fits
+        candidates = fits & (objective == objective[fits].max())
+    return int(flat[np.argmax(candidates)])
+
+
+def _finish(grid, layout, kept, tables, state, out: Path) -> dict:
+    meta = sink.metadata(grid)
+    front = frontier_cells(state.best, grid, kept)
+    cells = np.argwhere(front)
+    flats = [_cell_configuration(grid, layout, kept, tables, tuple(c), state.best[tuple(c)])
+             for c in cells]
+    frame = configurations_frame(grid, layout, tables, np.array(flats, np.int64))
+    frame = _sorted(frame, grid)
+    root = out / "frontier"
+    written = sink.write_partitioned(frame, root, "gpu", meta) if len(frame) else []
+    for stale in root.glob("gpu=*") if root.exists() else []:
+        if stale / "part-0.parquet" not in written:
+            shutil.rmtree(stale)
+    summary = _summary(grid, kept, state, frame)
+    sink.write_parquet(summary, out / "summary.parquet", meta)
+    manifest = {
+        "engine_version": sink.ENGINE_VERSION,
+        "formula_version": sink.FORMULA_VERSION,
+        "grid": {"name": grid.name, "path": grid.path, "hash": grid.hash, "text": grid.text},
+        "grid_hash": grid.hash,
+        "configurations": grid.size,
+        "chunks": layout.n_chunks,
+        "axes": {a.name: list(a.labels) for a in grid.swept},
+        "objectives": [o.text for o in grid.objectives],
+        "group_by": list(grid.group_by),
+        "feasible": int(state.count.sum()),
+        "frontier_points": len(frame),
+        "files": sorted(str(p.relative_to(out)) for p in [*written, out / "summary.parquet"]),
+        "units": sink.UNITS,
+    }
+    sink.atomic_write_json(out / "manifest.json", manifest)
+    return manifest
+
+
+def _sorted(frame: pl.DataFrame, grid: Grid) -> pl.DataFrame:
+    keys = [*grid.group_by] + [o.key for o in grid.objectives] + ["config_index"]
+    keys = [k for k in dict.fromkeys(keys) if k in frame.columns]
+    descending = [False] * len(keys)
+    for i, key in enumerate(keys):
+        for o in grid.objectives:
+            if o.key == key:
+                descending[i] = o.maximize
+    return frame.with_columns(pl.col(pl.Categorical).cast(pl.String)).sort(
+        keys, descending=descending)
+
+
+def _summary(grid, kept, state, frame: pl.DataFrame) -> pl.DataFrame:
+    """Per group: configurations, feasible count, frontier size and the best point (first in
+    the objectives' order, ties to the lowest configuration index)."""
+    rows = []
+    group_sizes = [len(grid.axis(n)) for n in kept.group]
+    per_group = grid.size // max(math.prod(group_sizes), 1)
+    for cell in np.ndindex(*group_sizes):
+        labels = {n: grid.axis(n).labels[i] for n, i in zip(kept.group, cell, strict=True)}
+        points = frame
+        for name, label in labels.items():
+            points = points.filter(pl.col(name) == label)
+        best = points.head(1).to_dicts()[0] if len(points) else {}
+        rows.append({**labels, "configurations": per_group,
+                     "feasible": int(state.count[cell]), "frontier_points": len(points),
+                     **{f"best_{k}": v for k, v in best.items() if k not in labels}})
+    return pl.DataFrame(rows)

@@ -1,0 +1,187 @@
+"""From grid axes to the formula's inputs, without materialising the Cartesian product.
+
+The swept axes are the dimensions of the evaluated arrays, in the grid's canonical order. A
+chunk fixes the leading (outer) dimensions and spans the rest: each input leaf is an axis'
+values reshaped to its own dimension (size 1 elsewhere), so every term of the formulas is
+computed once per combination of the axes it depends on and only the final sums and masks
+are full size (NumPy/XLA broadcasting). The same construction, given explicit per-axis
+indices, gives flat 1-D inputs for the NumPy twin and for looking up single configurations.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from sweep import xp
+from sweep.config import Hardware, TrainConfig
+from sweep.grid import Grid, stacked_architectures
+from sweep.model import Architecture
+
+CONFIG_FIELDS = tuple(f.name for f in fields(TrainConfig))
+ARCH_FIELDS = tuple(f.name for f in fields(Architecture))
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Swept dimensions and how they split into outer (one index per chunk) and inner."""
+
+    names: tuple[str, ...]
+    sizes: tuple[int, ...]
+    outer: int
+
+    @classmethod
+    def of(cls, grid: Grid, chunk_size: int | None = None) -> Layout:
+        chunk_size = chunk_size or grid.chunk_size
+        names = tuple(a.name for a in grid.swept)
+        sizes = tuple(len(a) for a in grid.swept)
+        outer = 0
+        while outer < len(sizes) and math.prod(sizes[outer:]) > chunk_size:
+            outer += 1
+        return cls(names, sizes, min(outer, max(len(sizes) - 1, 0)))
+
+    @property
+    def inner_names(self) -> tuple[str, ...]:
+        return self.names[self.outer:]
+
+    @property
+    def inner_shape(self) -> tuple[int, ...]:
+        return self.sizes[self.outer:]
+
+    @property
+    def outer_shape(self) -> tuple[int, ...]:
+        return self.sizes[: self.outer]
+
+    @property
+    def n_chunks(self) -> int:
+        return math.prod(self.outer_shape)
+
+    @property
+    def chunk_configs(self) -> int:
+        return math.prod(self.inner_shape)
+
+    def outer_index(self, chunk: int) -> tuple[int, ...]:
+        return tuple(int(i) for i in np.unravel_index(chunk, self.outer_shape)) \
+            if self.outer else ()
+
+
+class Tables:
+    """Per-axis value tables of a grid, by key: `model.<field>` (one entry per model),
+    `gpu.<field>` (per GPU) and `<config key>` (per value of that axis)."""
+
+    def __init__(self, grid: Grid):
+        self.grid = grid
+        arch = stacked_architectures(grid)
+        gpus = grid.gpus
+        self.arrays: dict[str, np.ndarray] = {
+            f"model.{name}": np.asarray(getattr(arch, name), float) for name in ARCH_FIELDS
+        }
+        for name in ("memory_bytes", "usable_fraction", "host_memory_bytes_per_node",
+                     "runtime_overhead_bytes", "devices_per_node"):
+            self.arrays[f"gpu.{name}"] = np.array([float(getattr(g, name)) for g in gpus])
+        for name in CONFIG_FIELDS:
+            self.arrays[name] = np.asarray(grid.axis(name).values, float)
+
+    @staticmethod
+    def axis_of(key: str) -> str:
+        return key.split(".")[0]
+
+    def inputs(self, pick):
+        """(arch, cfg, hw) where `pick(key)` returns table `key` as wanted (a constant, a
+        broadcast array or a gathered 1-D array)."""
+        arch = Architecture(**{name: pick(f"model.{name}") for name in ARCH_FIELDS})
+        config = {name: pick(name) for name in CONFIG_FIELDS}
+        if self.grid.gpus_per_node_from_gpu:
+            config["gpus_per_node"] = pick("gpu.devices_per_node")
+        hw = Hardware(**{name: pick(f"gpu.{name}") for name in
+                         ("memory_bytes", "usable_fraction", "host_memory_bytes_per_node",
+                          "runtime_overhead_bytes")})
+        return arch, TrainConfig(**config), hw
+
+    def swept_arrays(self, layout: Layout) -> dict[str, np.ndarray]:
+        """The tables of swept axes (passed to the jitted kernel as arguments, so that XLA
+        does not constant-fold the whole grid)."""
+        return {k: v.astype(np.float32) for k, v in self.arrays.items()
+                if self.axis_of(k) in layout.names}
+
+
+def broadcast_inputs(tables: Tables, layout: Layout, outer_index, arrays=None, namespace=np):
+    """Inputs of one chunk: outer axes at `outer_index` (traceable), inner axes broadcast.
+
+    `arrays` overrides the swept tables (traced arguments inside jit)."""
+    position = {name: i for i, name in enumerate(layout.names)}
+    n_inner = len(layout.inner_shape)
+    arrays = tables.arrays if arrays is None else {**tables.arrays, **arrays}
+
+    def pick(key: str):
+        table = arrays[key]
+        axis = tables.axis_of(key)
+        if axis not in position:
+            return float(table[0])
+        j = position[axis]
+        if j < layout.outer:
+            return namespace.asarray(table)[outer_index[j]]
+        shape = [1] * n_inner
+        shape[j - layout.outer] = table.shape[0]
+        return table.reshape(shape)
+
+    return tables.inputs(pick)
+
+
+def flat_inputs(tables: Tables, layout: Layout, indices: dict[str, np.ndarray]):
+    """1-D inputs for explicit per-axis indices (`indices[name]` for every swept axis)."""
+
+    def pick(key: str):
+        table = tables.arrays[key]
+        axis = tables.axis_of(key)
+        if axis not in indices:
+            return float(table[0])
+        return table[indices[axis]]
+
+    return tables.inputs(pick)
+
+
+def decode(layout: Layout, flat: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-axis indices of flat configuration indices (mixed radix, int64: past 2^31)."""
+    coords = np.unravel_index(np.asarray(flat, dtype=np.int64), layout.sizes)
+    return dict(zip(layout.names, coords, strict=True))
+
+
+def constrain(grid: Grid, cfg: TrainConfig):
+    """Apply the grid's constraints: (cfg with derived grad_accum, constraint mask).
+
+    tp_within_node: tp <= gpus_per_node; whole_nodes: n_gpus a multiple of gpus_per_node;
+    global_batch_tokens G: grad_accum = G/(micro_batch·seq_len·d), d = n/(tp·pp·cp), whole.
+    """
+    ok = True
+    if grid.tp_within_node:
+        ok = ok & (cfg.tp <= cfg.gpus_per_node)
+    if grid.whole_nodes:
+        ok = ok & xp.divides(cfg.gpus_per_node, cfg.n_gpus)
+    if grid.global_batch_tokens:
+        replicas = cfg.n_gpus / (cfg.tp * cfg.pp * cfg.cp)
+        per_step = cfg.micro_batch * cfg.seq_len * replicas
+        accum = grid.global_batch_tokens / per_step
+        ok = ok & (accum >= 1) & xp.divides(1.0, accum)
+        cfg = cfg.replace(grad_accum=accum)
+    return cfg, ok
+
+
+def derived_objective(grid: Grid, cfg: TrainConfig, est):
+    """The one non-axis objective, oriented so that larger is better (0 when there is none).
+
+    tokens_per_gpu = micro_batch·seq_len/(tp·pp·cp): tokens a GPU holds per micro-step.
+    """
+    for objective in grid.objectives:
+        if objective.key == "tokens_per_gpu":
+            value = cfg.micro_batch * cfg.seq_len / (cfg.tp * cfg.pp * cfg.cp)
+        elif objective.key == "per_gpu_total_bytes":
+            value = est.per_gpu_total_bytes
+        elif objective.key == "headroom_bytes":
+            value = est.gpu_capacity_bytes - est.per_gpu_total_bytes
+        else:
+            continue
+        return value if objective.maximize else -value
+    return 0.0

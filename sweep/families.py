@@ -1,0 +1,58 @@
+"""Model families: architectures generated from a parameter count, for sweeps over model size.
+
+`llama3`: the Llama-3 shape (Dubey et al. 2024, "The Llama 3 Herd of Models", Table 3):
+head dim 128, 8 KV heads (GQA), SwiGLU with inner width ~3.5h rounded up to a multiple of
+1024 (14336 at h = 4096, 28672 at 8192), RMSNorm, RoPE, untied 128,256-token vocabulary.
+Width follows depth as in the published sizes (h/L = 128 at 8B, 102 at 70B, 130 at 405B):
+h = 1024·round((128·N/12)^(1/3)/1024) from N ≈ 12·h²·L with L = h/128, at least 1024; the
+depth is then the whole number of blocks whose total is nearest N (at least 1), so sizes
+match the target to within half a block. At 8e9 the rule gives Llama-3.1-8B exactly (h 4096,
+32 blocks, 8,030,261,248 parameters); at 70e9 h 9216 with 62 blocks (published: 8192 x 80);
+at 405e9 h 16384 with 118 blocks and inner width 57344 (published: 126 blocks, 53248).
+"""
+
+from __future__ import annotations
+
+import math
+
+from sweep.model import Architecture, total_params
+
+FAMILIES = ("llama3",)
+
+LLAMA3_HEAD_DIM = 128
+LLAMA3_KV_HEADS = 8
+LLAMA3_VOCAB = 128256
+LLAMA3_FFN_MULTIPLE = 1024
+LLAMA3_WIDTH_MULTIPLE = 1024  # h = 128 x heads with heads a multiple of the 8 KV groups
+
+
+def llama3_width(params: float) -> int:
+    """h from N ≈ 12·h²·L with L = h/128, rounded to a multiple of 1024."""
+    width = (LLAMA3_HEAD_DIM * params / 12) ** (1 / 3)
+    return max(LLAMA3_WIDTH_MULTIPLE, LLAMA3_WIDTH_MULTIPLE * round(width / LLAMA3_WIDTH_MULTIPLE))
+
+
+def llama3_architecture(hidden: int, layers: int) -> Architecture:
+    ffn = LLAMA3_FFN_MULTIPLE * math.ceil(3.5 * hidden / LLAMA3_FFN_MULTIPLE)
+    return Architecture(
+        hidden_size=float(hidden), num_layers=float(layers),
+        num_heads=float(hidden // LLAMA3_HEAD_DIM), num_kv_heads=float(LLAMA3_KV_HEADS),
+        head_dim=float(LLAMA3_HEAD_DIM), ffn_hidden_size=float(ffn),
+        vocab_size=float(LLAMA3_VOCAB), max_position_embeddings=131072.0,
+    )
+
+
+def llama3(params: float) -> Architecture:
+    """The Llama-3-shaped architecture whose parameter count is nearest `params`."""
+    hidden = llama3_width(params)
+    one = float(total_params(llama3_architecture(hidden, 1)))
+    two = float(total_params(llama3_architecture(hidden, 2)))
+    per_block, fixed = two - one, 2 * one - two
+    layers = max(1, round((params - fixed) / per_block))
+    return llama3_architecture(hidden, layers)
+
+
+def generate(family: str, params: float) -> Architecture:
+    if family == "llama3":
+        return llama3(params)
+    raise ValueError(f"unknown family {family!r}; known: {FAMILIES}")

@@ -1,0 +1,388 @@
+"""Grid files (TOML): parse, validate, resolve catalog names; every axis becomes a small array.
+
+```toml
+name = "example"                       # default: the file's stem
+[axes]                                 # any vocabulary key; unnamed keys keep their default
+model = ["llama-3.1-8b", "llama-3.1-70b"]      # or {family = "llama3", params = <axis>}
+gpu = ["h100-sxm-80gb", "a100-80gb"]
+n_gpus = {pow2 = [8, 1024]}            # also {range = [start, stop, step]} (inclusive),
+seq_len = [4096, 8192]                 #      {log_range = [low, high, count]}
+zero_stage = [1, 2, 3]
+[constraints]
+tp_within_node = true                  # tp <= gpus_per_node (default true)
+whole_nodes = false                    # n_gpus a multiple of gpus_per_node
+global_batch_tokens = 4194304          # grad_accum = tokens/(micro_batch·seq_len·d), whole
+[frontier]
+group_by = ["gpu"]
+objectives = ["-n_gpus", "+params", "+seq_len", "+tokens_per_gpu"]
+[output]
+dir = "outputs/example"                # default outputs/<name>
+feasible_dump = false                  # also write every feasible configuration
+```
+
+Errors name the file and the key, and say what is allowed (`SweepError`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+from sweep import catalog, families
+from sweep import vocabulary as vocab
+from sweep.catalog import GpuSpec
+from sweep.config import TrainConfig
+from sweep.errors import SweepError
+from sweep.model import Architecture, ModelSpec, total_params
+
+CONFIG_KEYS = tuple(f.name for f in fields(TrainConfig))
+BOOLEAN_KEYS = ("sp", "flash_attention", "fused_cross_entropy", "zero_init")
+AXIS_KEYS = ("model", "gpu", *CONFIG_KEYS)
+# Canonical axis order: the order of dimensions in the evaluated arrays (outer first).
+AXIS_ORDER = AXIS_KEYS
+DERIVED_OBJECTIVES = ("tokens_per_gpu", "per_gpu_total_bytes", "headroom_bytes")
+DEFAULT_OBJECTIVES = ("-n_gpus", "+params", "+seq_len", "+tokens_per_gpu")
+TOP_LEVEL = ("name", "description", "axes", "constraints", "frontier", "output")
+CONSTRAINT_KEYS = ("tp_within_node", "whole_nodes", "global_batch_tokens")
+FRONTIER_KEYS = ("group_by", "objectives")
+OUTPUT_KEYS = ("dir", "feasible_dump", "chunk_size")
+DEFAULT_CHUNK_SIZE = 1 << 22
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One grid axis: numeric `values` (codes for categories) and their printable `labels`."""
+
+    name: str
+    values: np.ndarray
+    labels: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+@dataclass(frozen=True)
+class Objective:
+    key: str
+    maximize: bool
+
+    @property
+    def text(self) -> str:
+        return ("+" if self.maximize else "-") + self.key
+
+
+@dataclass(frozen=True)
+class Grid:
+    name: str
+    path: str
+    text: str
+    axes: tuple[Axis, ...]  # every axis key, in AXIS_ORDER; length-1 axes are constants
+    models: tuple[ModelSpec, ...]
+    gpus: tuple[GpuSpec, ...]
+    tp_within_node: bool = True
+    whole_nodes: bool = False
+    global_batch_tokens: float = 0.0
+    group_by: tuple[str, ...] = ("gpu",)
+    objectives: tuple[Objective, ...] = ()
+    output_dir: str = ""
+    feasible_dump: bool = False
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    gpus_per_node_from_gpu: bool = True
+    description: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def hash(self) -> str:
+        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
+
+    def axis(self, name: str) -> Axis:
+        return next(a for a in self.axes if a.name == name)
+
+    @property
+    def size(self) -> int:
+        return math.prod(len(a) for a in self.axes)
+
+    @property
+    def swept(self) -> tuple[Axis, ...]:
+        """Axes with more than one value: the dimensions of the evaluated arrays."""
+        return tuple(a for a in self.axes if len(a) > 1)
+
+
+class _Where:
+    """Error-message context: the file and the key path."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def fail(self, key: str, message: str):
+        raise SweepError(f"{self.path}: `{key}`: {message}")
+
+
+def _check_keys(where: _Where, table: dict, allowed, prefix: str):
+    if not isinstance(table, dict):
+        where.fail(prefix.rstrip("."), f"must be a table, got {type(table).__name__}")
+    for key in table:
+        if key not in allowed:
+            where.fail(prefix + key, f"unknown key.{vocab.did_you_mean(key, list(allowed))} "
+                                     f"Allowed: {', '.join(allowed)}.")
+
+
+def _numbers(where: _Where, key: str, spec) -> list[float]:
+    """A numeric axis: a list, or {pow2 = [lo, hi]}, {range = [a, b, step]}, {log_range}."""
+    if isinstance(spec, bool | int | float):
+        spec = [spec]
+    if isinstance(spec, list):
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in spec):
+            where.fail(key, f"values must be numbers, got {spec!r}")
+        values = [float(v) for v in spec]
+    elif isinstance(spec, dict) and len(spec) == 1:
+        (kind, args), = spec.items()
+        ok = isinstance(args, list) and all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in args)
+        if kind == "pow2" and ok and len(args) == 2 and 0 < args[0] <= args[1]:
+            lo, hi = math.ceil(math.log2(args[0])), math.floor(math.log2(args[1]))
+            values = [float(2**i) for i in range(lo, hi + 1)]
+        elif kind == "range" and ok and len(args) == 3 and args[2] > 0 and args[0] <= args[1]:
+            count = int(math.floor((args[1] - args[0]) / args[2] + 1e-9)) + 1
+            values = [float(args[0] + i * args[2]) for i in range(count)]
+        elif kind == "log_range" and ok and len(args) == 3 and 0 < args[0] <= args[1] \
+                and args[2] >= 1 and float(args[2]).is_integer():
+            n = int(args[2])
+            values = [float(args[0])] if n == 1 else [
+                float(args[0] * (args[1] / args[0]) ** (i / (n - 1))) for i in range(n)]
+        else:
+            where.fail(key, "range must be {pow2 = [low, high]}, {range = [start, stop, step]} "
+                            f"or {{log_range = [low, high, count]}}, got {spec!r}")
+    else:
+        where.fail(key, f"must be a list of values or a range table, got {spec!r}")
+    if not values:
+        where.fail(key, "is empty; give at least one value")
+    return sorted(set(values))
+
+
+def _axis(where: _Where, name: str, spec) -> Axis:
+    """A vocabulary-key axis: categories as codes, booleans as 0/1, numbers sorted."""
+    key = f"axes.{name}"
+    if name in vocab.CATEGORIES:
+        items = spec if isinstance(spec, list) else [spec]
+        if not items:
+            where.fail(key, "is empty; give at least one value")
+        codes = []
+        for item in items:
+            if not isinstance(item, str):
+                where.fail(key, f"values must be strings among {list(vocab.CATEGORIES[name])}")
+            try:
+                codes.append(vocab.encode(name, item))
+            except SweepError as err:
+                where.fail(key, str(err))
+        codes = sorted(set(codes))
+        return Axis(name, np.array(codes, float), tuple(vocab.decode(name, c) for c in codes))
+    if name in BOOLEAN_KEYS:
+        items = spec if isinstance(spec, list) else [spec]
+        if not items or not all(isinstance(v, bool) for v in items):
+            where.fail(key, f"must be true, false or a list of them, got {spec!r}")
+        values = sorted({float(v) for v in items})
+        return Axis(name, np.array(values), tuple(str(bool(v)).lower() for v in values))
+    if name == "lora_targets":
+        items = spec if isinstance(spec, list) else [spec]
+        try:
+            codes = sorted({float(vocab.encode_lora_targets(v)) for v in items})
+        except (SweepError, AttributeError) as err:
+            where.fail(key, str(err))
+        return Axis(name, np.array(codes), tuple(vocab.decode_lora_targets(c) for c in codes))
+    values = _numbers(where, key, spec)
+    if any(v < 0 for v in values):
+        where.fail(key, f"values must be >= 0, got {values}")
+    return Axis(name, np.array(values), tuple(f"{v:g}" for v in values))
+
+
+def _models(where: _Where, spec) -> tuple[ModelSpec, ...]:
+    if isinstance(spec, dict):
+        _check_keys(where, spec, ("family", "params"), "axes.model.")
+        family = spec.get("family")
+        if family not in families.FAMILIES:
+            where.fail("axes.model.family", f"must be one of {list(families.FAMILIES)}, "
+                                            f"got {family!r}")
+        if "params" not in spec:
+            where.fail("axes.model.params", "missing: the parameter counts to generate")
+        out = []
+        for target in _numbers(where, "axes.model.params", spec["params"]):
+            arch = families.generate(family, target)
+            name = f"{family}-{target / 1e9:.4g}b"
+            out.append(ModelSpec(name=name, display_name=name, arch=arch,
+                                 source=f"family rule {family} (sweep/families.py)",
+                                 extra={"target_params": target}))
+        return tuple(out)
+    names = spec if isinstance(spec, list) else [spec]
+    if not names or not all(isinstance(n, str) for n in names):
+        where.fail("axes.model", "must be catalog names / config.json paths, or "
+                                 "{family = ..., params = ...}")
+    out = []
+    for name in dict.fromkeys(names):
+        try:
+            out.append(catalog.model(name))
+        except SweepError as err:
+            where.fail("axes.model", str(err))
+    return tuple(out)
+
+
+def _gpus(where: _Where, spec) -> tuple[GpuSpec, ...]:
+    names = spec if isinstance(spec, list) else [spec]
+    if not names or not all(isinstance(n, str) for n in names):
+        where.fail("axes.gpu", "must be a list of GPU catalog names")
+    out = []
+    for name in dict.fromkeys(names):
+        try:
+            out.append(catalog.gpu(name))
+        except SweepError as err:
+            where.fail("axes.gpu", str(err))
+    return tuple(out)
+
+
+def _objectives(where: _Where, items, axis_keys) -> tuple[Objective, ...]:
+    if not isinstance(items, list) or not items:
+        where.fail("frontier.objectives",
+                   "must be a non-empty list like [\"-n_gpus\", \"+params\"]")
+    allowed = [*axis_keys, "params", *DERIVED_OBJECTIVES]
+    out = []
+    for item in items:
+        if not isinstance(item, str) or item[:1] not in "+-" or item[1:] not in allowed:
+            where.fail("frontier.objectives", f"{item!r}: each objective is '+key' (maximise) or "
+                       f"'-key' (minimise) with key among {allowed}")
+        out.append(Objective(item[1:], item[0] == "+"))
+    derived = [o for o in out if o.key in DERIVED_OBJECTIVES]
+    if len(derived) > 1:
+        where.fail("frontier.objectives", f"at most one objective may be computed per "
+                   f"configuration ({list(DERIVED_OBJECTIVES)}); the others must be grid axes")
+    keys = [o.key for o in out]
+    if "params" in keys and "model" in keys:
+        where.fail("frontier.objectives", "use params or model, not both")
+    if len(set(keys)) != len(keys):
+        where.fail("frontier.objectives", "an objective is listed twice")
+    return tuple(out)
+
+
+def parse(text: str, path: str = "<grid>") -> Grid:
+    """Parse and validate a grid file's text."""
+    where = _Where(path)
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise SweepError(f"{path}: not valid TOML ({err}).") from None
+    _check_keys(where, raw, TOP_LEVEL, "")
+    name = raw.get("name", Path(path).stem)
+    if not isinstance(name, str) or not name or "/" in name:
+        where.fail("name", f"must be a non-empty string without '/', got {name!r}")
+    axes_raw = raw.get("axes", {})
+    _check_keys(where, axes_raw, AXIS_KEYS, "axes.")
+    if "model" not in axes_raw:
+        where.fail("axes.model", "missing: name at least one model")
+    if "gpu" not in axes_raw:
+        where.fail("axes.gpu", "missing: name at least one GPU")
+    models = _models(where, axes_raw["model"])
+    gpus = _gpus(where, axes_raw["gpu"])
+    # The model axis is ordered by parameter count so that `params` is monotone along it.
+    models = tuple(sorted(models, key=lambda m: float(total_params(m.arch))))
+    axes = []
+    defaults = TrainConfig()
+    for key in AXIS_ORDER:
+        if key == "model":
+            axes.append(Axis("model", np.arange(len(models), dtype=float),
+                             tuple(m.name for m in models)))
+        elif key == "gpu":
+            axes.append(Axis("gpu", np.arange(len(gpus), dtype=float),
+                             tuple(g.name for g in gpus)))
+        elif key in axes_raw:
+            axes.append(_axis(where, key, axes_raw[key]))
+        else:
+            value = float(getattr(defaults, key))
+            label = vocab.decode(key, value) if key in vocab.CATEGORIES else f"{value:g}"
+            axes.append(Axis(key, np.array([value]), (label,)))
+
+    constraints = raw.get("constraints", {})
+    _check_keys(where, constraints, CONSTRAINT_KEYS, "constraints.")
+    for key in ("tp_within_node", "whole_nodes"):
+        if key in constraints and not isinstance(constraints[key], bool):
+            where.fail(f"constraints.{key}", f"must be true or false, got {constraints[key]!r}")
+    tokens = constraints.get("global_batch_tokens", 0)
+    if isinstance(tokens, bool) or not isinstance(tokens, int | float) or tokens < 0:
+        where.fail("constraints.global_batch_tokens", f"must be a positive number, got {tokens!r}")
+    if tokens and "grad_accum" in axes_raw:
+        where.fail("constraints.global_batch_tokens", "fixes grad_accum; remove axes.grad_accum")
+
+    frontier = raw.get("frontier", {})
+    _check_keys(where, frontier, FRONTIER_KEYS, "frontier.")
+    swept_numeric = [a.name for a in axes if a.name not in vocab.CATEGORIES]
+    objectives = _objectives(where, frontier.get("objectives", list(DEFAULT_OBJECTIVES)),
+                             swept_numeric)
+    group_by = frontier.get("group_by", ["gpu"])
+    if not isinstance(group_by, list) or not all(g in AXIS_KEYS for g in group_by):
+        where.fail("frontier.group_by", f"must be a list of axis keys among {list(AXIS_KEYS)}, "
+                                        f"got {group_by!r}")
+    clash = {g for g in group_by} & {o.key for o in objectives}
+    if clash:
+        where.fail("frontier.group_by", f"{sorted(clash)} cannot be both a group and an objective")
+
+    output = raw.get("output", {})
+    _check_keys(where, output, OUTPUT_KEYS, "output.")
+    out_dir = output.get("dir", f"outputs/{name}")
+    if not isinstance(out_dir, str) or not out_dir:
+        where.fail("output.dir", f"must be a path string, got {out_dir!r}")
+    dump = output.get("feasible_dump", False)
+    if not isinstance(dump, bool):
+        where.fail("output.feasible_dump", f"must be true or false, got {dump!r}")
+    chunk = output.get("chunk_size", DEFAULT_CHUNK_SIZE)
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or not 1 <= chunk <= 1 << 30:
+        where.fail("output.chunk_size", f"must be an integer in 1..2^30, got {chunk!r}")
+
+    grid = Grid(
+        name=name, path=path, text=text, axes=tuple(axes), models=models, gpus=gpus,
+        tp_within_node=constraints.get("tp_within_node", True),
+        whole_nodes=constraints.get("whole_nodes", False), global_batch_tokens=float(tokens),
+        group_by=tuple(group_by), objectives=objectives, output_dir=out_dir,
+        feasible_dump=dump, chunk_size=chunk,
+        gpus_per_node_from_gpu="gpus_per_node" not in axes_raw,
+        description=str(raw.get("description", "")),
+    )
+    _check_satisfiable(where, grid)
+    return grid
+
+
+def _check_satisfiable(where: _Where, grid: Grid) -> None:
+    """Constraints that no point of the grid can meet are an error, not an empty result."""
+    n_gpus = grid.axis("n_gpus").values
+    tp = grid.axis("tp").values
+    pp = grid.axis("pp").values
+    cp = grid.axis("cp").values
+    if min(tp) * min(pp) * min(cp) > max(n_gpus):
+        where.fail("axes.n_gpus", f"every n_gpus ({max(n_gpus):g} at most) is below the smallest "
+                                  f"tp·pp·cp ({min(tp) * min(pp) * min(cp):g})")
+    gpn = [g.devices_per_node for g in grid.gpus] if grid.gpus_per_node_from_gpu \
+        else list(grid.axis("gpus_per_node").values)
+    if grid.tp_within_node and min(tp) > max(gpn):
+        where.fail("constraints.tp_within_node", f"every tp ({min(tp):g} at least) exceeds the "
+                                                 f"GPUs per node ({max(gpn):g} at most)")
+    if grid.whole_nodes and max(n_gpus) < min(gpn):
+        where.fail("constraints.whole_nodes", f"no n_gpus fills a node of {min(gpn):g} GPUs")
+
+
+def load(path: str | Path) -> Grid:
+    path = Path(path)
+    try:
+        text = path.read_text("utf-8")
+    except FileNotFoundError:
+        raise SweepError(f"{path}: no such grid file.") from None
+    return parse(text, str(path))
+
+
+def stacked_architectures(grid: Grid) -> Architecture:
+    """The model axis as one Architecture of arrays (one entry per model)."""
+    return Architecture(**{
+        f.name: np.array([float(getattr(m.arch, f.name)) for m in grid.models])
+        for f in fields(Architecture)
+    })
