@@ -31,7 +31,7 @@ from sweep.enumerate import Layout, Tables, decode, flat_inputs
 from sweep.errors import SweepError
 from sweep.grid import Grid
 from sweep.memory.total import GPU_COMPONENTS, estimate
-from sweep.reduce import Kept, chunk_slot, fits_mask, frontier_cells, make_kernel, near_kernel
+from sweep.reduce import Kept, chunk_slot, fits_mask, grid_frontier, make_kernel, near_kernel
 
 CHECKPOINT_SECONDS = 10.0
 GIB = 2**30
@@ -297,7 +297,7 @@ def _cell_configuration(grid, layout, kept, tables, cell, value) -> int:
 
 def _finish(grid, layout, kept, tables, state, out: Path) -> dict:
     meta = sink.metadata(grid)
-    front = frontier_cells(state.best, grid, kept)
+    front = grid_frontier(state.best, grid, kept)
     cells = np.argwhere(front)
     flats = [_cell_configuration(grid, layout, kept, tables, tuple(c), state.best[tuple(c)])
              for c in cells]

@@ -109,30 +109,23 @@ def chunk_slot(grid: Grid, layout: Layout, kept_names: tuple[str, ...], outer_in
     return tuple(slot)
 
 
-def orient(best: np.ndarray, grid: Grid, kept: Kept) -> np.ndarray:
-    """Flip objective axes that are minimised, so that a higher index is better on each."""
-    out = best
-    for objective in grid.objectives:
-        name = "model" if objective.key == "params" else objective.key
-        if name in kept.names and not objective.maximize:
-            out = np.flip(out, axis=kept.names.index(name))
-    return out
+def frontier_cells(best: np.ndarray, objective_dims, maximize) -> np.ndarray:
+    """Boolean mask over cells: the exact Pareto frontier within each group.
 
-
-def frontier_cells(best: np.ndarray, grid: Grid, kept: Kept) -> np.ndarray:
-    """Boolean mask over the kept cells: the exact Pareto frontier within each group.
-
-    `best` holds the computed objective (larger is better; -inf: nothing fits). A cell is on
-    the frontier when something fits and no other cell of its group is at least as good on
-    every objective axis with a value at least as large.
+    `best` holds the computed objective (larger is better; -inf: nothing fits); dimension
+    `objective_dims[i]` is an objective axis, better at higher index when `maximize[i]`; the
+    remaining dimensions are groups. A cell is on the frontier when something fits and no other
+    cell of its group is at least as good on every objective axis with a value at least as
+    large: when the reverse cumulative maximum one step further along any objective axis
+    reaches its value.
     """
-    oriented = orient(best, grid, kept)
-    axes = [kept.names.index(n) for n in kept.objective_axes]
+    flips = [d for d, up in zip(objective_dims, maximize, strict=True) if not up]
+    oriented = np.flip(best, flips) if flips else best
     cummax = oriented
-    for axis in axes:
+    for axis in objective_dims:
         cummax = np.flip(np.maximum.accumulate(np.flip(cummax, axis), axis=axis), axis)
     dominated = np.zeros(oriented.shape, dtype=bool)
-    for axis in axes:
+    for axis in objective_dims:
         shifted = np.full(oriented.shape, -np.inf, dtype=cummax.dtype)
         src = [slice(None)] * oriented.ndim
         dst = [slice(None)] * oriented.ndim
@@ -140,7 +133,18 @@ def frontier_cells(best: np.ndarray, grid: Grid, kept: Kept) -> np.ndarray:
         shifted[tuple(dst)] = cummax[tuple(src)]
         dominated |= shifted >= oriented
     on_front = np.isfinite(oriented) & ~dominated
-    return orient(on_front, grid, kept)  # flipping twice restores the grid's order
+    return np.flip(on_front, flips) if flips else on_front
+
+
+def grid_frontier(best: np.ndarray, grid: Grid, kept: Kept) -> np.ndarray:
+    """`frontier_cells` for a grid's merged results (kept axes: groups and objective axes)."""
+    dims, up = [], []
+    for objective in grid.objectives:
+        name = "model" if objective.key == "params" else objective.key
+        if name in kept.names:
+            dims.append(kept.names.index(name))
+            up.append(objective.maximize)
+    return frontier_cells(best, dims, up)
 
 
 def pareto_mask(points: np.ndarray, maximize) -> np.ndarray:

@@ -1,0 +1,171 @@
+"""The sweep engine against brute force, and its outputs (Parquet, DuckDB, resume, refusal)."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sweep import engine
+from sweep.enumerate import Layout, Tables
+from sweep.errors import SweepError
+from sweep.grid import parse
+from sweep.reduce import frontier_cells, pareto_mask
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SMALL = """
+name = "small"
+[axes]
+model = ["llama-3.1-8b", "mistral-7b", "llama-2-13b"]
+gpu = ["a100-40gb", "h100-sxm-80gb"]
+n_gpus = {pow2 = [1, 8]}
+tp = [1, 2]
+zero_stage = [0, 3]
+micro_batch = [1, 2]
+seq_len = [2048, 8192]
+recompute = ["none", "full"]
+[output]
+dir = "OUT"
+chunk_size = 64
+"""
+
+
+def small(tmp_path, text=SMALL):
+    return parse(text.replace("OUT", str(tmp_path / "out")), "small.toml")
+
+
+def brute_force(grid):
+    """Every configuration in float64 NumPy; the frontier by pairwise dominance."""
+    layout = Layout.of(grid)
+    flat = np.arange(grid.size)
+    fits, _, coords = engine.evaluate_flat(grid, layout, Tables(grid), flat)
+    frame = engine.configurations_frame(grid, layout, Tables(grid), flat[fits])
+    expected = set()
+    for (gpu,), part in frame.group_by("gpu"):
+        points = part.select("n_gpus", "params", "seq_len", "tokens_per_gpu").to_numpy()
+        keep = pareto_mask(points, [False, True, True, True])
+        expected |= {(str(gpu), *map(float, p)) for p in points[keep]}
+    counts = frame.group_by("gpu").len().to_dict(as_series=False)
+    return expected, dict(zip(map(str, counts["gpu"]), counts["len"], strict=True))
+
+
+def test_engine_matches_brute_force(tmp_path):
+    grid = small(tmp_path)
+    assert Layout.of(grid).n_chunks > 1  # chunked over outer axes
+    manifest = engine.run(grid, progress=False)
+    front = pl.read_parquet(tmp_path / "out" / "frontier", hive_partitioning=True)
+    got = {(str(r["gpu"]), r["n_gpus"], r["params"], r["seq_len"], r["tokens_per_gpu"])
+           for r in front.iter_rows(named=True)}
+    expected, counts = brute_force(grid)
+    assert got == expected
+    summary = pl.read_parquet(tmp_path / "out" / "summary.parquet")
+    assert dict(zip(summary["gpu"], summary["feasible"], strict=True)) == counts
+    assert manifest["feasible"] == sum(counts.values())
+    assert (front["per_gpu_total_bytes"] <= front["gpu_capacity_bytes"]).all()
+
+
+def test_outputs_and_duckdb(tmp_path):
+    grid = small(tmp_path)
+    engine.run(grid, progress=False)
+    out = tmp_path / "out"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["grid_hash"] == grid.hash and manifest["configurations"] == grid.size
+    rows = duckdb.sql(
+        f"SELECT gpu, count(*) AS n, max(per_gpu_total_bytes <= gpu_capacity_bytes) AS ok "
+        f"FROM read_parquet('{out}/frontier/*/*.parquet', hive_partitioning = true) "
+        f"GROUP BY gpu ORDER BY gpu").fetchall()
+    front = pl.read_parquet(out / "frontier", hive_partitioning=True)
+    assert rows == [(g, len(front.filter(pl.col("gpu") == g)), True)
+                    for g in sorted(set(front["gpu"]))]
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(next((out / "frontier").glob("*/*.parquet"))).metadata
+    assert meta[b"grid_hash"].decode() == grid.hash
+    assert meta[b"grid_text"].decode() == grid.text
+    assert b"engine_version" in meta and b"formula_version" in meta and b"units" in meta
+
+
+def _files(root: Path) -> dict:
+    return {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and ".state" not in p.parts}
+
+
+def test_rerun_is_byte_identical_and_resumes(tmp_path):
+    grid = small(tmp_path)
+    engine.run(grid, progress=False)
+    first = _files(tmp_path / "out")
+    # An interrupted run: stop after 3 chunks, then resume to the end.
+    shutil.rmtree(tmp_path / "out")
+    partial = engine.run(grid, progress=False, max_chunks=3)
+    assert partial["complete"] is False and partial["chunks_done"] == 3
+    assert not (tmp_path / "out" / "manifest.json").exists()
+    engine.run(grid, progress=False)
+    assert _files(tmp_path / "out") == first
+
+
+def test_refuses_another_grids_output(tmp_path):
+    engine.run(small(tmp_path), progress=False)
+    other = small(tmp_path, SMALL.replace('seq_len = [2048, 8192]', 'seq_len = [4096]'))
+    with pytest.raises(SweepError, match="different grid"):
+        engine.run(other, progress=False)
+    engine.run(other, progress=False, force=True)
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["grid_hash"] == \
+        other.hash
+
+
+def test_feasible_dump(tmp_path):
+    grid = small(tmp_path, SMALL.replace('chunk_size = 64', 'chunk_size = 64\nfeasible_dump = true'))
+    manifest = engine.run(grid, progress=False)
+    dump = pl.read_parquet(tmp_path / "out" / "feasible")
+    assert len(dump) == manifest["feasible"]
+    assert (dump["per_gpu_total_bytes"] <= dump["gpu_capacity_bytes"]).all()
+
+
+def test_forced_host_devices_give_identical_files(tmp_path):
+    """4 forced CPU devices (a fresh process) write the same files as 1 device."""
+    grid_path = tmp_path / "g.toml"
+    out = tmp_path / "out"
+    grid_path.write_text(SMALL.replace("OUT", str(out)))
+    outputs = {}
+    for devices in (1, 4):
+        env = {"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+               "PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "cpu"}
+        code = ("import jax, sys; from sweep import engine; from sweep.grid import load; "
+                f"assert len(jax.local_devices()) == {devices}; "
+                f"engine.run(load(sys.argv[1]), progress=False)")
+        subprocess.run([sys.executable, "-c", code, str(grid_path)], cwd=ROOT, env=env,
+                       check=True)
+        outputs[devices] = _files(out)
+        shutil.rmtree(out)
+    assert outputs[1] == outputs[4]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 3), st.lists(st.integers(1, 4), min_size=1, max_size=3),
+       st.lists(st.booleans(), min_size=3, max_size=3), st.data())
+def test_frontier_cells_equal_pairwise_dominance(groups, sizes, maximize, data):
+    """On random cells (values or -inf), the cumulative-max frontier equals brute force."""
+    shape = (groups, *sizes)
+    values = data.draw(st.lists(st.sampled_from([-np.inf, 0.0, 1.0, 2.0, 3.0]),
+                                min_size=int(np.prod(shape)), max_size=int(np.prod(shape))))
+    best = np.array(values).reshape(shape)
+    up = maximize[: len(sizes)]
+    got = frontier_cells(best, list(range(1, len(shape))), up)
+    for g in range(groups):
+        cells = np.argwhere(np.isfinite(best[g]))
+        if not len(cells):
+            assert not got[g].any()
+            continue
+        points = np.column_stack([cells, best[g][tuple(cells.T)]])
+        keep = pareto_mask(points, [*up, True])
+        expected = np.zeros(best[g].shape, bool)
+        expected[tuple(cells[keep].T)] = True
+        assert (got[g] == expected).all()
