@@ -122,7 +122,8 @@ def test_refuses_another_grids_output(tmp_path):
 
 
 def test_feasible_dump(tmp_path):
-    grid = small(tmp_path, SMALL.replace('chunk_size = 64', 'chunk_size = 64\nfeasible_dump = true'))
+    text = SMALL.replace("chunk_size = 64", "chunk_size = 64\nfeasible_dump = true")
+    grid = small(tmp_path, text)
     manifest = engine.run(grid, progress=False)
     dump = pl.read_parquet(tmp_path / "out" / "feasible")
     assert len(dump) == manifest["feasible"]
