@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import polars as pl
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
 from sweep import sink
@@ -31,7 +31,14 @@ from sweep.enumerate import Layout, Tables, decode, flat_inputs
 from sweep.errors import SweepError
 from sweep.grid import Grid
 from sweep.memory.total import GPU_COMPONENTS, estimate
-from sweep.reduce import Kept, chunk_slot, fits_mask, grid_frontier, make_kernel, near_kernel
+from sweep.reduce import (
+    Kept,
+    chunk_slot,
+    fits_mask,
+    grid_frontier,
+    make_kernel,
+    near_kernel,
+)
 
 CHECKPOINT_SECONDS = 10.0
 GIB = 2**30
@@ -132,10 +139,17 @@ def run(grid: Grid, *, force: bool = False, progress: bool = True,
     mesh = Mesh(np.array(devices), ("chunks",))
     tables = Tables(grid)
     arrays = tables.swept_arrays(layout)
-    spread = NamedSharding(mesh, P("chunks"))
-    batched = jax.jit(jax.vmap(make_kernel(grid, layout, kept), in_axes=(0, None)),
-                      in_shardings=(spread, NamedSharding(mesh, P())), out_shardings=spread)
+    kernel = make_kernel(grid, layout, kept)
+
+    def per_device(indices, arrays):
+        # One chunk per device: index the block's single row instead of vmapping, so that
+        # the kernel's lax.cond stays a branch.
+        return jax.tree_util.tree_map(lambda x: x[None], kernel(indices[0], arrays))
+
+    batched = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P("chunks"), P()),
+                                    out_specs=P("chunks"), check_vma=False))
     near = None
+    pending: list[np.ndarray] = []  # near-capacity configurations, decided at checkpoints
     todo = [c for c in range(layout.n_chunks) if not state.done[c]]
     if max_chunks is not None:
         todo = todo[:max_chunks]
@@ -162,15 +176,18 @@ def run(grid: Grid, *, force: bool = False, progress: bool = True,
             state.count[gslot] += count[i]
             if n_near[i]:
                 near = near or near_kernel(grid, layout)
-                _decide_near(grid, layout, kept, tables, state, chunk, near)
+                mask = np.asarray(near(jnp.asarray(np.array(outer_index, np.int32))))
+                pending.append(_full_flat(layout, outer_index, np.flatnonzero(mask)))
             if grid.feasible_dump:
                 _dump_chunk(grid, layout, tables, chunk, out)
             state.done[chunk] = True
         evaluated += len(batch) * layout.chunk_configs
         bar.update(evaluated)
         if time.perf_counter() - checkpointed > CHECKPOINT_SECONDS:
+            _decide_near(grid, layout, kept, tables, state, pending)
             state.save(state_path, grid.hash)
             checkpointed = time.perf_counter()
+    _decide_near(grid, layout, kept, tables, state, pending)
     state.save(state_path, grid.hash)
     bar.update(evaluated, force=True)
     run_seconds = time.perf_counter() - started
@@ -187,20 +204,31 @@ def run(grid: Grid, *, force: bool = False, progress: bool = True,
     return manifest
 
 
-def _decide_near(grid, layout, kept, tables, state, chunk, near) -> None:
-    """Configurations within NEAR of capacity: recompute in float64 and merge those that fit."""
-    outer_index = layout.outer_index(chunk)
-    mask = np.asarray(near(jnp.asarray(np.array(outer_index, np.int32))))
-    local = np.flatnonzero(mask)
-    flat = np.ravel_multi_index(
+def _full_flat(layout: Layout, outer_index, local) -> np.ndarray:
+    """Flat indices (layout order) of a chunk's inner flat indices."""
+    local = np.asarray(local, np.int64)
+    if not layout.outer:
+        return local
+    return np.ravel_multi_index(
         (*[np.full(local.shape, i) for i in outer_index],
-         *np.unravel_index(local, layout.inner_shape)), layout.sizes) if layout.outer else local
-    fits, value, coords = evaluate_flat(grid, layout, tables, flat)
-    for j in np.flatnonzero(fits):
-        cell = tuple(int(coords[n][j]) if n in coords else 0 for n in kept.names)
-        state.best[cell] = max(state.best[cell], float(value[j]))
-        gcell = tuple(int(coords[n][j]) if n in coords else 0 for n in kept.group)
-        state.count[gcell] += 1
+         *np.unravel_index(local, layout.inner_shape)), layout.sizes)
+
+
+BATCH = 1 << 20  # configurations per NumPy float64 evaluation
+
+
+def _decide_near(grid, layout, kept, tables, state, pending: list) -> None:
+    """Near-capacity configurations (left out on device): decide them in float64 and merge
+    those that fit into the state; empties `pending`."""
+    flat = np.concatenate(pending) if pending else np.zeros(0, np.int64)
+    pending.clear()
+    for start in range(0, len(flat), BATCH):
+        fits, value, coords = evaluate_flat(grid, layout, tables, flat[start:start + BATCH])
+        for j in np.flatnonzero(fits):
+            cell = tuple(int(coords[n][j]) if n in coords else 0 for n in kept.names)
+            state.best[cell] = max(state.best[cell], float(value[j]))
+            gcell = tuple(int(coords[n][j]) if n in coords else 0 for n in kept.group)
+            state.count[gcell] += 1
 
 
 def evaluate_flat(grid, layout, tables, flat):
@@ -209,9 +237,7 @@ def evaluate_flat(grid, layout, tables, flat):
 
     coords = decode(layout, flat)
     arch, cfg, hw = flat_inputs(tables, layout, coords)
-    cfg, est, fits, near = fits_mask(grid, arch, cfg, hw)
-    # In float64 the near band is decided exactly.
-    fits = fits | (near & (est.per_gpu_total_bytes <= est.gpu_capacity_bytes))
+    cfg, est, fits = fits_mask(grid, arch, cfg, hw)
     shape = np.shape(flat)
     value = np.broadcast_to(derived_objective(grid, cfg, est), shape)
     return np.broadcast_to(fits, shape), value, coords
@@ -219,11 +245,7 @@ def evaluate_flat(grid, layout, tables, flat):
 
 def _dump_chunk(grid, layout, tables, chunk, out: Path) -> None:
     """Every feasible configuration of one chunk, evaluated in float64 (bounded by the chunk)."""
-    outer_index = layout.outer_index(chunk)
-    local = np.arange(layout.chunk_configs)
-    flat = np.ravel_multi_index(
-        (*[np.full(local.shape, i) for i in outer_index],
-         *np.unravel_index(local, layout.inner_shape)), layout.sizes) if layout.outer else local
+    flat = _full_flat(layout, layout.outer_index(chunk), np.arange(layout.chunk_configs))
     fits, _, _ = evaluate_flat(grid, layout, tables, flat)
     frame = configurations_frame(grid, layout, tables, flat[fits])
     sink.write_parquet(frame, out / "feasible" / f"chunk-{chunk:08d}.parquet",
@@ -274,34 +296,52 @@ def configurations_frame(grid, layout, tables, flat) -> pl.DataFrame:
     columns["binding_constraint"] = pl.Series(
         "binding_constraint", np.where(host_share > gpu_share, "host_memory", "gpu_memory"),
         dtype=pl.Categorical)
-    columns["config_index"] = pl.Series("config_index", np.asarray(flat, np.int64))
+    columns["config_index"] = pl.Series("config_index", layout.canonical_index(coords))
     return pl.DataFrame(columns)
 
 
-def _cell_configuration(grid, layout, kept, tables, cell, value) -> int:
-    """The configuration behind a frontier cell: among the cell's configurations that fit with
-    the best computed objective, the one with the lowest flat index (the tie-break)."""
-    ranges = []
-    for name, size in zip(layout.names, layout.sizes, strict=True):
-        ranges.append([cell[kept.names.index(name)]] if name in kept.names else range(size))
-    combos = np.stack(np.meshgrid(*[np.asarray(r) for r in ranges], indexing="ij"), -1)
-    flat = np.ravel_multi_index(tuple(combos.reshape(-1, len(ranges)).T), layout.sizes) \
-        if ranges else np.zeros(1, np.int64)
-    flat = np.sort(flat)
-    fits, objective, _ = evaluate_flat(grid, layout, tables, flat)
-    candidates = fits & np.isclose(objective, value, rtol=1e-6, atol=0)
-    if not candidates.any():  # float32 vs float64 at the edge: take the best that fits
-        candidates = fits & (objective == objective[fits].max())
-    return int(flat[np.argmax(candidates)])
+def _cell_configurations(grid, layout, kept, tables, cells, values) -> np.ndarray:
+    """The configuration behind each frontier cell: among the cell's configurations that fit
+    with the best computed objective, the first in the grid's own axis order (the
+    tie-break). Evaluated in float64 in batches of whole cells."""
+    free = [(n, s) for n, s in zip(layout.names, layout.sizes, strict=True)
+            if n not in kept.names]
+    per_cell = math.prod(s for _, s in free)
+    free_coords = np.unravel_index(np.arange(per_cell), [s for _, s in free])
+    chosen = np.zeros(len(cells), np.int64)
+    cells_per_batch = max(1, BATCH // max(per_cell, 1))
+    for start in range(0, len(cells), cells_per_batch):
+        batch = cells[start:start + cells_per_batch]
+        coords = {}
+        for name in layout.names:
+            if name in kept.names:
+                column = np.asarray([c[kept.names.index(name)] for c in batch], np.int64)
+                coords[name] = np.repeat(column, per_cell)
+            else:
+                k = [n for n, _ in free].index(name)
+                coords[name] = np.tile(free_coords[k], len(batch))
+        flat = np.ravel_multi_index(tuple(coords[n] for n in layout.names), layout.sizes)
+        fits, objective, _ = evaluate_flat(grid, layout, tables, flat)
+        order = layout.canonical_index(coords).reshape(len(batch), per_cell)
+        fits = fits.reshape(len(batch), per_cell)
+        objective = objective.reshape(len(batch), per_cell)
+        flat = flat.reshape(len(batch), per_cell)
+        for i, value in enumerate(values[start:start + cells_per_batch]):
+            candidates = fits[i] & np.isclose(objective[i], value, rtol=1e-6, atol=0)
+            if not candidates.any():  # float32 and float64 disagree at the edge
+                candidates = fits[i] & (objective[i] == objective[i][fits[i]].max())
+            pick = np.flatnonzero(candidates)
+            chosen[start + i] = flat[i][pick[np.argmin(order[i][pick])]]
+    return chosen
 
 
 def _finish(grid, layout, kept, tables, state, out: Path) -> dict:
     meta = sink.metadata(grid)
     front = grid_frontier(state.best, grid, kept)
-    cells = np.argwhere(front)
-    flats = [_cell_configuration(grid, layout, kept, tables, tuple(c), state.best[tuple(c)])
-             for c in cells]
-    frame = configurations_frame(grid, layout, tables, np.array(flats, np.int64))
+    cells = [tuple(c) for c in np.argwhere(front)]
+    flats = _cell_configurations(grid, layout, kept, tables, cells,
+                                 [state.best[c] for c in cells])
+    frame = configurations_frame(grid, layout, tables, flats)
     frame = _sorted(frame, grid)
     root = out / "frontier"
     written = sink.write_partitioned(frame, root, "gpu", meta) if len(frame) else []

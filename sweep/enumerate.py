@@ -24,23 +24,43 @@ CONFIG_FIELDS = tuple(f.name for f in fields(TrainConfig))
 ARCH_FIELDS = tuple(f.name for f in fields(Architecture))
 
 
+# Axes that (nearly) every memory term depends on come first among the outer (per-chunk)
+# axes: fixing them does not make a chunk recompute terms that other chunks also compute.
+OUTER_PREFERENCE = ("model", "tp", "pp", "cp", "precision", "vpp", "sp", "ep")
+
+
 @dataclass(frozen=True)
 class Layout:
-    """Swept dimensions and how they split into outer (one index per chunk) and inner."""
+    """Swept dimensions and how they split into outer (one index per chunk) and inner.
+
+    `names` lists the outer dimensions first (in `OUTER_PREFERENCE` order), then the inner
+    ones in the grid's canonical order; `canonical` maps back to the grid's order."""
 
     names: tuple[str, ...]
     sizes: tuple[int, ...]
     outer: int
+    canonical: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, grid: Grid, chunk_size: int | None = None) -> Layout:
         chunk_size = chunk_size or grid.chunk_size
-        names = tuple(a.name for a in grid.swept)
-        sizes = tuple(len(a) for a in grid.swept)
+        canonical = tuple(a.name for a in grid.swept)
+        size = {a.name: len(a) for a in grid.swept}
+        order = [n for n in OUTER_PREFERENCE if n in size]
+        order += [n for n in canonical if n not in order]
         outer = 0
-        while outer < len(sizes) and math.prod(sizes[outer:]) > chunk_size:
+        while outer < len(order) - 1 and math.prod(size[n] for n in order[outer:]) > chunk_size:
             outer += 1
-        return cls(names, sizes, min(outer, max(len(sizes) - 1, 0)))
+        names = (*order[:outer], *[n for n in canonical if n not in order[:outer]])
+        return cls(names, tuple(size[n] for n in names), outer, canonical)
+
+    def canonical_index(self, coords: dict[str, np.ndarray]) -> np.ndarray:
+        """Flat index in the grid's own axis order (stable across layouts)."""
+        if not self.canonical:
+            return np.zeros(np.shape(next(iter(coords.values()), 0)), np.int64)
+        size = dict(zip(self.names, self.sizes, strict=True))
+        return np.ravel_multi_index(tuple(coords[n] for n in self.canonical),
+                                    tuple(size[n] for n in self.canonical))
 
     @property
     def inner_names(self) -> tuple[str, ...]:
@@ -173,6 +193,7 @@ def derived_objective(grid: Grid, cfg: TrainConfig, est):
     """The one non-axis objective, oriented so that larger is better (0 when there is none).
 
     tokens_per_gpu = micro_batch·seq_len/(tp·pp·cp): tokens a GPU holds per micro-step.
+    (`est` is only read for the memory objectives.)
     """
     for objective in grid.objectives:
         if objective.key == "tokens_per_gpu":

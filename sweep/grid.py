@@ -51,7 +51,7 @@ TOP_LEVEL = ("name", "description", "axes", "constraints", "frontier", "output")
 CONSTRAINT_KEYS = ("tp_within_node", "whole_nodes", "global_batch_tokens")
 FRONTIER_KEYS = ("group_by", "objectives")
 OUTPUT_KEYS = ("dir", "feasible_dump", "chunk_size")
-DEFAULT_CHUNK_SIZE = 1 << 22
+DEFAULT_CHUNK_SIZE = 1 << 24
 
 
 @dataclass(frozen=True)

@@ -14,15 +14,17 @@ float32 could misjudge them, and decided in float64 on the host.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sweep import xp
 from sweep.enumerate import Layout, Tables, broadcast_inputs, constrain, derived_objective
 from sweep.grid import Grid
-from sweep.memory.total import estimate
+from sweep.memory.total import estimate, fit_terms
 
 NEAR = 1e-5
 
@@ -49,51 +51,182 @@ class Kept:
 
 
 def fits_mask(grid: Grid, arch, cfg, hw):
-    """(cfg, est, fits, near): valid, within the constraints, the GPU and the host's RAM;
-    `near` marks those whose GPU total is within NEAR of capacity (decided on the host)."""
+    """(cfg, est, fits) in the caller's precision: `estimate`'s fit within the constraints."""
     cfg, allowed = constrain(grid, cfg)
     est = estimate(arch, cfg, hw)
-    ok = allowed & (est.invalid == 0) & (est.host_bytes_per_node <= hw.host_memory_bytes_per_node)
-    gap = est.gpu_capacity_bytes - est.per_gpu_total_bytes
-    near = ok & (abs(gap) <= NEAR * est.gpu_capacity_bytes)
-    return cfg, est, ok & (gap >= 0) & ~near, near
+    return cfg, est, allowed & est.fits
+
+
+@dataclass(frozen=True)
+class Sides:
+    """The fit decision split by axes. Per stage: `static` = static part - A (+inf where a
+    static check fails), `step` = static + step - A (the optimizer step's margin, +inf where a
+    static check fails) and `dynamic` (+inf where a dynamic check fails), A the allocatable
+    bytes; `tolerance` = NEAR·A. The margin max over stages of max(static + dynamic, step) is
+    <= -tolerance where a configuration surely fits, within ±tolerance where float32 cannot
+    tell (the host decides in float64). `leftover`: checks that fit neither side."""
+
+    static: tuple
+    step: tuple
+    dynamic: tuple
+    tolerance: object
+    leftover: object
+    value: object
+
+
+def split_terms(grid: Grid, arch, cfg, hw) -> Sides:
+    """`fit_terms` regrouped so that each term stays on the sub-grid of its own axes.
+
+    Per stage, allocated = static + max(dynamic, step) must not exceed the allocatable bytes
+    A. Checks that depend on no axis only the dynamic part has are folded into the static
+    side as +inf, checks on no static-only axis into the dynamic side.
+    """
+    cfg, allowed = constrain(grid, cfg)
+    frameworks = tuple(int(code) for code in grid.axis("framework").values)
+    terms = fit_terms(arch, cfg, hw, frameworks)
+    first, last = terms.stages
+    static_dims = _dims(first.static, last.static, first.step, last.step)
+    dynamic_dims = _dims(first.dynamic, last.dynamic)
+    static_ok, dynamic_ok, leftover = True, True, True
+    for check in [*terms.checks.values(), terms.host_ok, allowed]:
+        dims = _dims(check)
+        if dims <= static_dims | (dims - dynamic_dims):
+            static_ok = static_ok & check  # no axis that only the dynamic side has
+        elif dims <= dynamic_dims | (dims - static_dims):
+            dynamic_ok = dynamic_ok & check
+        else:
+            leftover = leftover & check
+    allocatable = terms.allocatable_bytes
+    static, step, dynamic = [], [], []
+    for parts in (first, last):
+        base = xp.where(static_ok, parts.static - allocatable, np.inf)
+        static.append(xp.materialize(base))
+        step.append(xp.materialize(base + parts.step))
+        dynamic.append(xp.materialize(xp.where(dynamic_ok, parts.dynamic, np.inf)))
+    value = xp.materialize(derived_objective(grid, cfg, None))
+    return Sides(tuple(static), tuple(step), tuple(dynamic), NEAR * allocatable, leftover,
+                 value)
+
+
+def _dims(*arrays) -> set[int]:
+    """Dimensions along which any of the arrays varies."""
+    out = set()
+    for a in arrays:
+        out |= {i for i, size in enumerate(np.shape(a)) if size > 1}
+    return out
+
+
+def _matrix(array, rows, cols, shape):
+    """`array` (broadcastable to `shape`) as a prod(rows) x prod(cols) matrix."""
+    n = len(shape)
+    a = jnp.asarray(array, jnp.float32)
+    a = a.reshape((1,) * (n - a.ndim) + a.shape)
+    full = tuple(shape[i] if i in rows or i in cols else 1 for i in range(n))
+    a = jnp.broadcast_to(a, full)
+    rest = [i for i in range(n) if i not in rows and i not in cols]
+    a = jnp.transpose(a, [*rows, *cols, *rest])
+    return a.reshape(math.prod(shape[i] for i in rows), math.prod(shape[i] for i in cols))
+
+
+def _margin(static_side, dynamic_side, sides: Sides):
+    margin = -jnp.inf
+    for static, step, dynamic in zip(sides.static, sides.step, sides.dynamic, strict=True):
+        margin = jnp.maximum(margin, jnp.maximum(static_side(static) + dynamic_side(dynamic),
+                                                 static_side(step)))
+    return margin
+
+
+def sweep_decision(sides: Sides, shape, keep=frozenset()):
+    """(safe, near, value, permutation): the full-size decision as a (shared) x (static-only)
+    x (dynamic-only) array, so that each configuration costs an add and two maxima per stage
+    and two compares, on plainly indexed operands; `permutation` lists the inner dimensions
+    in that array's order. None when the terms do not split that way."""
+    n = len(shape)
+    static = _dims(*sides.static, *sides.step, sides.tolerance)
+    dynamic = _dims(*sides.dynamic)
+    if _dims(sides.leftover):
+        return None
+    # Within each block the kept dimensions come first, so that reductions run over
+    # trailing, contiguous dimensions.
+    def ordered(dims):
+        return sorted(dims, key=lambda d: (d not in keep, d))
+
+    shared = ordered(static & dynamic)
+    static_only = ordered(set(range(n)) - dynamic)  # with the axes nothing depends on
+    dynamic_only = ordered(dynamic - static)
+    if not _dims(sides.value) <= set(shared) | set(dynamic_only):
+        return None
+
+    def static_side(a):
+        return _matrix(a, shared, static_only, shape)[:, :, None]
+
+    def dynamic_side(a):
+        return _matrix(a, shared, dynamic_only, shape)[:, None, :]
+
+    margin = _margin(static_side, dynamic_side, sides)
+    tolerance = static_side(sides.tolerance)
+    safe = (margin <= -tolerance) & sides.leftover
+    near = (margin <= tolerance) & ~safe & sides.leftover
+    return safe, near, dynamic_side(sides.value), [*shared, *static_only, *dynamic_only]
+
+
+def _plain_decision(sides: Sides, shape):
+    """The same decision by plain broadcasting over the inner dimensions."""
+    margin = _margin(lambda a: a, lambda a: a, sides)
+    safe = (margin <= -sides.tolerance) & sides.leftover
+    near = (margin <= sides.tolerance) & ~safe & sides.leftover
+    return (jnp.broadcast_to(safe, shape), jnp.broadcast_to(near, shape),
+            jnp.broadcast_to(sides.value, shape), list(range(len(shape))))
+
+
+def decide(grid: Grid, tables: Tables, layout: Layout, outer_index, arrays, keep=()):
+    """(safe, near, value, permutation) of one chunk on the device; `keep` names the inner
+    axes a reduction will keep."""
+    arch, cfg, hw = broadcast_inputs(tables, layout, outer_index, arrays, jnp)
+    sides = split_terms(grid, arch, cfg, hw)
+    dims = frozenset(i for i, n in enumerate(layout.inner_names) if n in keep)
+    return (sweep_decision(sides, layout.inner_shape, dims)
+            or _plain_decision(sides, layout.inner_shape))
 
 
 def make_kernel(grid: Grid, layout: Layout, kept: Kept):
     """The chunk kernel: (outer indices, swept tables) -> (best per kept inner cell, count per
-    inner group cell, configurations near capacity)."""
+    inner group cell, number of near-capacity configurations)."""
     tables = Tables(grid)
-    inner = layout.inner_names
-    reduce_axes = tuple(i for i, n in enumerate(inner) if n not in kept.names)
-    count_axes = tuple(i for i, n in enumerate(inner) if n not in kept.group)
+    inner, shape = layout.inner_names, layout.inner_shape
+
+    def reduce_to(array, permutation, keep, op):
+        """Reduce over the dims not in `keep`; the kept dims come out in canonical order."""
+        full = array.reshape([shape[i] for i in permutation])
+        drop = tuple(k for k, i in enumerate(permutation) if inner[i] not in keep)
+        out = op(full, axis=drop)
+        remaining = [i for i in permutation if inner[i] in keep]
+        return jnp.transpose(out, np.argsort(remaining))
 
     def kernel(outer_index, arrays):
-        arch, cfg, hw = broadcast_inputs(tables, layout, outer_index, arrays, jnp)
-        cfg, est, fits, near = fits_mask(grid, arch, cfg, hw)
-        shape = layout.inner_shape
-        fits = jnp.broadcast_to(fits, shape)
-        value = jnp.broadcast_to(derived_objective(grid, cfg, est), shape)
-        score = jnp.where(fits, value, -jnp.inf).astype(jnp.float32)
-        best = jnp.max(score, axis=reduce_axes) if reduce_axes else score
-        count = jnp.sum(fits, axis=count_axes, dtype=jnp.int32) if count_axes else \
-            fits.astype(jnp.int32)
-        return best, count, jnp.sum(jnp.broadcast_to(near, shape), dtype=jnp.int32)
+        safe, near, value, permutation = decide(grid, tables, layout, outer_index, arrays,
+                                                kept.names)
+        score = jnp.where(safe, value, -jnp.inf).astype(jnp.float32)
+        best = reduce_to(score, permutation, kept.names, jnp.max)
+        count = reduce_to(safe.astype(jnp.int32), permutation, kept.group, jnp.sum)
+        return best, count, jnp.sum(near, dtype=jnp.int32)
 
     return kernel
 
 
 def near_kernel(grid: Grid, layout: Layout):
-    """The chunk's near-capacity mask, for the host to decide those in float64."""
+    """The chunk's near-capacity mask (inner shape), for the chunks that have any."""
     tables = Tables(grid)
-
     arrays = tables.swept_arrays(layout)
+    shape = layout.inner_shape
 
     def kernel(outer_index, arrays):
-        arch, cfg, hw = broadcast_inputs(tables, layout, outer_index, arrays, jnp)
-        _, _, _, near = fits_mask(grid, arch, cfg, hw)
-        return jnp.broadcast_to(near, layout.inner_shape)
+        _, near, _, permutation = decide(grid, tables, layout, outer_index, arrays)
+        near = near.reshape([shape[i] for i in permutation])
+        return jnp.transpose(near, np.argsort(permutation))
 
-    return lambda outer_index: jax.jit(kernel)(outer_index, arrays)
+    jitted = jax.jit(kernel)
+    return lambda outer_index: jitted(outer_index, arrays)
 
 
 def chunk_slot(grid: Grid, layout: Layout, kept_names: tuple[str, ...], outer_index):

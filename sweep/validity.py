@@ -36,10 +36,11 @@ REASONS = (
     ("optimizer", "megatron supports adamw, sgd and sgd-momentum"),
     ("frozen_layers", "frozen_layers must be within 0..num_layers (full fine-tuning only)"),
     ("seq_len_cp", "seq_len must be a multiple of cp"),
-    ("positive", "every degree, micro_batch and seq_len must be >= 1"),
+    ("positive", "n_gpus and every parallel degree must be >= 1"),
     ("cp_flash", "context parallelism (cp > 1) needs flash_attention"),
     ("inference", "inference needs zero_stage 0, no offload and full (not lora) weights"),
     ("ranges", "recompute_layers and capacity_factor must be >= 0, fragmentation in [0, 1)"),
+    ("batch", "micro_batch and seq_len must be >= 1"),
 )
 BIT = {key: 1 << i for i, (key, _) in enumerate(REASONS)}
 
@@ -54,8 +55,8 @@ def _is_any(code, allowed):
     return hit
 
 
-def invalid_reasons(arch: Architecture, cfg: TrainConfig):
-    """Bit mask of `REASONS` violated by the configuration (0 = valid)."""
+def checks(arch: Architecture, cfg: TrainConfig) -> dict:
+    """Each reason's check, True where the configuration passes it."""
     moe = arch.num_experts > 0
     framework, zero, offload = cfg.framework, cfg.zero_stage, cfg.offload
     zero_ok = _is_any(framework, (GENERIC, DEEPSPEED)) & (zero >= 0) & (zero <= 3)
@@ -76,9 +77,9 @@ def invalid_reasons(arch: Architecture, cfg: TrainConfig):
     frozen_ok = frozen_ok & ((cfg.frozen_layers == 0) | (~lora & (framework != MEGATRON)))
     positive = (
         (cfg.tp >= 1) & (cfg.pp >= 1) & (cfg.cp >= 1) & (cfg.ep >= 1) & (cfg.vpp >= 1)
-        & (cfg.n_gpus >= 1) & (cfg.micro_batch >= 1) & (cfg.seq_len >= 1) & (cfg.etp >= 0)
+        & (cfg.n_gpus >= 1) & (cfg.etp >= 0)
     )
-    checks = {
+    passed = {
         "degrees": xp.divides(cfg.tp * cfg.pp * cfg.cp, cfg.n_gpus),
         "heads_tp": xp.divides(cfg.tp, arch.num_heads) & xp.divides(cfg.tp, arch.num_kv_heads),
         "layers_pp": xp.divides(cfg.pp * cfg.vpp, arch.num_layers),
@@ -96,9 +97,15 @@ def invalid_reasons(arch: Architecture, cfg: TrainConfig):
         "inference": (cfg.mode == 0) | ((zero == 0) & (offload == NO_OFFLOAD) & ~lora),
         "ranges": (cfg.recompute_layers >= 0) & (cfg.capacity_factor >= 0)
         & (cfg.fragmentation >= 0) & (cfg.fragmentation < 1),
+        "batch": (cfg.micro_batch >= 1) & (cfg.seq_len >= 1),
     }
+    return passed
+
+
+def invalid_reasons(arch: Architecture, cfg: TrainConfig):
+    """Bit mask of `REASONS` violated by the configuration (0 = valid)."""
     mask = 0
-    for key, ok in checks.items():
+    for key, ok in checks(arch, cfg).items():
         mask = mask + xp.where(ok, 0, BIT[key])
     return mask
 

@@ -51,3 +51,15 @@ def lookup(table, code):
     """`table[code]` for a constant tuple `table` and an integer code array (or int)."""
     xp = namespace(code)
     return xp.asarray(table)[xp.asarray(code).astype(xp.int32)]
+
+
+def materialize(a):
+    """Compute `a` on its own (sub-grid) shape before it is broadcast into larger arrays.
+
+    Under jit, XLA would otherwise fuse the whole formula into the full-size loop and
+    evaluate every term once per configuration; `optimization_barrier` keeps the term's
+    array materialised. A no-op in NumPy.
+    """
+    if isinstance(a, jax.Array):
+        return jax.lax.optimization_barrier(a)
+    return a

@@ -390,15 +390,21 @@ def fsdp(shard: StageShard, cfg: TrainConfig) -> ModelStates:
     )
 
 
-def model_states(arch: Architecture, shard: StageShard, cfg: TrainConfig) -> ModelStates:
-    """The profile named by `cfg.framework`, evaluated for every framework and selected, so that
+PROFILES = {
+    GENERIC: lambda arch, shard, cfg: generic(shard, cfg),
+    DEEPSPEED: lambda arch, shard, cfg: deepspeed(shard, cfg),
+    MEGATRON: lambda arch, shard, cfg: megatron(arch, cfg),
+    FSDP: lambda arch, shard, cfg: fsdp(shard, cfg),
+}
+
+
+def model_states(arch: Architecture, shard: StageShard, cfg: TrainConfig,
+                 frameworks=tuple(PROFILES)) -> ModelStates:
+    """The profile named by `cfg.framework`: every profile in `frameworks` (the codes the
+    framework can take; a sweep passes its grid's) is evaluated and one is selected, so that
     the framework can be a swept axis."""
-    profiles = (
-        (GENERIC, generic(shard, cfg)),
-        (DEEPSPEED, deepspeed(shard, cfg)),
-        (MEGATRON, megatron(arch, cfg)),
-    )
-    chosen = fsdp(shard, cfg)
-    for code, states in profiles:
-        chosen = _select(cfg.framework == code, states, chosen)
+    codes = sorted(frameworks)
+    chosen = PROFILES[codes[-1]](arch, shard, cfg)
+    for code in codes[:-1]:
+        chosen = _select(cfg.framework == code, PROFILES[code](arch, shard, cfg), chosen)
     return chosen

@@ -86,3 +86,8 @@ def overhead_bytes(allocated, cfg: TrainConfig, hw: Hardware):
     fragmentation = allocated * cfg.fragmentation / (1 - cfg.fragmentation)
     return hw.runtime_overhead_bytes + fragmentation
 
+
+def reserved_bytes(allocated, cfg: TrainConfig, hw: Hardware):
+    """allocated + `overhead_bytes`, as one product: allocated/(1 - f) + runtime overhead."""
+    return allocated / (1 - cfg.fragmentation) + hw.runtime_overhead_bytes
+

@@ -16,9 +16,10 @@ from sweep.config import Hardware, TrainConfig
 from sweep.memory import activations as act
 from sweep.memory import inference as inf
 from sweep.memory import runtime
-from sweep.memory.model_states import ModelStates, model_states
+from sweep.memory.model_states import PROFILES, ModelStates, model_states
 from sweep.memory.shard import FIRST, FULL, LAST, stage_shard
 from sweep.model import Architecture
+from sweep.validity import checks as validity_checks
 from sweep.validity import invalid_reasons
 
 INFERENCE = 1  # code of vocabulary.MODES
@@ -62,10 +63,56 @@ class Estimate:
     fits: object
 
 
-def _per_stage(arch: Architecture, cfg: TrainConfig, hw: Hardware, stage: int):
-    """Every GPU component on one pipeline stage, training or inference."""
+@dataclass(frozen=True)
+class StageParts:
+    """A stage's allocated bytes as static + max(dynamic, step) (see `_per_stage`)."""
+
+    static: object
+    dynamic: object
+    step: object
+
+
+@dataclass(frozen=True)
+class FitTerms:
+    """What deciding `fits` needs, each term on the sub-grid of its own axes: per stage the
+    static and dynamic parts and the step, the allocatable bytes, host RAM, validity checks."""
+
+    stages: tuple[StageParts, StageParts]
+    allocatable_bytes: object
+    host_ok: object
+    checks: dict
+
+
+def fit_terms(arch: Architecture, cfg: TrainConfig, hw: Hardware,
+              frameworks=tuple(PROFILES)) -> FitTerms:
+    """The terms of `estimate`'s fit decision, unsummed: total <= capacity is
+    static + max(dynamic, step) <= (capacity - runtime overhead)·(1 - fragmentation) on both
+    stages. The sweep combines them with few operations per configuration."""
+    stages, host = [], []
+    for stage in (FIRST, LAST):
+        *_, stage_host, _, _, parts = _per_stage(arch, cfg, hw, stage, frameworks)
+        stages.append(parts)
+        host.append(stage_host)
+    capacity = hw.memory_bytes * hw.usable_fraction
+    allocatable = (capacity - hw.runtime_overhead_bytes) * (1 - cfg.fragmentation)
+    host_ok = xp.maximum(host[0], host[1]) <= hw.host_memory_bytes_per_node
+    return FitTerms(tuple(stages), allocatable, host_ok, validity_checks(arch, cfg))
+
+
+def _per_stage(arch: Architecture, cfg: TrainConfig, hw: Hardware, stage: int,
+               frameworks=tuple(PROFILES)):
+    """Every GPU component on one pipeline stage, training or inference, and its total.
+
+    The total is written so that it splits by the axes its terms depend on: `static` (model
+    states and communication buffers: parallel layout, ZeRO, precision, ...), `dynamic`
+    (activations, logits, KV cache: batch, context, recompute, ...) and the optimizer step's
+    transient, which runs once the activations are freed:
+    total = (static + max(dynamic, step))/(1 - fragmentation) + runtime overhead,
+    the sum of the components below. `xp.materialize` keeps each part on its own sub-grid
+    in a sweep, so that only this last line is evaluated per configuration.
+    """
     shard = stage_shard(arch, cfg, stage)
-    states: ModelStates = model_states(arch, shard, cfg)
+    states: ModelStates = model_states(arch, shard, cfg, frameworks)
     inference = cfg.mode == INFERENCE
     training_only = lambda value: xp.where(inference, 0, value)  # noqa: E731
     activations = xp.where(inference, inf.decode_workspace_bytes(arch, cfg),
@@ -73,8 +120,9 @@ def _per_stage(arch: Architecture, cfg: TrainConfig, hw: Hardware, stage: int):
     holds_head = 1 if stage == LAST else cfg.pp == 1
     logits = xp.where(inference, holds_head * inf.decode_logits_bytes(arch, cfg),
                       act.stage_logits_bytes(arch, cfg, stage))
-    # The optimizer step runs after the activations are freed: only its excess counts.
-    step_excess = xp.maximum(runtime.optimizer_step_bytes(shard, cfg) - activations - logits, 0)
+    kv_cache = xp.where(inference, inf.kv_cache_bytes(arch, cfg), 0)
+    communication = training_only(runtime.communication_bytes(shard, cfg))
+    step = xp.materialize(training_only(runtime.optimizer_step_bytes(shard, cfg)))
     components = {
         "weights": states.weights,
         "master_weights": training_only(states.master_weights),
@@ -82,15 +130,22 @@ def _per_stage(arch: Architecture, cfg: TrainConfig, hw: Hardware, stage: int):
         "optimizer_states": training_only(states.optimizer_states),
         "activations": activations,
         "logits": logits,
-        "kv_cache": xp.where(inference, inf.kv_cache_bytes(arch, cfg), 0),
-        "buffers": training_only(runtime.communication_bytes(shard, cfg) + step_excess),
+        "kv_cache": kv_cache,
     }
-    allocated = sum(components.values())
+    static = xp.materialize(
+        states.weights + components["master_weights"] + components["gradients"]
+        + components["optimizer_states"] + communication
+    )
+    dynamic = xp.materialize(activations + logits + kv_cache)
+    components["buffers"] = communication + xp.maximum(step - dynamic, 0)
+    allocated = static + xp.maximum(dynamic, step)
     components["overhead"] = runtime.overhead_bytes(allocated, cfg, hw)
+    total = runtime.reserved_bytes(allocated, cfg, hw)
     params_on_gpu = shard.base_dense + shard.base_expert + shard.adapters
     host = training_only(states.host_bytes_per_node)
     nvme = training_only(states.nvme_bytes_per_node)
-    return components, host, nvme, params_on_gpu
+    parts = StageParts(static=static, dynamic=dynamic, step=step)
+    return components, total, host, nvme, params_on_gpu, parts
 
 
 def trainable_params(arch: Architecture, cfg: TrainConfig):
@@ -109,20 +164,19 @@ def trainable_params(arch: Architecture, cfg: TrainConfig):
 def estimate(arch: Architecture, cfg: TrainConfig, hw: Hardware) -> Estimate:
     """Every memory component on the most loaded GPU, its total, capacity and fit.
 
-    The first and the last pipeline stage are evaluated; the larger total is reported.
+    The first and the last pipeline stage are evaluated; the larger total is reported, and
+    host RAM (and NVMe) per node is the larger of the two stages'.
     fits = valid and total <= memory_bytes·usable_fraction and host bytes <= host RAM.
     """
-    first, first_host, first_nvme, first_params = _per_stage(arch, cfg, hw, FIRST)
-    last, last_host, last_nvme, last_params = _per_stage(arch, cfg, hw, LAST)
-    first_total = sum(first.values())
-    last_total = sum(last.values())
+    first, first_total, first_host, first_nvme, first_params, _ = _per_stage(arch, cfg, hw, FIRST)
+    last, last_total, last_host, last_nvme, last_params, _ = _per_stage(arch, cfg, hw, LAST)
     use_last = last_total > first_total
     components = {k: xp.where(use_last, last[k], first[k]) for k in GPU_COMPONENTS}
     total = xp.maximum(first_total, last_total)
-    host = xp.where(use_last, last_host, first_host)
-    nvme = xp.where(use_last, last_nvme, first_nvme)
+    host = xp.materialize(xp.maximum(first_host, last_host))
+    nvme = xp.maximum(first_nvme, last_nvme)
     capacity = hw.memory_bytes * hw.usable_fraction
-    invalid = invalid_reasons(arch, cfg)
+    invalid = xp.materialize(invalid_reasons(arch, cfg))
     fits = (invalid == 0) & (total <= capacity) & (host <= hw.host_memory_bytes_per_node)
     return Estimate(
         **components,
