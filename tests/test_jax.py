@@ -64,7 +64,7 @@ def test_vmap_over_axes_equals_loop():
 
     grid = jax.jit(jax.vmap(jax.vmap(total, (None, 0)), (0, None)))(n_gpus, stages)
     for i, j in itertools.product(range(4), range(4)):
-        assert float(grid[i, j]) == pytest.approx(float(total(n_gpus[i], stages[j])), rel=1e-7)
+        assert float(grid[i, j]) == pytest.approx(float(total(n_gpus[i], stages[j])), rel=1e-6)
 
 
 def test_no_recompile_for_new_values():
