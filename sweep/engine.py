@@ -33,6 +33,7 @@ from sweep.grid import Grid
 from sweep.memory.total import GPU_COMPONENTS, estimate
 from sweep.reduce import (
     Kept,
+    cell_kernel,
     chunk_slot,
     fits_mask,
     grid_frontier,
@@ -300,38 +301,33 @@ def configurations_frame(grid, layout, tables, flat) -> pl.DataFrame:
     return pl.DataFrame(columns)
 
 
-def _cell_configurations(grid, layout, kept, tables, cells, values) -> np.ndarray:
+def _cell_configurations(grid, layout, kept, tables, cells) -> np.ndarray:
     """The configuration behind each frontier cell: among the cell's configurations that fit
     with the best computed objective, the first in the grid's own axis order (the
-    tie-break). Evaluated in float64 in batches of whole cells."""
-    free = [(n, s) for n, s in zip(layout.names, layout.sizes, strict=True)
-            if n not in kept.names]
-    per_cell = math.prod(s for _, s in free)
-    free_coords = np.unravel_index(np.arange(per_cell), [s for _, s in free])
+    tie-break). Each cell's configurations are decided on the device as in the sweep; those
+    near capacity in float64 on the host."""
+    cell_layout = Layout.with_outer(grid, kept.names)
+    evaluate = cell_kernel(grid, cell_layout)
+    inner = np.unravel_index(np.arange(cell_layout.chunk_configs), cell_layout.inner_shape)
     chosen = np.zeros(len(cells), np.int64)
-    cells_per_batch = max(1, BATCH // max(per_cell, 1))
-    for start in range(0, len(cells), cells_per_batch):
-        batch = cells[start:start + cells_per_batch]
-        coords = {}
-        for name in layout.names:
-            if name in kept.names:
-                column = np.asarray([c[kept.names.index(name)] for c in batch], np.int64)
-                coords[name] = np.repeat(column, per_cell)
-            else:
-                k = [n for n, _ in free].index(name)
-                coords[name] = np.tile(free_coords[k], len(batch))
+    for i, cell in enumerate(cells):
+        outer_index = [cell[kept.names.index(n)] for n in cell_layout.names[:cell_layout.outer]]
+        safe, near, objective = (np.asarray(a) for a in
+                                 evaluate(jnp.asarray(np.array(outer_index, np.int32))))
+        coords = {n: np.full(len(safe), c) for n, c in
+                  zip(cell_layout.names[:cell_layout.outer], outer_index, strict=True)}
+        coords.update(zip(cell_layout.inner_names, inner, strict=True))
         flat = np.ravel_multi_index(tuple(coords[n] for n in layout.names), layout.sizes)
-        fits, objective, _ = evaluate_flat(grid, layout, tables, flat)
-        order = layout.canonical_index(coords).reshape(len(batch), per_cell)
-        fits = fits.reshape(len(batch), per_cell)
-        objective = objective.reshape(len(batch), per_cell)
-        flat = flat.reshape(len(batch), per_cell)
-        for i, value in enumerate(values[start:start + cells_per_batch]):
-            candidates = fits[i] & np.isclose(objective[i], value, rtol=1e-6, atol=0)
-            if not candidates.any():  # float32 and float64 disagree at the edge
-                candidates = fits[i] & (objective[i] == objective[i][fits[i]].max())
-            pick = np.flatnonzero(candidates)
-            chosen[start + i] = flat[i][pick[np.argmin(order[i][pick])]]
+        objective = objective.astype(np.float64)
+        if near.any():  # decide those in float64
+            exact_fits, exact_value, _ = evaluate_flat(grid, layout, tables, flat[near])
+            safe = safe.copy()
+            safe[np.flatnonzero(near)] = exact_fits
+            objective[np.flatnonzero(near)] = exact_value
+        best = objective[safe].max()
+        pick = np.flatnonzero(safe & (objective == best))
+        order = layout.canonical_index({n: coords[n][pick] for n in layout.names})
+        chosen[i] = flat[pick[np.argmin(order)]]
     return chosen
 
 
@@ -339,8 +335,7 @@ def _finish(grid, layout, kept, tables, state, out: Path) -> dict:
     meta = sink.metadata(grid)
     front = grid_frontier(state.best, grid, kept)
     cells = [tuple(c) for c in np.argwhere(front)]
-    flats = _cell_configurations(grid, layout, kept, tables, cells,
-                                 [state.best[c] for c in cells])
+    flats = _cell_configurations(grid, layout, kept, tables, cells)
     frame = configurations_frame(grid, layout, tables, flats)
     frame = _sorted(frame, grid)
     root = out / "frontier"

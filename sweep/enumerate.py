@@ -54,6 +54,15 @@ class Layout:
         names = (*order[:outer], *[n for n in canonical if n not in order[:outer]])
         return cls(names, tuple(size[n] for n in names), outer, canonical)
 
+    @classmethod
+    def with_outer(cls, grid: Grid, outer_names) -> Layout:
+        """A layout whose outer (fixed) axes are `outer_names`, the rest inner."""
+        canonical = tuple(a.name for a in grid.swept)
+        size = {a.name: len(a) for a in grid.swept}
+        outer = [n for n in canonical if n in outer_names]
+        names = (*outer, *[n for n in canonical if n not in outer])
+        return cls(names, tuple(size[n] for n in names), len(outer), canonical)
+
     def canonical_index(self, coords: dict[str, np.ndarray]) -> np.ndarray:
         """Flat index in the grid's own axis order (stable across layouts)."""
         if not self.canonical:

@@ -214,6 +214,27 @@ def make_kernel(grid: Grid, layout: Layout, kept: Kept):
     return kernel
 
 
+def cell_kernel(grid: Grid, layout: Layout):
+    """(safe, near, value) over the inner axes for fixed outer axes, in canonical inner order:
+    the configurations behind one frontier cell (`layout` has the kept axes outer)."""
+    tables = Tables(grid)
+    arrays = tables.swept_arrays(layout)
+    shape = layout.inner_shape
+
+    def kernel(outer_index, arrays):
+        safe, near, value, permutation = decide(grid, tables, layout, outer_index, arrays)
+        back = np.argsort(permutation)
+
+        def canonical(a):
+            a = jnp.broadcast_to(a, safe.shape).reshape([shape[i] for i in permutation])
+            return jnp.transpose(a, back).reshape(-1)
+
+        return canonical(safe), canonical(near), canonical(value)
+
+    jitted = jax.jit(kernel)
+    return lambda outer_index: jitted(outer_index, arrays)
+
+
 def near_kernel(grid: Grid, layout: Layout):
     """The chunk's near-capacity mask (inner shape), for the chunks that have any."""
     tables = Tables(grid)
