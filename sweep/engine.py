@@ -38,7 +38,7 @@ from sweep.reduce import (
     fits_mask,
     grid_frontier,
     make_kernel,
-    near_kernel,
+    unpack_near,
 )
 
 CHECKPOINT_SECONDS = 10.0
@@ -149,7 +149,6 @@ def run(grid: Grid, *, force: bool = False, progress: bool = True,
 
     batched = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P("chunks"), P()),
                                     out_specs=P("chunks"), check_vma=False))
-    near = None
     pending: list[np.ndarray] = []  # near-capacity configurations, decided at checkpoints
     todo = [c for c in range(layout.n_chunks) if not state.done[c]]
     if max_chunks is not None:
@@ -166,7 +165,7 @@ def run(grid: Grid, *, force: bool = False, progress: bool = True,
         indices = np.array([layout.outer_index(c) for c in padded], np.int32).reshape(
             n_dev, layout.outer)
         t0 = time.perf_counter()
-        best, count, n_near = jax.device_get(batched(jnp.asarray(indices), arrays))
+        best, count, n_near, bits = jax.device_get(batched(jnp.asarray(indices), arrays))
         if start == 0:
             compile_seconds = time.perf_counter() - t0
         for i, chunk in enumerate(batch):
@@ -176,9 +175,8 @@ def run(grid: Grid, *, force: bool = False, progress: bool = True,
             gslot = chunk_slot(grid, layout, kept.group, outer_index)
             state.count[gslot] += count[i]
             if n_near[i]:
-                near = near or near_kernel(grid, layout)
-                mask = np.asarray(near(jnp.asarray(np.array(outer_index, np.int32))))
-                pending.append(_full_flat(layout, outer_index, np.flatnonzero(mask)))
+                local = unpack_near(bits[i], layout, kernel.permutation)
+                pending.append(_full_flat(layout, outer_index, local))
             if grid.feasible_dump:
                 _dump_chunk(grid, layout, tables, chunk, out)
             state.done[chunk] = True

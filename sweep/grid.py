@@ -260,8 +260,6 @@ def _objectives(where: _Where, items, axis_keys) -> tuple[Objective, ...]:
         where.fail("frontier.objectives", f"at most one objective may be computed per "
                    f"configuration ({list(DERIVED_OBJECTIVES)}); the others must be grid axes")
     keys = [o.key for o in out]
-    if "params" in keys and "model" in keys:
-        where.fail("frontier.objectives", "use params or model, not both")
     if len(set(keys)) != len(keys):
         where.fail("frontier.objectives", "an objective is listed twice")
     return tuple(out)
@@ -317,7 +315,8 @@ def parse(text: str, path: str = "<grid>") -> Grid:
 
     frontier = raw.get("frontier", {})
     _check_keys(where, frontier, FRONTIER_KEYS, "frontier.")
-    swept_numeric = [a.name for a in axes if a.name not in vocab.CATEGORIES]
+    swept_numeric = [a.name for a in axes
+                     if a.name not in vocab.CATEGORIES and a.name not in ("model", "gpu")]
     objectives = _objectives(where, frontier.get("objectives", list(DEFAULT_OBJECTIVES)),
                              swept_numeric)
     group_by = frontier.get("group_by", ["gpu"])

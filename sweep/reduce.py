@@ -191,9 +191,13 @@ def decide(grid: Grid, tables: Tables, layout: Layout, outer_index, arrays, keep
 
 def make_kernel(grid: Grid, layout: Layout, kept: Kept):
     """The chunk kernel: (outer indices, swept tables) -> (best per kept inner cell, count per
-    inner group cell, number of near-capacity configurations)."""
+    inner group cell, number of near-capacity configurations, their mask packed in bits when
+    there are any). The mask is in the decision's dimension order, `kernel.permutation`
+    (set when the kernel is traced)."""
     tables = Tables(grid)
     inner, shape = layout.inner_names, layout.inner_shape
+    size = math.prod(shape)
+    packed = (size + 7) // 8
 
     def reduce_to(array, permutation, keep, op):
         """Reduce over the dims not in `keep`; the kept dims come out in canonical order."""
@@ -203,15 +207,34 @@ def make_kernel(grid: Grid, layout: Layout, kept: Kept):
         remaining = [i for i in permutation if inner[i] in keep]
         return jnp.transpose(out, np.argsort(remaining))
 
+    def pack(near):
+        bits = jnp.pad(jnp.broadcast_to(near, near.shape).reshape(-1), (0, packed * 8 - size))
+        return jnp.packbits(bits)
+
     def kernel(outer_index, arrays):
         safe, near, value, permutation = decide(grid, tables, layout, outer_index, arrays,
                                                 kept.names)
+        kernel.permutation = permutation
         score = jnp.where(safe, value, -jnp.inf).astype(jnp.float32)
         best = reduce_to(score, permutation, kept.names, jnp.max)
         count = reduce_to(safe.astype(jnp.int32), permutation, kept.group, jnp.sum)
-        return best, count, jnp.sum(near, dtype=jnp.int32)
+        n_near = jnp.sum(near, dtype=jnp.int32)
+        bits = jax.lax.cond(n_near > 0, pack, lambda _: jnp.zeros(packed, jnp.uint8), near)
+        return best, count, n_near, bits
 
+    kernel.permutation = None
     return kernel
+
+
+def unpack_near(bits: np.ndarray, layout: Layout, permutation) -> np.ndarray:
+    """Inner flat indices (canonical inner order) of the configurations a kernel marked near
+    capacity, from its packed mask in the decision's dimension order."""
+    shape = layout.inner_shape
+    size = math.prod(shape)
+    local = np.flatnonzero(np.unpackbits(bits)[:size])
+    coords = np.unravel_index(local, [shape[i] for i in permutation])
+    by_dim = dict(zip(permutation, coords, strict=True))
+    return np.ravel_multi_index(tuple(by_dim[i] for i in range(len(shape))), shape)
 
 
 def cell_kernel(grid: Grid, layout: Layout):
@@ -230,21 +253,6 @@ def cell_kernel(grid: Grid, layout: Layout):
             return jnp.transpose(a, back).reshape(-1)
 
         return canonical(safe), canonical(near), canonical(value)
-
-    jitted = jax.jit(kernel)
-    return lambda outer_index: jitted(outer_index, arrays)
-
-
-def near_kernel(grid: Grid, layout: Layout):
-    """The chunk's near-capacity mask (inner shape), for the chunks that have any."""
-    tables = Tables(grid)
-    arrays = tables.swept_arrays(layout)
-    shape = layout.inner_shape
-
-    def kernel(outer_index, arrays):
-        _, near, _, permutation = decide(grid, tables, layout, outer_index, arrays)
-        near = near.reshape([shape[i] for i in permutation])
-        return jnp.transpose(near, np.argsort(permutation))
 
     jitted = jax.jit(kernel)
     return lambda outer_index: jitted(outer_index, arrays)
