@@ -65,6 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="replace the output of a different grid in the output directory")
     run.add_argument("--no-progress", action="store_true", help="no progress line")
     run.add_argument("--out", help="output directory (default: the grid's [output] dir)")
+    dist = run.add_argument_group(
+        "several processes (jax.distributed)",
+        "with --distributed alone, the coordinator, process count and id come from the "
+        "environment (Slurm, TPU pods, JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / "
+        "JAX_PROCESS_ID)")
+    dist.add_argument("--distributed", action="store_true",
+                      help="join a multi-process run (jax.distributed.initialize)")
+    dist.add_argument("--coordinator", help="host:port of process 0")
+    dist.add_argument("--num-processes", type=int)
+    dist.add_argument("--process-id", type=int)
     explain = commands.add_parser(
         "explain", help="every memory component of one configuration, with its formula source"
     )
@@ -97,19 +107,43 @@ def _validate(out: str) -> None:
     print(f"wrote {write(Path(out))}")
 
 
+def _initialize_distributed(args) -> None:
+    """jax.distributed.initialize from flags, or from the environment it detects."""
+    import jax
+
+    # CPU processes need a collective implementation for their barriers.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    explicit = {k: v for k, v in (("coordinator_address", args.coordinator),
+                                  ("num_processes", args.num_processes),
+                                  ("process_id", args.process_id)) if v is not None}
+    try:
+        jax.distributed.initialize(**explicit)
+    except (ValueError, RuntimeError) as err:
+        raise SweepError(f"jax.distributed could not start: {err}. Give --coordinator, "
+                         f"--num-processes and --process-id, or run under Slurm or on a "
+                         f"TPU pod.") from None
+
+
 def _run(args) -> None:
     import dataclasses
+
+    import jax
 
     from sweep import engine, report_text
     from sweep.grid import load
 
     grid = load(args.grid)
+    if args.distributed or args.coordinator:
+        _initialize_distributed(args)
     if args.out:
         grid = dataclasses.replace(grid, output_dir=args.out)
-    print(f"{grid.name}: {grid.size:,} configurations over "
-          f"{', '.join(f'{a.name} ({len(a)})' for a in grid.swept)}", file=sys.stderr)
+    lead = jax.process_index() == 0
+    if lead:
+        print(f"{grid.name}: {grid.size:,} configurations over "
+              f"{', '.join(f'{a.name} ({len(a)})' for a in grid.swept)}", file=sys.stderr)
     manifest = engine.run(grid, force=args.force, progress=not args.no_progress)
-    print(report_text.summary(grid, manifest))
+    if lead:
+        print(report_text.summary(grid, manifest))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ Layout of `outputs/<grid>/`:
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import sys
@@ -102,16 +103,14 @@ class Progress:
 
 def _check_output(grid: Grid, out: Path, force: bool) -> None:
     manifest = out / "manifest.json"
-    state = out / ".state" / "state.npz"
+    states = sorted((out / ".state").glob("state-*.npz")) if (out / ".state").exists() else []
     if not out.exists() or not any(out.iterdir()):
         return
-    import json
-
     previous = None
     if manifest.exists():
         previous = json.loads(manifest.read_text()).get("grid_hash")
-    elif state.exists():
-        with np.load(state) as data:
+    elif states:
+        with np.load(states[0]) as data:
             previous = str(data["grid_hash"])
     if previous == grid.hash:
         return
@@ -125,16 +124,22 @@ def run(grid: Grid, *, force: bool = False, progress: bool = True,
         devices: list | None = None, max_chunks: int | None = None) -> dict:
     """Evaluate the whole grid and write the outputs; returns the manifest.
 
+    Under `jax.distributed` (several processes, `jax.process_count() > 1`) process p takes
+    chunks p, p + P, p + 2P, ... on its local devices and keeps its own resumable state in
+    the shared output directory; process 0 merges the parts (max and sum: exact and
+    order-independent) and writes the files, identical to a one-process run.
     `max_chunks` stops after that many new chunks (an interrupted run, for tests)."""
     out = Path(grid.output_dir)
-    _check_output(grid, out, force)
+    rank, ranks = jax.process_index(), jax.process_count()
+    if rank == 0:
+        _check_output(grid, out, force)
+    _barrier(ranks, "checked")
     layout = Layout.of(grid)
     kept = Kept.of(grid)
-    best_shape = kept.shape(grid)
-    count_shape = tuple(len(grid.axis(n)) for n in kept.group)
-    state_path = out / ".state" / "state.npz"
-    state = State.load(state_path, grid.hash, (best_shape, count_shape, (layout.n_chunks,)))
-    state = state or State.empty(best_shape, count_shape, layout.n_chunks)
+    shapes = (kept.shape(grid), tuple(len(grid.axis(n)) for n in kept.group),
+              (layout.n_chunks,))
+    state_path = out / ".state" / f"state-{rank}-of-{ranks}.npz"
+    state = State.load(state_path, grid.hash, shapes) or State.empty(*shapes)
 
     devices = devices or jax.local_devices()
     mesh = Mesh(np.array(devices), ("chunks",))
@@ -150,14 +155,15 @@ def run(grid: Grid, *, force: bool = False, progress: bool = True,
     batched = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P("chunks"), P()),
                                     out_specs=P("chunks"), check_vma=False))
     pending: list[np.ndarray] = []  # near-capacity configurations, decided at checkpoints
-    todo = [c for c in range(layout.n_chunks) if not state.done[c]]
+    mine = range(rank, layout.n_chunks, ranks)
+    todo = [c for c in mine if not state.done[c]]
     if max_chunks is not None:
         todo = todo[:max_chunks]
-    bar = Progress(grid.size, progress)
+    bar = Progress(len(mine) * layout.chunk_configs, progress and rank == 0)
     started = time.perf_counter()
     compile_seconds = 0.0
     checkpointed = time.perf_counter()
-    evaluated = int(state.done.sum()) * layout.chunk_configs
+    evaluated = (len(mine) - len([c for c in mine if not state.done[c]])) * layout.chunk_configs
     n_dev = len(devices)
     for start in range(0, len(todo), n_dev):
         batch = todo[start:start + n_dev]
@@ -190,17 +196,44 @@ def run(grid: Grid, *, force: bool = False, progress: bool = True,
     state.save(state_path, grid.hash)
     bar.update(evaluated, force=True)
     run_seconds = time.perf_counter() - started
-    if not state.done.all():
-        return {"complete": False, "chunks_done": int(state.done.sum()),
+    _barrier(ranks, "swept")
+    timing = {"seconds": run_seconds, "compile_seconds": compile_seconds,
+              "configurations": len(todo) * layout.chunk_configs,
+              "configurations_per_second": len(todo) * layout.chunk_configs
+              / max(run_seconds, 1e-9), "processes": ranks}
+    merged = _merge_parts(out, grid, shapes, ranks)
+    if not merged.done.all():
+        return {"complete": False, "chunks_done": int(merged.done.sum()),
                 "chunks": layout.n_chunks}
-    manifest = _finish(grid, layout, kept, tables, state, out)
+    if rank == 0:
+        manifest = _finish(grid, layout, kept, tables, merged, out)
+    _barrier(ranks, "written")
+    if rank != 0:
+        manifest = json.loads((out / "manifest.json").read_text())
     # Timing goes to the caller, not into the files (they stay byte-identical across runs).
-    fresh = len(todo) * layout.chunk_configs
-    if fresh:
-        manifest["timing"] = {"seconds": run_seconds, "compile_seconds": compile_seconds,
-                              "configurations": fresh,
-                              "configurations_per_second": fresh / max(run_seconds, 1e-9)}
+    if todo:
+        manifest["timing"] = timing
     return manifest
+
+
+def _barrier(ranks: int, name: str) -> None:
+    if ranks > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def _merge_parts(out: Path, grid: Grid, shapes, ranks: int) -> State:
+    """Every process's state, merged: max of the best values, sum of the counts."""
+    merged = State.empty(*shapes)
+    for rank in range(ranks):
+        part = State.load(out / ".state" / f"state-{rank}-of-{ranks}.npz", grid.hash, shapes)
+        if part is None:
+            continue
+        merged.best = np.maximum(merged.best, part.best)
+        merged.count += part.count
+        merged.done |= part.done
+    return merged
 
 
 def _full_flat(layout: Layout, outer_index, local) -> np.ndarray:
