@@ -218,29 +218,22 @@ def _models(where: _Where, spec) -> tuple[ModelSpec, ...]:
                                  source=f"family rule {family} (sweep/families.py)",
                                  extra={"target_params": target}))
         return tuple(out)
+    return _looked_up(where, "axes.model", spec, catalog.model,
+                      "must be catalog names / config.json paths, or "
+                      "{family = ..., params = ...}")
+
+
+def _looked_up(where: _Where, key: str, spec, lookup, expected: str) -> tuple:
+    """Catalog entries for a name or list of names, in order, without repeats."""
     names = spec if isinstance(spec, list) else [spec]
     if not names or not all(isinstance(n, str) for n in names):
-        where.fail("axes.model", "must be catalog names / config.json paths, or "
-                                 "{family = ..., params = ...}")
+        where.fail(key, expected)
     out = []
     for name in dict.fromkeys(names):
         try:
-            out.append(catalog.model(name))
+            out.append(lookup(name))
         except SweepError as err:
-            where.fail("axes.model", str(err))
-    return tuple(out)
-
-
-def _gpus(where: _Where, spec) -> tuple[GpuSpec, ...]:
-    names = spec if isinstance(spec, list) else [spec]
-    if not names or not all(isinstance(n, str) for n in names):
-        where.fail("axes.gpu", "must be a list of GPU catalog names")
-    out = []
-    for name in dict.fromkeys(names):
-        try:
-            out.append(catalog.gpu(name))
-        except SweepError as err:
-            where.fail("axes.gpu", str(err))
+            where.fail(key, str(err))
     return tuple(out)
 
 
@@ -283,7 +276,8 @@ def parse(text: str, path: str = "<grid>") -> Grid:
     if "gpu" not in axes_raw:
         where.fail("axes.gpu", "missing: name at least one GPU")
     models = _models(where, axes_raw["model"])
-    gpus = _gpus(where, axes_raw["gpu"])
+    gpus = _looked_up(where, "axes.gpu", axes_raw["gpu"], catalog.gpu,
+                      "must be a list of GPU catalog names")
     # The model axis is ordered by parameter count so that `params` is monotone along it.
     models = tuple(sorted(models, key=lambda m: float(total_params(m.arch))))
     axes = []
