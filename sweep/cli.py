@@ -10,7 +10,8 @@ from sweep.config import DEEPSPEED_ADDITIONAL_BUFFER_FACTOR, DEFAULT_FRAGMENTATI
 from sweep.errors import SweepError
 
 DEFAULT_GRID = "grids/default.toml"
-COMMANDS = ("run", "explain", "validate")
+LARGEST_GRID = "grids/largest_model.toml"
+COMMANDS = ("run", "explain", "largest", "validate")
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -82,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--json", action="store_true", help="machine-readable output")
     explain.add_argument("--compare", action="store_true",
                          help="also show Megatron-LM's and DeepSpeed's estimates")
+    big = commands.add_parser(
+        "largest", help="the largest trainable model per node type and cluster size")
+    big.add_argument("grid", nargs="?", default=LARGEST_GRID, help=f"default: {LARGEST_GRID}")
+    big.add_argument("--out", help="output directory (default: the grid's [output] dir)")
     validate = commands.add_parser(
         "validate", help="measure saved activations of reference PyTorch models (needs torch) "
                          "and rewrite docs/activation_accuracy.md")
@@ -95,6 +100,29 @@ def _config_values(args: argparse.Namespace) -> dict:
     if values["gpus_per_node"] is None:
         del values["gpus_per_node"]
     return values
+
+
+def _largest(args) -> None:
+    from pathlib import Path
+
+    import polars as pl
+
+    from sweep import sink
+    from sweep.grid import load
+    from sweep.largest import largest
+
+    grid = load(args.grid)
+    out = Path(args.out or grid.output_dir) / "largest"
+    frame = largest(grid)
+    if len(frame):
+        sink.write_partitioned(frame, out, "gpu", sink.metadata(grid))
+    shown = ["gpu", "nodes", "n_gpus", "params", "hidden_size", "num_layers", "framework",
+             "zero_stage", "tp", "pp", "recompute", "offload", "micro_batch", "seq_len",
+             "per_gpu_total_gib"]
+    with pl.Config(tbl_rows=500, tbl_cols=20, tbl_width_chars=200,
+                   tbl_hide_dataframe_shape=True, float_precision=3):
+        print(frame.select([c for c in shown if c in frame.columns]))
+    print(f"output: {out}/ (partitioned by gpu)")
 
 
 def _validate(out: str) -> None:
@@ -159,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
             print(render(result, as_json=args.json, compare=args.compare))
         elif args.command == "run":
             _run(args)
+        elif args.command == "largest":
+            _largest(args)
         elif args.command == "validate":
             _validate(args.out)
     except SweepError as err:

@@ -13,8 +13,7 @@ at 405e9 h 16384 with 118 blocks and inner width 57344 (published: 126 blocks, 5
 
 from __future__ import annotations
 
-import math
-
+from sweep import xp
 from sweep.model import Architecture, total_params
 
 FAMILIES = ("llama3",)
@@ -32,24 +31,25 @@ def llama3_width(params: float) -> int:
     return max(LLAMA3_WIDTH_MULTIPLE, LLAMA3_WIDTH_MULTIPLE * round(width / LLAMA3_WIDTH_MULTIPLE))
 
 
-def llama3_architecture(hidden: int, layers: int) -> Architecture:
-    ffn = LLAMA3_FFN_MULTIPLE * math.ceil(3.5 * hidden / LLAMA3_FFN_MULTIPLE)
+def llama3_architecture(hidden, layers) -> Architecture:
+    """The Llama-3 shape at width `hidden` and depth `layers` (numbers or arrays)."""
+    ffn = LLAMA3_FFN_MULTIPLE * xp.ceil(3.5 * hidden / LLAMA3_FFN_MULTIPLE)
     return Architecture(
-        hidden_size=float(hidden), num_layers=float(layers),
-        num_heads=float(hidden // LLAMA3_HEAD_DIM), num_kv_heads=float(LLAMA3_KV_HEADS),
-        head_dim=float(LLAMA3_HEAD_DIM), ffn_hidden_size=float(ffn),
-        vocab_size=float(LLAMA3_VOCAB), max_position_embeddings=131072.0,
+        hidden_size=hidden * 1.0, num_layers=layers * 1.0,
+        num_heads=hidden / LLAMA3_HEAD_DIM, num_kv_heads=LLAMA3_KV_HEADS * 1.0,
+        head_dim=LLAMA3_HEAD_DIM * 1.0, ffn_hidden_size=ffn,
+        vocab_size=LLAMA3_VOCAB * 1.0, max_position_embeddings=131072.0,
     )
 
 
 def llama3(params: float) -> Architecture:
     """The Llama-3-shaped architecture whose parameter count is nearest `params`."""
-    hidden = llama3_width(params)
+    hidden = float(llama3_width(params))
     one = float(total_params(llama3_architecture(hidden, 1)))
     two = float(total_params(llama3_architecture(hidden, 2)))
     per_block, fixed = two - one, 2 * one - two
     layers = max(1, round((params - fixed) / per_block))
-    return llama3_architecture(hidden, layers)
+    return llama3_architecture(hidden, float(layers))
 
 
 def generate(family: str, params: float) -> Architecture:
