@@ -11,7 +11,7 @@ from sweep.errors import SweepError
 
 DEFAULT_GRID = "grids/default.toml"
 LARGEST_GRID = "grids/largest_model.toml"
-COMMANDS = ("run", "explain", "largest", "validate")
+COMMANDS = ("run", "explain", "largest", "fewest", "validate")
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -87,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
         "largest", help="the largest trainable model per node type and cluster size")
     big.add_argument("grid", nargs="?", default=LARGEST_GRID, help=f"default: {LARGEST_GRID}")
     big.add_argument("--out", help="output directory (default: the grid's [output] dir)")
+    few = commands.add_parser(
+        "fewest", help="the fewest GPUs of each type that train a model at a context length")
+    few.add_argument("--model", required=True, help="catalog name or config.json path")
+    few.add_argument("--seq-len", type=int, default=8192)
+    few.add_argument("--gpu", nargs="+", help="GPU catalog names (default: all)")
+    few.add_argument("--out", help="output directory (default: outputs/fewest-<model>-<seq>)")
+    few.add_argument("--force", action="store_true")
     validate = commands.add_parser(
         "validate", help="measure saved activations of reference PyTorch models (needs torch) "
                          "and rewrite docs/activation_accuracy.md")
@@ -123,6 +130,26 @@ def _largest(args) -> None:
                    tbl_hide_dataframe_shape=True, float_precision=3):
         print(frame.select([c for c in shown if c in frame.columns]))
     print(f"output: {out}/ (partitioned by gpu)")
+
+
+def _fewest(args) -> None:
+    import polars as pl
+
+    from sweep.fewest import fewest, fewest_grid
+
+    grid = fewest_grid(args.model, args.seq_len, args.gpu, out=args.out)
+    frame = fewest(grid, force=args.force)
+    shown = ["gpu", "n_gpus", "nodes", "framework", "zero_stage", "tp", "pp", "cp",
+             "recompute", "offload", "per_gpu_total_gib"]
+    with pl.Config(tbl_rows=100, tbl_cols=20, tbl_width_chars=200,
+                   tbl_hide_dataframe_shape=True, float_precision=2):
+        print(frame.select([c for c in shown if c in frame.columns]) if len(frame)
+              else "no GPU type can train it within the grid")
+    missing = sorted(set(g.name for g in grid.gpus) - set(frame["gpu"] if len(frame) else []))
+    if missing:
+        print(f"cannot train it (up to {int(max(grid.axis('n_gpus').values))} GPUs): "
+              f"{', '.join(missing)}")
+    print(f"output: {grid.output_dir}/fewest.parquet")
 
 
 def _validate(out: str) -> None:
@@ -189,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
             _run(args)
         elif args.command == "largest":
             _largest(args)
+        elif args.command == "fewest":
+            _fewest(args)
         elif args.command == "validate":
             _validate(args.out)
     except SweepError as err:
