@@ -11,7 +11,7 @@ from sweep.errors import SweepError
 
 DEFAULT_GRID = "grids/default.toml"
 LARGEST_GRID = "grids/largest_model.toml"
-COMMANDS = ("run", "explain", "largest", "fewest", "validate")
+COMMANDS = ("run", "explain", "largest", "fewest", "report", "validate")
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     few.add_argument("--gpu", nargs="+", help="GPU catalog names (default: all)")
     few.add_argument("--out", help="output directory (default: outputs/fewest-<model>-<seq>)")
     few.add_argument("--force", action="store_true")
+    rep = commands.add_parser("report", help="HTML page and PNGs from a run's outputs")
+    rep.add_argument("run", help="an output directory, e.g. outputs/largest_model")
     validate = commands.add_parser(
         "validate", help="measure saved activations of reference PyTorch models (needs torch) "
                          "and rewrite docs/activation_accuracy.md")
@@ -218,6 +220,10 @@ def main(argv: list[str] | None = None) -> int:
             _largest(args)
         elif args.command == "fewest":
             _fewest(args)
+        elif args.command == "report":
+            from sweep.report import write_report
+
+            print(f"wrote {write_report(args.run)}")
         elif args.command == "validate":
             _validate(args.out)
     except SweepError as err:

@@ -142,11 +142,11 @@ def _row(grid, layout, tables, outer_index, index, width, layers) -> pl.DataFram
     coords.update({n: np.array([i]) for n, i in zip(layout.inner_names, index[1:], strict=True)})
     flat = np.ravel_multi_index(tuple(coords[n] for n in layout.names), layout.sizes)
     arch = families.llama3_architecture(width, layers)
-    model_grid = dataclasses.replace(grid, models=(dataclasses.replace(
-        grid.models[0], arch=arch, name=f"llama3-h{width:.0f}-l{layers:.0f}"),))
+    model_grid = dataclasses.replace(grid, models=(dataclasses.replace(grid.models[0], arch=arch),))
     frame = configurations_frame(model_grid, layout, Tables(model_grid), flat)
     gpn = frame["gpus_per_node"][0]
-    return frame.with_columns(
+    return frame.with_columns(pl.col(pl.Categorical).cast(pl.String)).with_columns(
+        pl.lit(f"llama3-h{width:.0f}-l{layers:.0f}").alias("model"),
         pl.lit(width).alias("hidden_size"), pl.lit(layers).alias("num_layers"),
         (pl.col("n_gpus") / gpn).alias("nodes"),
-    ).with_columns(pl.col(pl.Categorical).cast(pl.String))
+    )
