@@ -125,12 +125,14 @@ def _largest(args) -> None:
     frame = largest(grid)
     if len(frame):
         sink.write_partitioned(frame, out, "gpu", sink.metadata(grid))
-    shown = ["gpu", "nodes", "n_gpus", "params", "hidden_size", "num_layers", "framework",
-             "zero_stage", "tp", "pp", "recompute", "offload", "micro_batch", "seq_len",
+    shown = ["gpu", "nodes", "n_gpus", "params_B", "hidden_size", "num_layers", "framework",
+             "zero_stage", "tp", "pp", "recompute", "offload", "grad_accum",
              "per_gpu_total_gib"]
-    with pl.Config(tbl_rows=500, tbl_cols=20, tbl_width_chars=200,
-                   tbl_hide_dataframe_shape=True, float_precision=3):
-        print(frame.select([c for c in shown if c in frame.columns]))
+    if len(frame):
+        table = frame.with_columns((pl.col("params") / 1e9).alias("params_B"))
+        with pl.Config(tbl_rows=500, tbl_cols=20, tbl_width_chars=200,
+                       tbl_hide_dataframe_shape=True, float_precision=1):
+            print(table.select([c for c in shown if c in table.columns]))
     print(f"output: {out}/ (partitioned by gpu)")
 
 
