@@ -1,0 +1,41 @@
+"""Invariants over random configurations (hypothesis)."""
+
+import numpy as np
+from conftest import config
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sweep import catalog
+from sweep.memory.total import estimate
+
+MODELS = ["llama-3.1-8b", "mixtral-8x7b", "gpt3-1.3b", "qwen2.5-7b"]
+H100 = catalog.gpu("h100-sxm-80gb").hardware()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from(MODELS), st.sampled_from([1, 2, 4]), st.sampled_from([1, 2]),
+       st.sampled_from(["none", "selective", "full"]), st.booleans(),
+       st.sampled_from([1024, 2048, 4096]), st.sampled_from([1, 2, 4]))
+def test_activations_grow_with_batch_and_context(name, tp, pp, recompute, flash, seq, batch):
+    arch = catalog.model(name).arch
+    base = dict(n_gpus=8, tp=tp, pp=pp, recompute=recompute, flash_attention=flash)
+    small = estimate(arch, config(**base, seq_len=seq, micro_batch=batch), H100)
+    longer = estimate(arch, config(**base, seq_len=2 * seq, micro_batch=batch), H100)
+    bigger = estimate(arch, config(**base, seq_len=seq, micro_batch=2 * batch), H100)
+    for est in (longer, bigger):
+        assert float(est.activations) > float(small.activations)
+        assert float(est.per_gpu_total_bytes) >= float(small.per_gpu_total_bytes)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from(MODELS), st.sampled_from(["generic", "deepspeed", "fsdp"]),
+       st.sampled_from([8, 16, 32, 64]))
+def test_zero3_model_states_shrink_with_more_gpus(name, framework, n_gpus):
+    arch = catalog.model(name).arch
+
+    def states(n):
+        est = estimate(arch, config(n_gpus=n, zero_stage=3, framework=framework), H100)
+        return float(est.master_weights + est.optimizer_states)
+
+    assert states(2 * n_gpus) < states(n_gpus)
+    assert np.isclose(states(2 * n_gpus) * 2, states(n_gpus), rtol=1e-9)
