@@ -199,14 +199,6 @@ def make_kernel(grid: Grid, layout: Layout, kept: Kept):
     size = math.prod(shape)
     packed = (size + 7) // 8
 
-    def reduce_to(array, permutation, keep, op):
-        """Reduce over the dims not in `keep`; the kept dims come out in canonical order."""
-        full = array.reshape([shape[i] for i in permutation])
-        drop = tuple(k for k, i in enumerate(permutation) if inner[i] not in keep)
-        out = op(full, axis=drop)
-        remaining = [i for i in permutation if inner[i] in keep]
-        return jnp.transpose(out, np.argsort(remaining))
-
     def pack(near):
         bits = jnp.pad(jnp.broadcast_to(near, near.shape).reshape(-1), (0, packed * 8 - size))
         return jnp.packbits(bits)
@@ -215,10 +207,22 @@ def make_kernel(grid: Grid, layout: Layout, kept: Kept):
         safe, near, value, permutation = decide(grid, tables, layout, outer_index, arrays,
                                                 kept.names)
         kernel.permutation = permutation
-        score = jnp.where(safe, value, -jnp.inf).astype(jnp.float32)
-        best = reduce_to(score, permutation, kept.names, jnp.max)
-        count = reduce_to(safe.astype(jnp.int32), permutation, kept.group, jnp.sum)
-        n_near = jnp.sum(near, dtype=jnp.int32)
+        full = [shape[i] for i in permutation]
+        drop = tuple(k for k, i in enumerate(permutation) if inner[i] not in kept.names)
+        score = jnp.where(safe, value, -jnp.inf).astype(jnp.float32).reshape(full)
+        # One pass over the configurations: best value, count and near count per kept cell
+        # (a variadic reduce; separate reductions would each recompute the decision).
+        best, count, n_near = jax.lax.reduce(
+            (score, safe.astype(jnp.int32).reshape(full), near.astype(jnp.int32).reshape(full)),
+            (np.float32(-np.inf), np.int32(0), np.int32(0)),
+            lambda a, b: (jnp.maximum(a[0], b[0]), a[1] + b[1], a[2] + b[2]), drop)
+        remaining = [i for i in permutation if inner[i] in kept.names]
+        order = np.argsort(remaining)
+        best, count = jnp.transpose(best, order), jnp.transpose(count, order)
+        kept_inner = [inner[i] for i in sorted(remaining)]
+        not_group = tuple(k for k, n in enumerate(kept_inner) if n not in kept.group)
+        count = jnp.sum(count, axis=not_group) if not_group else count
+        n_near = jnp.sum(n_near)
         bits = jax.lax.cond(n_near > 0, pack, lambda _: jnp.zeros(packed, jnp.uint8), near)
         return best, count, n_near, bits
 
