@@ -103,7 +103,10 @@ def split_terms(grid: Grid, arch, cfg, hw) -> Sides:
         static.append(xp.materialize(base))
         step.append(xp.materialize(base + parts.step))
         dynamic.append(xp.materialize(xp.where(dynamic_ok, parts.dynamic, np.inf)))
-    value = xp.materialize(derived_objective(grid, cfg, None))
+    memory_objective = any(o.key in ("per_gpu_total_bytes", "headroom_bytes")
+                           for o in grid.objectives)
+    est = estimate(arch, cfg, hw) if memory_objective else None
+    value = xp.materialize(derived_objective(grid, cfg, est))
     return Sides(tuple(static), tuple(step), tuple(dynamic), NEAR * allocatable, leftover,
                  value)
 

@@ -170,3 +170,23 @@ def test_frontier_cells_equal_pairwise_dominance(groups, sizes, maximize, data):
         expected = np.zeros(best[g].shape, bool)
         expected[tuple(cells[keep].T)] = True
         assert (got[g] == expected).all()
+
+
+def test_memory_objective_matches_brute_force(tmp_path):
+    """A computed memory objective (fewest bytes per GPU) takes the plain broadcast path."""
+    text = SMALL.replace("chunk_size = 64", "chunk_size = 64\n[frontier]\n"
+                         'objectives = ["-n_gpus", "+seq_len", "-per_gpu_total_bytes"]')
+    grid = small(tmp_path, text)
+    engine.run(grid, progress=False)
+    front = pl.read_parquet(tmp_path / "out" / "frontier", hive_partitioning=True)
+    layout = Layout.of(grid)
+    flat = np.arange(grid.size)
+    fits, _, _ = engine.evaluate_flat(grid, layout, Tables(grid), flat)
+    frame = engine.configurations_frame(grid, layout, Tables(grid), flat[fits])
+    expected = set()
+    for (gpu,), part in frame.group_by("gpu"):
+        points = part.select("n_gpus", "seq_len", "per_gpu_total_bytes").to_numpy()
+        keep = pareto_mask(points, [False, True, False])
+        expected |= {(str(gpu), p[0], p[1]) for p in points[keep]}
+    got = {(str(r["gpu"]), r["n_gpus"], r["seq_len"]) for r in front.iter_rows(named=True)}
+    assert got == expected
