@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -101,8 +102,11 @@ def loop_part(grid_path: str, k: int) -> dict:
 
 
 def _subprocess(part: str, *args) -> dict:
+    # The engine runs with the XLA flags that run_sweep.py sets.
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_prefer_vector_width=512").strip()
     out = subprocess.run([sys.executable, __file__, "--part", part, *map(str, args)],
-                         capture_output=True, text=True, check=True, cwd=ROOT)
+                         capture_output=True, text=True, check=True, cwd=ROOT, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
