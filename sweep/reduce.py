@@ -139,18 +139,16 @@ def _margin(static_side, dynamic_side, sides: Sides):
     return margin
 
 
-def sweep_decision(sides: Sides, shape, keep=frozenset()):
-    """(safe, near, value, permutation): the full-size decision as a (shared) x (static-only)
-    x (dynamic-only) array, so that each configuration costs an add and two maxima per stage
-    and two compares, on plainly indexed operands; `permutation` lists the inner dimensions
-    in that array's order. None when the terms do not split that way."""
+def _blocks(sides: Sides, shape, keep=frozenset()):
+    """(shared, static-only, dynamic-only) inner dimensions, kept ones first within each
+    block (so that reductions run over trailing dimensions); None when the terms do not
+    split that way (checks on both sides' axes, or a value that varies with static axes)."""
     n = len(shape)
     static = _dims(*sides.static, *sides.step, sides.tolerance)
     dynamic = _dims(*sides.dynamic)
     if _dims(sides.leftover):
         return None
-    # Within each block the kept dimensions come first, so that reductions run over
-    # trailing, contiguous dimensions.
+
     def ordered(dims):
         return sorted(dims, key=lambda d: (d not in keep, d))
 
@@ -159,6 +157,18 @@ def sweep_decision(sides: Sides, shape, keep=frozenset()):
     dynamic_only = ordered(dynamic - static)
     if not _dims(sides.value) <= set(shared) | set(dynamic_only):
         return None
+    return shared, static_only, dynamic_only
+
+
+def sweep_decision(sides: Sides, shape, keep=frozenset()):
+    """(safe, near, value, permutation): the full-size decision as a (shared) x (static-only)
+    x (dynamic-only) array, so that each configuration costs an add and two maxima per stage
+    and two compares, on plainly indexed operands; `permutation` lists the inner dimensions
+    in that array's order. None when the terms do not split that way."""
+    blocks = _blocks(sides, shape, keep)
+    if blocks is None:
+        return None
+    shared, static_only, dynamic_only = blocks
 
     def static_side(a):
         return _matrix(a, shared, static_only, shape)[:, :, None]
@@ -171,6 +181,99 @@ def sweep_decision(sides: Sides, shape, keep=frozenset()):
     safe = (margin <= -tolerance) & sides.leftover
     near = (margin <= tolerance) & ~safe & sides.leftover
     return safe, near, dynamic_side(sides.value), [*shared, *static_only, *dynamic_only]
+
+
+ROWS_PER_BLOCK_CONFIGS = 1 << 18  # configurations evaluated per block of static rows
+
+
+def pruned_reduce(sides: Sides, shape, inner, kept: Kept):
+    """The chunk's reduction over the live static rows only.
+
+    A static row (one combination of the static-only axes) is dead when no configuration in
+    it can fit: a static check failed (+inf), or even the smallest dynamic part does not fit.
+    Many are (invalid degrees, ZeRO/offload combinations, host RAM, models too big for the
+    shard). Live rows are sorted first and evaluated in blocks until they run out, each
+    block's best value, count and near count scattered into the kept cells by the row's
+    kept static coordinates. Returns (best, count, near count, near mask in the
+    (shared, static-only, dynamic-only) layout, permutation), or None when the terms do not
+    split into static and dynamic sides.
+    """
+    keep = frozenset(i for i, n in enumerate(inner) if n in kept.names)
+    blocks = _blocks(sides, shape, keep)
+    if blocks is None:
+        return None
+    shared, static_only, dynamic_only = blocks
+
+    def stat(a):
+        return _matrix(a, shared, static_only, shape)
+
+    def dyn(a):
+        return _matrix(a, shared, dynamic_only, shape)
+
+    statics = [stat(a) for a in sides.static]
+    steps = [stat(a) for a in sides.step]
+    dynamics = [dyn(a) for a in sides.dynamic]
+    tolerance, value = stat(sides.tolerance), dyn(sides.value)
+    c_size, s_size = statics[0].shape
+    d_size = dynamics[0].shape[1]
+    # Dead rows: no dynamic choice fits with any shared value.
+    best_case = -jnp.inf
+    for static, step, dynamic in zip(statics, steps, dynamics, strict=True):
+        smallest = jnp.min(dynamic, axis=1, keepdims=True)
+        best_case = jnp.maximum(best_case, jnp.maximum(static + smallest, step))
+    alive = jnp.any(best_case <= tolerance, axis=0)
+    order = jnp.argsort(~alive, stable=True).astype(jnp.int32)
+    n_alive = jnp.sum(alive, dtype=jnp.int32)
+
+    rows_per_block = max(1, min(s_size, ROWS_PER_BLOCK_CONFIGS // max(c_size * d_size, 1)))
+    n_blocks = (n_alive + rows_per_block - 1) // rows_per_block
+    order = jnp.concatenate([order, jnp.zeros(rows_per_block, jnp.int32)])
+
+    def sizes(dims):
+        return [shape[i] for i in dims]
+
+    ck = [i for i in shared if i in keep]
+    sk = [i for i in static_only if i in keep]
+    dk = [i for i in dynamic_only if i in keep]
+    c_kept, s_kept, d_kept = (math.prod(sizes(x)) for x in (ck, sk, dk))
+    s_rest = s_size // s_kept  # rows per kept static cell (kept dims lead the row index)
+
+    def body(block, carry):
+        best, count, n_near, near_mask = carry
+        index = block * rows_per_block + jnp.arange(rows_per_block)
+        rows = jax.lax.dynamic_slice(order, (block * rows_per_block,), (rows_per_block,))
+        live = index < n_alive
+        margin = -jnp.inf
+        for static, step, dynamic in zip(statics, steps, dynamics, strict=True):
+            s_rows = jnp.where(live, static[:, rows], jnp.inf)[:, :, None]
+            q_rows = jnp.where(live, step[:, rows], jnp.inf)[:, :, None]
+            margin = jnp.maximum(margin, jnp.maximum(s_rows + dynamic[:, None, :], q_rows))
+        tol = tolerance[:, rows][:, :, None]
+        safe = margin <= -tol
+        near = (margin <= tol) & ~safe
+        score = jnp.where(safe, value[:, None, :], -jnp.inf).astype(jnp.float32)
+        shape5 = (c_kept, c_size // c_kept, rows_per_block, d_kept, d_size // d_kept)
+        b_best, b_count, b_near = jax.lax.reduce(
+            (score.reshape(shape5), safe.astype(jnp.int32).reshape(shape5),
+             near.astype(jnp.int32).reshape(shape5)),
+            (np.float32(-np.inf), np.int32(0), np.int32(0)),
+            lambda a, b: (jnp.maximum(a[0], b[0]), a[1] + b[1], a[2] + b[2]), (1, 4))
+        cell = rows // s_rest  # kept static cell of each row
+        best = best.at[cell].max(jnp.transpose(b_best, (1, 0, 2)))
+        count = count.at[cell].add(jnp.transpose(b_count, (1, 0, 2)))
+        near_mask = near_mask.at[:, rows, :].max(near)
+        return best, count, n_near + jnp.sum(b_near), near_mask
+
+    carry = (jnp.full((s_kept, c_kept, d_kept), -jnp.inf, jnp.float32),
+             jnp.zeros((s_kept, c_kept, d_kept), jnp.int32), jnp.int32(0),
+             jnp.zeros((c_size, s_size, d_size), bool))
+    best, count, n_near, near_mask = jax.lax.fori_loop(0, n_blocks, body, carry)
+    # (kept static, kept shared, kept dynamic) -> kept dims in canonical order.
+    dims = [*sk, *ck, *dk]
+    order_back = np.argsort(dims)
+    best = jnp.transpose(best.reshape(sizes(sk) + sizes(ck) + sizes(dk)), order_back)
+    count = jnp.transpose(count.reshape(sizes(sk) + sizes(ck) + sizes(dk)), order_back)
+    return best, count, n_near, near_mask, [*shared, *static_only, *dynamic_only]
 
 
 def _plain_decision(sides: Sides, shape):
@@ -207,8 +310,20 @@ def make_kernel(grid: Grid, layout: Layout, kept: Kept):
         return jnp.packbits(bits)
 
     def kernel(outer_index, arrays):
-        safe, near, value, permutation = decide(grid, tables, layout, outer_index, arrays,
-                                                kept.names)
+        arch, cfg, hw = broadcast_inputs(tables, layout, outer_index, arrays, jnp)
+        sides = split_terms(grid, arch, cfg, hw)
+        pruned = pruned_reduce(sides, shape, inner, kept)
+        if pruned is not None:
+            best, count, n_near, near, permutation = pruned
+            kernel.permutation = permutation
+            kept_inner = [n for n in inner if n in kept.names]
+            not_group = tuple(k for k, n in enumerate(kept_inner) if n not in kept.group)
+            count = jnp.sum(count, axis=not_group) if not_group else count
+            bits = jax.lax.cond(n_near > 0, pack, lambda _: jnp.zeros(packed, jnp.uint8),
+                                near)
+            return best, count, n_near, bits
+        safe, near, value, permutation = (sweep_decision(sides, shape) or
+                                          _plain_decision(sides, shape))
         kernel.permutation = permutation
         full = [shape[i] for i in permutation]
         drop = tuple(k for k, i in enumerate(permutation) if inner[i] not in kept.names)
