@@ -46,11 +46,8 @@ def largest_plot(frame: pl.DataFrame, path: Path) -> dict:
         x, y = part["n_gpus"].to_list(), part["params"].to_list()
         series[gpu] = {"n_gpus": x, "params": y}
         ax.plot(x, [v / 1e9 for v in y], marker="o", label=gpu)
-    ax.set(xscale="log", yscale="log", xlabel="GPUs", ylabel="largest trainable model (B params)",
-           title="Largest trainable model per node type")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    _save(fig, path)
+    _params_vs_gpus(fig, ax, path, "largest trainable model (B params)",
+                    "Largest trainable model per node type")
     return series
 
 
@@ -64,12 +61,17 @@ def frontier_plot(frame: pl.DataFrame, path: Path) -> dict:
         series[gpu] = {"n_gpus": x, "params": y, "seq_len": part["seq_len"].to_list()}
         sizes = [10 + 40 * s / max(part["seq_len"].max(), 1) for s in part["seq_len"]]
         ax.scatter(x, [v / 1e9 for v in y], s=sizes, alpha=0.7, label=gpu)
-    ax.set(xscale="log", yscale="log", xlabel="GPUs", ylabel="model (B params)",
-           title="Pareto frontier: fewer GPUs, bigger model, longer context, more tokens/GPU")
+    _params_vs_gpus(fig, ax, path, "model (B params)",
+                    "Pareto frontier: fewer GPUs, bigger model, longer context, more tokens/GPU")
+    return series
+
+
+def _params_vs_gpus(fig, ax, path: Path, ylabel: str, title: str) -> None:
+    """Log-log axes of parameters vs GPUs, legend by GPU type, saved to `path`."""
+    ax.set(xscale="log", yscale="log", xlabel="GPUs", ylabel=ylabel, title=title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     _save(fig, path)
-    return series
 
 
 def breakdown_plot(frame: pl.DataFrame, labels: list[str], path: Path) -> dict:
