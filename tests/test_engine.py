@@ -42,17 +42,21 @@ def small(tmp_path, text=SMALL):
     return parse(text.replace("OUT", str(tmp_path / "out")), "small.toml")
 
 
-def brute_force(grid):
-    """Every configuration in float64 NumPy; the frontier by pairwise dominance."""
+DEFAULT = (("n_gpus", False), ("params", True), ("seq_len", True), ("tokens_per_gpu", True))
+
+
+def brute_force(grid, objectives=DEFAULT, shown=4):
+    """Every configuration in float64 NumPy; the frontier by pairwise dominance, as
+    (gpu, first `shown` objective values); and the feasible count per GPU."""
     layout = Layout.of(grid)
     flat = np.arange(grid.size)
     fits, _, coords = engine.evaluate_flat(grid, layout, Tables(grid), flat)
     frame = engine.configurations_frame(grid, layout, Tables(grid), flat[fits])
     expected = set()
     for (gpu,), part in frame.group_by("gpu"):
-        points = part.select("n_gpus", "params", "seq_len", "tokens_per_gpu").to_numpy()
-        keep = pareto_mask(points, [False, True, True, True])
-        expected |= {(str(gpu), *map(float, p)) for p in points[keep]}
+        points = part.select([k for k, _ in objectives]).to_numpy()
+        keep = pareto_mask(points, [up for _, up in objectives])
+        expected |= {(str(gpu), *map(float, p[:shown])) for p in points[keep]}
     counts = frame.group_by("gpu").len().to_dict(as_series=False)
     return expected, dict(zip(map(str, counts["gpu"]), counts["len"], strict=True))
 
@@ -179,14 +183,7 @@ def test_memory_objective_matches_brute_force(tmp_path):
     grid = small(tmp_path, text)
     engine.run(grid, progress=False)
     front = pl.read_parquet(tmp_path / "out" / "frontier", hive_partitioning=True)
-    layout = Layout.of(grid)
-    flat = np.arange(grid.size)
-    fits, _, _ = engine.evaluate_flat(grid, layout, Tables(grid), flat)
-    frame = engine.configurations_frame(grid, layout, Tables(grid), flat[fits])
-    expected = set()
-    for (gpu,), part in frame.group_by("gpu"):
-        points = part.select("n_gpus", "seq_len", "per_gpu_total_bytes").to_numpy()
-        keep = pareto_mask(points, [False, True, False])
-        expected |= {(str(gpu), p[0], p[1]) for p in points[keep]}
+    objectives = (("n_gpus", False), ("seq_len", True), ("per_gpu_total_bytes", False))
+    expected, _ = brute_force(grid, objectives, shown=2)
     got = {(str(r["gpu"]), r["n_gpus"], r["seq_len"]) for r in front.iter_rows(named=True)}
     assert got == expected
