@@ -15,4 +15,8 @@ if "xla_cpu_prefer_vector_width" not in os.environ.get("XLA_FLAGS", ""):
 from sweep.cli import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:  # the reader went away (`... | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
