@@ -276,11 +276,16 @@ def evaluate_flat(grid, layout, tables, flat):
 
 
 def _dump_chunk(grid, layout, tables, chunk, out: Path) -> None:
-    """Every feasible configuration of one chunk, evaluated in float64 (bounded by the chunk)."""
-    flat = _full_flat(layout, layout.outer_index(chunk), np.arange(layout.chunk_configs))
-    fits, _, _ = evaluate_flat(grid, layout, tables, flat)
-    frame = configurations_frame(grid, layout, tables, flat[fits])
-    sink.write_parquet(frame, out / "feasible" / f"chunk-{chunk:08d}.parquet",
+    """Every feasible configuration of one chunk, evaluated in float64 in batches of BATCH
+    configurations (memory bounded by the batch, not the chunk)."""
+    outer_index = layout.outer_index(chunk)
+    parts = []
+    for start in range(0, layout.chunk_configs, BATCH):
+        local = np.arange(start, min(start + BATCH, layout.chunk_configs))
+        flat = _full_flat(layout, outer_index, local)
+        fits, _, _ = evaluate_flat(grid, layout, tables, flat)
+        parts.append(configurations_frame(grid, layout, tables, flat[fits]))
+    sink.write_parquet(pl.concat(parts), out / "feasible" / f"chunk-{chunk:08d}.parquet",
                        sink.metadata(grid))
 
 
