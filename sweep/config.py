@@ -96,5 +96,3 @@ class Hardware:
     host_memory_bytes_per_node: float
     runtime_overhead_bytes: float = 0.0  # CUDA context, cuBLAS workspaces, NCCL buffers
 
-
-TRAIN_CONFIG_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))

@@ -163,7 +163,7 @@ def run(grid: Grid, *, force: bool = False, progress: bool = True,
     started = time.perf_counter()
     compile_seconds = 0.0
     checkpointed = time.perf_counter()
-    evaluated = (len(mine) - len([c for c in mine if not state.done[c]])) * layout.chunk_configs
+    evaluated = int(state.done[mine.start::mine.step].sum()) * layout.chunk_configs
     n_dev = len(devices)
     for start in range(0, len(todo), n_dev):
         batch = todo[start:start + n_dev]

@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import math
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -94,7 +94,6 @@ class Grid:
     chunk_size: int = DEFAULT_CHUNK_SIZE
     gpus_per_node_from_gpu: bool = True
     description: str = ""
-    extra: dict = field(default_factory=dict)
 
     @property
     def hash(self) -> str:

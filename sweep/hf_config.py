@@ -78,20 +78,20 @@ def _qwen2(get) -> dict:
     return _llama_like(get, qkv_bias=True)
 
 
+def _gelu_mha(hidden, heads, **fields) -> dict:
+    """GPT-2 / GPT-NeoX blocks: multi-head attention, GeLU MLP, LayerNorm with bias."""
+    return dict(hidden_size=hidden, num_heads=heads, num_kv_heads=heads, head_dim=hidden / heads,
+                gated_mlp=0.0, norm_bias=1.0, **fields)
+
+
 def _gpt2(get) -> dict:
     hidden = get("n_embd")
-    heads = get("n_head")
-    return dict(
-        hidden_size=hidden,
+    return _gelu_mha(
+        hidden, get("n_head"),
         num_layers=get("n_layer"),
-        num_heads=heads,
-        num_kv_heads=heads,
-        head_dim=hidden / heads,
         ffn_hidden_size=get("n_inner", 4 * hidden),
         vocab_size=get("vocab_size"),
         max_position_embeddings=get("n_positions"),
-        gated_mlp=0.0,
-        norm_bias=1.0,
         tied_embeddings=get("tie_word_embeddings", 1.0, BOOL),
         linear_bias=1.0,
         learned_position_embeddings=1.0,
@@ -102,19 +102,12 @@ def _gpt2(get) -> dict:
 
 
 def _gpt_neox(get) -> dict:
-    hidden = get("hidden_size")
-    heads = get("num_attention_heads")
-    return dict(
-        hidden_size=hidden,
+    return _gelu_mha(
+        get("hidden_size"), get("num_attention_heads"),
         num_layers=get("num_hidden_layers"),
-        num_heads=heads,
-        num_kv_heads=heads,
-        head_dim=hidden / heads,
         ffn_hidden_size=get("intermediate_size"),
         vocab_size=get("vocab_size"),
         max_position_embeddings=get("max_position_embeddings"),
-        gated_mlp=0.0,
-        norm_bias=1.0,
         tied_embeddings=get("tie_word_embeddings", 0.0, BOOL),
         linear_bias=get("attention_bias", 1.0, BOOL),
     )

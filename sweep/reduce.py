@@ -160,29 +160,6 @@ def _blocks(sides: Sides, shape, keep=frozenset()):
     return shared, static_only, dynamic_only
 
 
-def sweep_decision(sides: Sides, shape, keep=frozenset()):
-    """(safe, near, value, permutation): the full-size decision as a (shared) x (static-only)
-    x (dynamic-only) array, so that each configuration costs an add and two maxima per stage
-    and two compares, on plainly indexed operands; `permutation` lists the inner dimensions
-    in that array's order. None when the terms do not split that way."""
-    blocks = _blocks(sides, shape, keep)
-    if blocks is None:
-        return None
-    shared, static_only, dynamic_only = blocks
-
-    def static_side(a):
-        return _matrix(a, shared, static_only, shape)[:, :, None]
-
-    def dynamic_side(a):
-        return _matrix(a, shared, dynamic_only, shape)[:, None, :]
-
-    margin = _margin(static_side, dynamic_side, sides)
-    tolerance = static_side(sides.tolerance)
-    safe = (margin <= -tolerance) & sides.leftover
-    near = (margin <= tolerance) & ~safe & sides.leftover
-    return safe, near, dynamic_side(sides.value), [*shared, *static_only, *dynamic_only]
-
-
 ROWS_PER_BLOCK_CONFIGS = 1 << 18  # configurations evaluated per block of static rows
 
 
@@ -210,18 +187,13 @@ def pruned_reduce(sides: Sides, shape, inner, kept: Kept):
     def dyn(a):
         return _matrix(a, shared, dynamic_only, shape)
 
-    statics = [stat(a) for a in sides.static]
-    steps = [stat(a) for a in sides.step]
-    dynamics = [dyn(a) for a in sides.dynamic]
-    tolerance, value = stat(sides.tolerance), dyn(sides.value)
-    c_size, s_size = statics[0].shape
-    d_size = dynamics[0].shape[1]
-    # Dead rows: no dynamic choice fits with any shared value.
-    best_case = -jnp.inf
-    for static, step, dynamic in zip(statics, steps, dynamics, strict=True):
-        smallest = jnp.min(dynamic, axis=1, keepdims=True)
-        best_case = jnp.maximum(best_case, jnp.maximum(static + smallest, step))
-    alive = jnp.any(best_case <= tolerance, axis=0)
+    mats = Sides(tuple(map(stat, sides.static)), tuple(map(stat, sides.step)),
+                 tuple(map(dyn, sides.dynamic)), stat(sides.tolerance), True, dyn(sides.value))
+    c_size, s_size = mats.static[0].shape
+    d_size = mats.dynamic[0].shape[1]
+    # Dead rows: even the smallest dynamic part does not fit with any shared value.
+    best_case = _margin(lambda a: a, lambda a: jnp.min(a, axis=1, keepdims=True), mats)
+    alive = jnp.any(best_case <= mats.tolerance, axis=0)
     order = jnp.argsort(~alive, stable=True).astype(jnp.int32)
     n_alive = jnp.sum(alive, dtype=jnp.int32)
 
@@ -243,21 +215,13 @@ def pruned_reduce(sides: Sides, shape, inner, kept: Kept):
         index = block * rows_per_block + jnp.arange(rows_per_block)
         rows = jax.lax.dynamic_slice(order, (block * rows_per_block,), (rows_per_block,))
         live = index < n_alive
-        margin = -jnp.inf
-        for static, step, dynamic in zip(statics, steps, dynamics, strict=True):
-            s_rows = jnp.where(live, static[:, rows], jnp.inf)[:, :, None]
-            q_rows = jnp.where(live, step[:, rows], jnp.inf)[:, :, None]
-            margin = jnp.maximum(margin, jnp.maximum(s_rows + dynamic[:, None, :], q_rows))
-        tol = tolerance[:, rows][:, :, None]
-        safe = margin <= -tol
-        near = (margin <= tol) & ~safe
-        score = jnp.where(safe, value[:, None, :], -jnp.inf).astype(jnp.float32)
+        margin = _margin(lambda a: jnp.where(live, a[:, rows], jnp.inf)[:, :, None],
+                         lambda a: a[:, None, :], mats)
+        safe, near = _classify(margin, mats.tolerance[:, rows][:, :, None], True)
         shape5 = (c_kept, c_size // c_kept, rows_per_block, d_kept, d_size // d_kept)
-        b_best, b_count, b_near = jax.lax.reduce(
-            (score.reshape(shape5), safe.astype(jnp.int32).reshape(shape5),
-             near.astype(jnp.int32).reshape(shape5)),
-            (np.float32(-np.inf), np.int32(0), np.int32(0)),
-            lambda a, b: (jnp.maximum(a[0], b[0]), a[1] + b[1], a[2] + b[2]), (1, 4))
+        b_best, b_count, b_near = _reduce_cells(
+            safe.reshape(shape5), near.reshape(shape5),
+            jnp.broadcast_to(mats.value[:, None, :], safe.shape).reshape(shape5), (1, 4))
         cell = rows // s_rest  # kept static cell of each row
         best = best.at[cell].max(jnp.transpose(b_best, (1, 0, 2)))
         count = count.at[cell].add(jnp.transpose(b_count, (1, 0, 2)))
@@ -276,71 +240,63 @@ def pruned_reduce(sides: Sides, shape, inner, kept: Kept):
     return best, count, n_near, near_mask, [*shared, *static_only, *dynamic_only]
 
 
-def _plain_decision(sides: Sides, shape):
-    """The same decision by plain broadcasting over the inner dimensions."""
-    margin = _margin(lambda a: a, lambda a: a, sides)
-    safe = (margin <= -sides.tolerance) & sides.leftover
-    near = (margin <= sides.tolerance) & ~safe & sides.leftover
+def _classify(margin, tolerance, leftover):
+    """(safe, near): surely fits, or too close to the limit for float32 to tell."""
+    safe = (margin <= -tolerance) & leftover
+    return safe, (margin <= tolerance) & ~safe & leftover
+
+
+def _reduce_cells(safe, near, value, dims):
+    """Over `dims`, in one pass: best value where it fits, count that fit, count near."""
+    return jax.lax.reduce(
+        (jnp.where(safe, value, -jnp.inf).astype(jnp.float32), safe.astype(jnp.int32),
+         near.astype(jnp.int32)),
+        (np.float32(-np.inf), np.int32(0), np.int32(0)),
+        lambda a, b: (jnp.maximum(a[0], b[0]), a[1] + b[1], a[2] + b[2]), dims)
+
+
+def plain_decision(sides: Sides, shape):
+    """(safe, near, value) by plain broadcasting over the inner dimensions (canonical
+    order): the same arithmetic per configuration as `pruned_reduce`."""
+    safe, near = _classify(_margin(lambda a: a, lambda a: a, sides), sides.tolerance,
+                           sides.leftover)
     return (jnp.broadcast_to(safe, shape), jnp.broadcast_to(near, shape),
-            jnp.broadcast_to(sides.value, shape), list(range(len(shape))))
+            jnp.broadcast_to(sides.value, shape))
 
 
-def decide(grid: Grid, tables: Tables, layout: Layout, outer_index, arrays, keep=()):
-    """(safe, near, value, permutation) of one chunk on the device; `keep` names the inner
-    axes a reduction will keep."""
-    arch, cfg, hw = broadcast_inputs(tables, layout, outer_index, arrays, jnp)
-    sides = split_terms(grid, arch, cfg, hw)
-    dims = frozenset(i for i, n in enumerate(layout.inner_names) if n in keep)
-    return (sweep_decision(sides, layout.inner_shape, dims)
-            or _plain_decision(sides, layout.inner_shape))
+def broadcast_reduce(sides: Sides, shape, inner, kept: Kept):
+    """`pruned_reduce`'s results for terms that do not split into static and dynamic sides:
+    every configuration evaluated, one variadic reduce over the dimensions not kept
+    (separate reductions would each recompute the decision)."""
+    safe, near, value = plain_decision(sides, shape)
+    drop = tuple(k for k, n in enumerate(inner) if n not in kept.names)
+    best, count, n_near = _reduce_cells(safe, near, value, drop)
+    return best, count, jnp.sum(n_near), near, list(range(len(shape)))
 
 
 def make_kernel(grid: Grid, layout: Layout, kept: Kept):
     """The chunk kernel: (outer indices, swept tables) -> (best per kept inner cell, count per
     inner group cell, number of near-capacity configurations, their mask packed in bits when
-    there are any). The mask is in the decision's dimension order, `kernel.permutation`
+    there are any). The mask is in the reduction's dimension order, `kernel.permutation`
     (set when the kernel is traced)."""
     tables = Tables(grid)
     inner, shape = layout.inner_names, layout.inner_shape
     size = math.prod(shape)
     packed = (size + 7) // 8
+    kept_inner = [n for n in inner if n in kept.names]
+    not_group = tuple(k for k, n in enumerate(kept_inner) if n not in kept.group)
 
     def pack(near):
-        bits = jnp.pad(jnp.broadcast_to(near, near.shape).reshape(-1), (0, packed * 8 - size))
-        return jnp.packbits(bits)
+        return jnp.packbits(jnp.pad(near.reshape(-1), (0, packed * 8 - size)))
 
     def kernel(outer_index, arrays):
         arch, cfg, hw = broadcast_inputs(tables, layout, outer_index, arrays, jnp)
         sides = split_terms(grid, arch, cfg, hw)
-        pruned = pruned_reduce(sides, shape, inner, kept)
-        if pruned is not None:
-            best, count, n_near, near, permutation = pruned
-            kernel.permutation = permutation
-            kept_inner = [n for n in inner if n in kept.names]
-            not_group = tuple(k for k, n in enumerate(kept_inner) if n not in kept.group)
-            count = jnp.sum(count, axis=not_group) if not_group else count
-            bits = jax.lax.cond(n_near > 0, pack, lambda _: jnp.zeros(packed, jnp.uint8),
-                                near)
-            return best, count, n_near, bits
-        safe, near, value, permutation = (sweep_decision(sides, shape) or
-                                          _plain_decision(sides, shape))
+        best, count, n_near, near, permutation = (
+            pruned_reduce(sides, shape, inner, kept) or broadcast_reduce(sides, shape, inner,
+                                                                         kept))
         kernel.permutation = permutation
-        full = [shape[i] for i in permutation]
-        drop = tuple(k for k, i in enumerate(permutation) if inner[i] not in kept.names)
-        score = jnp.where(safe, value, -jnp.inf).astype(jnp.float32).reshape(full)
-        # One pass over the configurations: best value, count and near count per kept cell
-        # (a variadic reduce; separate reductions would each recompute the decision).
-        best, count, n_near = jax.lax.reduce(
-            (score, safe.astype(jnp.int32).reshape(full), near.astype(jnp.int32).reshape(full)),
-            (np.float32(-np.inf), np.int32(0), np.int32(0)),
-            lambda a, b: (jnp.maximum(a[0], b[0]), a[1] + b[1], a[2] + b[2]), drop)
-        remaining = [i for i in permutation if inner[i] in kept.names]
-        order = np.argsort(remaining)
-        best, count = jnp.transpose(best, order), jnp.transpose(count, order)
-        kept_inner = [inner[i] for i in sorted(remaining)]
-        not_group = tuple(k for k, n in enumerate(kept_inner) if n not in kept.group)
         count = jnp.sum(count, axis=not_group) if not_group else count
-        n_near = jnp.sum(n_near)
         bits = jax.lax.cond(n_near > 0, pack, lambda _: jnp.zeros(packed, jnp.uint8), near)
         return best, count, n_near, bits
 
@@ -367,14 +323,9 @@ def cell_kernel(grid: Grid, layout: Layout):
     shape = layout.inner_shape
 
     def kernel(outer_index, arrays):
-        safe, near, value, permutation = decide(grid, tables, layout, outer_index, arrays)
-        back = np.argsort(permutation)
-
-        def canonical(a):
-            a = jnp.broadcast_to(a, safe.shape).reshape([shape[i] for i in permutation])
-            return jnp.transpose(a, back).reshape(-1)
-
-        return canonical(safe), canonical(near), canonical(value)
+        arch, cfg, hw = broadcast_inputs(tables, layout, outer_index, arrays, jnp)
+        return tuple(a.reshape(-1) for a in
+                     plain_decision(split_terms(grid, arch, cfg, hw), shape))
 
     jitted = jax.jit(kernel)
     return lambda outer_index: jitted(outer_index, arrays)

@@ -32,7 +32,8 @@ from __future__ import annotations
 from sweep import xp
 from sweep.config import TrainConfig
 from sweep.memory import bytes as b
-from sweep.model import Architecture
+from sweep.memory.shard import FIRST, holds_embedding, holds_head, stage_layers
+from sweep.model import Architecture, moe_layer_count
 
 CPU = 1  # code of vocabulary.DEVICES
 NO_RECOMPUTE, SELECTIVE, FULL_RECOMPUTE = 0, 1, 2
@@ -236,8 +237,6 @@ def blocks_bytes(arch: Architecture, cfg: TrainConfig, layers, first_layer):
     Full recompute keeps each recomputed block's input; `recompute_layers` (0 = all) blocks of
     the stage are recomputed, the rest keep everything.
     """
-    from sweep.model import moe_layer_count
-
     n_moe = moe_layer_count(arch, layers, first_layer)
     dense_block, moe_block = layer_bytes(arch, cfg, 0), layer_bytes(arch, cfg, 1)
     full = (layers - n_moe) * dense_block + n_moe * moe_block
@@ -253,8 +252,6 @@ def blocks_bytes(arch: Architecture, cfg: TrainConfig, layers, first_layer):
 def recompute_working_bytes(arch: Architecture, cfg: TrainConfig, layers, first_layer):
     """During backward a fully recomputed block holds all its activations again, one block at
     a time: the largest block's saved bytes."""
-    from sweep.model import moe_layer_count
-
     n_moe = moe_layer_count(arch, layers, first_layer)
     largest = xp.where(n_moe > 0, layer_bytes(arch, cfg, 1), layer_bytes(arch, cfg, 0))
     return xp.where(cfg.recompute == FULL_RECOMPUTE, largest, 0)
@@ -280,19 +277,16 @@ def stage_activation_bytes(arch: Architecture, cfg: TrainConfig, stage: int):
     flight; last stage: one micro-batch, its blocks, RoPE tables, final norm and head input.
     With full recompute, one block's activations are rebuilt at a time during backward.
     """
-    layers = arch.num_layers / cfg.pp
-    first_layer = 0 if stage == 0 else arch.num_layers - layers
-    holds_embedding = 1 if stage == 0 else cfg.pp == 1
-    holds_head = 1 if stage == 1 else cfg.pp == 1
-    in_flight = in_flight_microbatches(cfg) if stage == 0 else 1
+    layers, first_layer = stage_layers(arch, cfg, stage)
+    in_flight = in_flight_microbatches(cfg) if stage == FIRST else 1
     per_microbatch = (
         blocks_bytes(arch, cfg, layers, first_layer)
-        + holds_embedding * embedding_bytes(arch, cfg)
+        + holds_embedding(cfg, stage) * embedding_bytes(arch, cfg)
         + rope_bytes(arch, cfg)
     )
     return (
         in_flight * per_microbatch
-        + holds_head * head_bytes(arch, cfg)
+        + holds_head(cfg, stage) * head_bytes(arch, cfg)
         + recompute_working_bytes(arch, cfg, layers, first_layer)
     )
 
@@ -300,5 +294,5 @@ def stage_activation_bytes(arch: Architecture, cfg: TrainConfig, stage: int):
 def stage_logits_bytes(arch: Architecture, cfg: TrainConfig, stage: int):
     """Loss-side tensors on the stage holding the head: saved log-probabilities and targets,
     and the loss gradient when backward starts."""
-    holds_head = 1 if stage == 1 else cfg.pp == 1
-    return holds_head * (logits_saved_bytes(arch, cfg) + logits_gradient_bytes(arch, cfg))
+    loss = logits_saved_bytes(arch, cfg) + logits_gradient_bytes(arch, cfg)
+    return holds_head(cfg, stage) * loss

@@ -80,16 +80,25 @@ def stage_layers(arch: model.Architecture, cfg: TrainConfig, stage: int):
     return layers, first_layer
 
 
+def holds_embedding(cfg: TrainConfig, stage: int):
+    """The first stage holds the input embedding (every stage when pp = 1)."""
+    return 1 if stage == FIRST else cfg.pp == 1
+
+
+def holds_head(cfg: TrainConfig, stage: int):
+    """The last stage holds the final norm and the head (every stage when pp = 1)."""
+    return 1 if stage == LAST else cfg.pp == 1
+
+
 def stage_shard(arch: model.Architecture, cfg: TrainConfig, stage: int) -> StageShard:
     """Parameters on one GPU of the first (`FIRST`) or last (`LAST`) pipeline stage."""
     tp, ep, etp = cfg.tp, cfg.ep, expert_tp(cfg)
     layers, first_layer = stage_layers(arch, cfg, stage)
-    holds_embedding = 1 if stage == FIRST else cfg.pp == 1
-    holds_head = 1 if stage == LAST else cfg.pp == 1
+    with_embedding, with_head = holds_embedding(cfg, stage), holds_head(cfg, stage)
     blocks = model.layers_params(arch, layers, first_layer, tp, ep, etp)
-    embedding = holds_embedding * model.embedding_params(arch, tp)
+    embedding = with_embedding * model.embedding_params(arch, tp)
     # The head's vocabulary dimension is split; its hidden dimension is the factored column.
-    head = holds_head * (model.head_params(arch, tp) + model.final_norm_params(arch))
+    head = with_head * (model.head_params(arch, tp) + model.final_norm_params(arch))
     base_dense = blocks.dense + embedding + head
 
     # Leading frozen blocks (and the embedding, when any block is frozen) of a partial fine-tune.
@@ -109,11 +118,11 @@ def stage_shard(arch: model.Architecture, cfg: TrainConfig, stage: int) -> Stage
         arch, layers - frozen_layers, first_layer + frozen_layers, tp, ep, etp
     )
     vocab_rows = arch.vocab_size / tp
-    factored_embedding = (cfg.frozen_layers <= 0) * holds_embedding * (
+    factored_embedding = (cfg.frozen_layers <= 0) * with_embedding * (
         vocab_rows + arch.hidden_size
         + arch.learned_position_embeddings * (arch.max_position_embeddings + arch.hidden_size)
     )
-    factored_head = holds_head * (
+    factored_head = with_head * (
         (1 - arch.tied_embeddings) * (vocab_rows + arch.hidden_size)
         + model.final_norm_params(arch)
     )

@@ -17,7 +17,7 @@ from sweep.memory import activations as act
 from sweep.memory import inference as inf
 from sweep.memory import runtime
 from sweep.memory.model_states import PROFILES, ModelStates, model_states
-from sweep.memory.shard import FIRST, FULL, LAST, stage_shard
+from sweep.memory.shard import FIRST, FULL, LAST, holds_head, stage_shard
 from sweep.model import Architecture
 from sweep.validity import checks as validity_checks
 from sweep.validity import invalid_reasons
@@ -117,8 +117,7 @@ def _per_stage(arch: Architecture, cfg: TrainConfig, hw: Hardware, stage: int,
     training_only = lambda value: xp.where(inference, 0, value)  # noqa: E731
     activations = xp.where(inference, inf.decode_workspace_bytes(arch, cfg),
                            act.stage_activation_bytes(arch, cfg, stage))
-    holds_head = 1 if stage == LAST else cfg.pp == 1
-    logits = xp.where(inference, holds_head * inf.decode_logits_bytes(arch, cfg),
+    logits = xp.where(inference, holds_head(cfg, stage) * inf.decode_logits_bytes(arch, cfg),
                       act.stage_logits_bytes(arch, cfg, stage))
     kv_cache = xp.where(inference, inf.kv_cache_bytes(arch, cfg), 0)
     communication = training_only(runtime.communication_bytes(shard, cfg))
@@ -191,8 +190,3 @@ def estimate(arch: Architecture, cfg: TrainConfig, hw: Hardware) -> Estimate:
         invalid=invalid,
         fits=fits,
     )
-
-
-def components_dict(est: Estimate) -> dict:
-    return {k: getattr(est, k) for k in GPU_COMPONENTS}
-
