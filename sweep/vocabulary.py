@@ -12,7 +12,9 @@ import difflib
 from sweep.errors import SweepError
 
 FRAMEWORKS = ("generic", "deepspeed", "megatron", "fsdp")
-PRECISIONS = ("fp32", "bf16-mixed", "fp16-mixed", "bf16", "fp8-mixed")
+# bf16-autocast: PyTorch autocast (`torch.autocast(dtype=bfloat16)`, the Hugging Face Trainer's
+# `bf16=True`): fp32 parameters, gradients and optimizer states, bf16 compute.
+PRECISIONS = ("fp32", "bf16-mixed", "fp16-mixed", "bf16", "fp8-mixed", "bf16-autocast")
 OPTIMIZERS = ("adamw", "adam8bit", "adafactor", "sgd", "sgd-momentum", "lion")
 RECOMPUTES = ("none", "selective", "full")
 OFFLOADS = ("none", "optimizer", "optimizer+params", "nvme")

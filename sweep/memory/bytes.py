@@ -11,10 +11,12 @@ Precisions (bytes per parameter of each copy):
 | fp16-mixed  | 2       | 2         | 4           | 4                           |
 | bf16        | 2       | 2         | 0           | 2 (states in bf16 too)      |
 | fp8-mixed   | 2 (1 in block linears) | 2 | 4      | 4                           |
+| bf16-autocast | 4     | 4         | 0           | 4                           |
 
 Mixed precision keeps a 16-bit compute copy, 16-bit gradients and an fp32 master copy with fp32
 optimizer states (Micikevicius et al. 2018; Rajbhandari et al. 2020 §3.1: 2Ψ + 2Ψ + KΨ, K = 12
-for Adam = 4 master + 4 momentum + 4 variance). fp8-mixed stores the weights of the blocks'
+for Adam = 4 master + 4 momentum + 4 variance). bf16-autocast (PyTorch autocast) keeps every parameter, gradient and state in fp32 and casts to
+bf16 per operation (torch/amp/autocast_mode.py). fp8-mixed stores the weights of the blocks'
 linear layers in fp8 only (Transformer Engine `fp8_model_init`, Megatron-LM
 `--fp8-param-gather`); embeddings, norms and the head stay bf16.
 """
@@ -29,12 +31,12 @@ BF16_BYTES = 2
 FP8_BYTES = 1
 INT8_BYTES = 1
 
-#                  fp32  bf16-mixed  fp16-mixed  bf16  fp8-mixed
-WEIGHT_BYTES = (FP32_BYTES, BF16_BYTES, FP16_BYTES, BF16_BYTES, BF16_BYTES)
-LINEAR_WEIGHT_BYTES = (FP32_BYTES, BF16_BYTES, FP16_BYTES, BF16_BYTES, FP8_BYTES)
-GRADIENT_BYTES = (FP32_BYTES, BF16_BYTES, FP16_BYTES, BF16_BYTES, BF16_BYTES)
-MASTER_BYTES = (0, FP32_BYTES, FP32_BYTES, 0, FP32_BYTES)
-STATE_ELEMENT_BYTES = (FP32_BYTES, FP32_BYTES, FP32_BYTES, BF16_BYTES, FP32_BYTES)
+#                  fp32  bf16-mixed  fp16-mixed  bf16  fp8-mixed  bf16-autocast
+WEIGHT_BYTES = (FP32_BYTES, BF16_BYTES, FP16_BYTES, BF16_BYTES, BF16_BYTES, FP32_BYTES)
+LINEAR_WEIGHT_BYTES = (FP32_BYTES, BF16_BYTES, FP16_BYTES, BF16_BYTES, FP8_BYTES, FP32_BYTES)
+GRADIENT_BYTES = (FP32_BYTES, BF16_BYTES, FP16_BYTES, BF16_BYTES, BF16_BYTES, FP32_BYTES)
+MASTER_BYTES = (0, FP32_BYTES, FP32_BYTES, 0, FP32_BYTES, 0)
+STATE_ELEMENT_BYTES = (FP32_BYTES, FP32_BYTES, FP32_BYTES, BF16_BYTES, FP32_BYTES, FP32_BYTES)
 
 # 8-bit Adam (bitsandbytes, Dettmers et al. 2022 "8-bit Optimizers via Block-wise
 # Quantization"): each state is int8 with one fp32 absmax per block; the block is 256 elements
