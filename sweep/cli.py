@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="sweep a grid file (the default command)")
     run.add_argument("grid", nargs="?", default=DEFAULT_GRID, help=f"default: {DEFAULT_GRID}")
     run.add_argument("--force", action="store_true",
-                     help="replace the output of a different grid in the output directory")
+                     help="replace the output of a different grid in the output directory "
+                          "(removes only the files this tool wrote there)")
     run.add_argument("--no-progress", action="store_true", help="no progress line")
     run.add_argument("--out", help="output directory (default: the grid's [output] dir)")
     dist = run.add_argument_group(
@@ -87,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
         "largest", help="the largest trainable model per node type and cluster size")
     big.add_argument("grid", nargs="?", default=LARGEST_GRID, help=f"default: {LARGEST_GRID}")
     big.add_argument("--out", help="output directory (default: the grid's [output] dir)")
+    big.add_argument("--force", action="store_true",
+                     help="replace the output of a different grid (only files this tool wrote)")
     few = commands.add_parser(
         "fewest", help="the fewest GPUs of each type that train a model at a context length")
     few.add_argument("--model", required=True, help="catalog name or config.json path")
@@ -112,19 +115,20 @@ def _config_values(args: argparse.Namespace) -> dict:
 
 
 def _largest(args) -> None:
-    from pathlib import Path
 
     import polars as pl
 
     from sweep import sink
     from sweep.grid import load
     from sweep.largest import largest
+    from sweep.outdir import OutputDir
 
     grid = load(args.grid)
-    out = Path(args.out or grid.output_dir) / "largest"
+    out = OutputDir(args.out or grid.output_dir)
     frame = largest(grid)
-    if len(frame):
-        sink.write_partitioned(frame, out, "gpu", sink.metadata(grid))
+    with out.lock():
+        out.claim(grid.hash, grid.name, force=args.force, what="largest")
+        sink.write_partitioned(out, "largest", frame, "gpu", sink.metadata(grid))
     shown = ["gpu", "nodes", "n_gpus", "params_B", "hidden_size", "num_layers", "framework",
              "zero_stage", "tp", "pp", "recompute", "offload", "grad_accum",
              "per_gpu_total_gib"]
@@ -133,7 +137,7 @@ def _largest(args) -> None:
         with pl.Config(tbl_rows=500, tbl_cols=20, tbl_width_chars=200,
                        tbl_hide_dataframe_shape=True, float_precision=1):
             print(table.select([c for c in shown if c in table.columns]))
-    print(f"output: {out}/ (partitioned by gpu)")
+    print(f"output: {out.root / 'largest'}/ (partitioned by gpu)")
 
 
 def _fewest(args) -> None:
@@ -190,12 +194,13 @@ def _run(args) -> None:
 
     from sweep import engine, report_text
     from sweep.grid import load
+    from sweep.outdir import check_path
 
     grid = load(args.grid)
     if args.distributed or args.coordinator:
         _initialize_distributed(args)
     if args.out:
-        grid = dataclasses.replace(grid, output_dir=args.out)
+        grid = dataclasses.replace(grid, output_dir=str(check_path(args.out, "--out", "--out")))
     lead = jax.process_index() == 0
     if lead:
         print(f"{grid.name}: {grid.size:,} configurations over "
@@ -231,4 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: the finished work is saved; run the same command again to resume",
+              file=sys.stderr)
+        return 130
     return 0

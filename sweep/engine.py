@@ -6,16 +6,17 @@ Layout of `outputs/<grid>/`:
   summary.parquet                      per group: configurations, feasible, best point
   feasible/chunk-<n>.parquet           every feasible configuration (`feasible_dump`)
   manifest.json                        what was run and what was written
-  .state/                              merged partial results, for resuming
+  .sweep/                              the tool's bookkeeping: files it owns, lock, temporary
+                                       files, resumable partial results (see outdir.py)
 """
 
 from __future__ import annotations
 
 import json
 import math
-import shutil
 import sys
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,9 +30,9 @@ from jax.sharding import PartitionSpec as P
 from sweep import sink
 from sweep import vocabulary as vocab
 from sweep.enumerate import Layout, Tables, decode, flat_inputs
-from sweep.errors import SweepError
 from sweep.grid import Grid
 from sweep.memory.total import GPU_COMPONENTS, estimate
+from sweep.outdir import OutputDir
 from sweep.reduce import (
     Kept,
     cell_kernel,
@@ -60,22 +61,29 @@ class State:
         return cls(np.full(best_shape, -np.inf, np.float64), np.zeros(count_shape, np.int64),
                    np.zeros(n_chunks, bool))
 
-    def save(self, path: Path, grid_hash: str) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "wb") as fh:
-            np.savez(fh, best=self.best, count=self.count, done=self.done,
-                     grid_hash=np.array(grid_hash))
-        tmp.replace(path)
+    def save(self, out: OutputDir, name: str, grid_hash: str) -> None:
+        def produce(tmp: Path) -> None:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, best=self.best, count=self.count, done=self.done,
+                         grid_hash=np.array(grid_hash))
+
+        out.write_state(name, produce)
 
     @classmethod
     def load(cls, path: Path, grid_hash: str, shapes) -> State | None:
+        """The saved state, or None when absent, of another grid or shape, or unreadable
+        (a file truncated by a crash: that run's work is redone, with a word on stderr)."""
         if not path.exists():
             return None
-        with np.load(path) as data:
-            if str(data["grid_hash"]) != grid_hash:
-                return None
-            state = cls(data["best"], data["count"], data["done"])
+        try:
+            with np.load(path) as data:
+                if str(data["grid_hash"]) != grid_hash:
+                    return None
+                state = cls(data["best"], data["count"], data["done"])
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+            print(f"note: ignoring unreadable resume state {path} ({type(err).__name__}); "
+                  "its chunks are evaluated again", file=sys.stderr)
+            return None
         if (state.best.shape, state.count.shape, state.done.shape) != shapes:
             return None
         return state
@@ -101,25 +109,6 @@ class Progress:
         sys.stderr.flush()
 
 
-def _check_output(grid: Grid, out: Path, force: bool) -> None:
-    manifest = out / "manifest.json"
-    states = sorted((out / ".state").glob("state-*.npz")) if (out / ".state").exists() else []
-    if not out.exists() or not any(out.iterdir()):
-        return
-    previous = None
-    if manifest.exists():
-        previous = json.loads(manifest.read_text()).get("grid_hash")
-    elif states:
-        with np.load(states[0]) as data:
-            previous = str(data["grid_hash"])
-    if previous == grid.hash:
-        return
-    if not force:
-        raise SweepError(f"{out} holds the output of a different grid; use --force to replace it "
-                         f"or set [output] dir.")
-    shutil.rmtree(out)
-
-
 def run(grid: Grid, *, force: bool = False, progress: bool = True,
         devices: list | None = None, max_chunks: int | None = None) -> dict:
     """Evaluate the whole grid and write the outputs; returns the manifest.
@@ -129,17 +118,28 @@ def run(grid: Grid, *, force: bool = False, progress: bool = True,
     the shared output directory; process 0 merges the parts (max and sum: exact and
     order-independent) and writes the files, identical to a one-process run.
     `max_chunks` stops after that many new chunks (an interrupted run, for tests)."""
-    out = Path(grid.output_dir)
+    out = OutputDir(grid.output_dir)
+    rank = jax.process_index()
+    if rank != 0:
+        return _run(grid, out, progress, devices, max_chunks)
+    with out.lock():
+        out.claim(grid.hash, grid.name, force=force)
+        return _run(grid, out, progress, devices, max_chunks)
+
+
+def _state_name(rank: int, ranks: int) -> str:
+    return f"state-{rank}-of-{ranks}.npz"
+
+
+def _run(grid: Grid, out: OutputDir, progress: bool, devices, max_chunks) -> dict:
     rank, ranks = jax.process_index(), jax.process_count()
-    if rank == 0:
-        _check_output(grid, out, force)
     _barrier(ranks, "checked")
     layout = Layout.of(grid)
     kept = Kept.of(grid)
     shapes = (kept.shape(grid), tuple(len(grid.axis(n)) for n in kept.group),
               (layout.n_chunks,))
-    state_path = out / ".state" / f"state-{rank}-of-{ranks}.npz"
-    state = State.load(state_path, grid.hash, shapes) or State.empty(*shapes)
+    state_name = _state_name(rank, ranks)
+    state = State.load(out.state / state_name, grid.hash, shapes) or State.empty(*shapes)
 
     devices = devices or jax.local_devices()
     mesh = Mesh(np.array(devices), ("chunks",))
@@ -165,35 +165,43 @@ def run(grid: Grid, *, force: bool = False, progress: bool = True,
     checkpointed = time.perf_counter()
     evaluated = int(state.done[mine.start::mine.step].sum()) * layout.chunk_configs
     n_dev = len(devices)
-    for start in range(0, len(todo), n_dev):
-        batch = todo[start:start + n_dev]
-        padded = batch + [batch[-1]] * (n_dev - len(batch))
-        indices = np.array([layout.outer_index(c) for c in padded], np.int32).reshape(
-            n_dev, layout.outer)
-        t0 = time.perf_counter()
-        best, count, n_near, bits = jax.device_get(batched(jnp.asarray(indices), arrays))
-        if start == 0:
-            compile_seconds = time.perf_counter() - t0
-        for i, chunk in enumerate(batch):
-            outer_index = layout.outer_index(chunk)
-            slot = chunk_slot(grid, layout, kept.names, outer_index)
-            state.best[slot] = np.maximum(state.best[slot], best[i])
-            gslot = chunk_slot(grid, layout, kept.group, outer_index)
-            state.count[gslot] += count[i]
-            if n_near[i]:
-                local = unpack_near(bits[i], layout, kernel.permutation)
-                pending.append(_full_flat(layout, outer_index, local))
-            if grid.feasible_dump:
-                _dump_chunk(grid, layout, tables, chunk, out)
-            state.done[chunk] = True
-        evaluated += len(batch) * layout.chunk_configs
-        bar.update(evaluated)
-        if time.perf_counter() - checkpointed > CHECKPOINT_SECONDS:
-            _decide_near(grid, layout, kept, tables, state, pending)
-            state.save(state_path, grid.hash)
-            checkpointed = time.perf_counter()
-    _decide_near(grid, layout, kept, tables, state, pending)
-    state.save(state_path, grid.hash)
+
+    def checkpoint() -> None:
+        _decide_near(grid, layout, kept, tables, state, pending)
+        state.save(out, state_name, grid.hash)
+
+    try:
+        for start in range(0, len(todo), n_dev):
+            batch = todo[start:start + n_dev]
+            padded = batch + [batch[-1]] * (n_dev - len(batch))
+            indices = np.array([layout.outer_index(c) for c in padded], np.int32).reshape(
+                n_dev, layout.outer)
+            t0 = time.perf_counter()
+            best, count, n_near, bits = jax.device_get(batched(jnp.asarray(indices), arrays))
+            if start == 0:
+                compile_seconds = time.perf_counter() - t0
+            for i, chunk in enumerate(batch):
+                outer_index = layout.outer_index(chunk)
+                slot = chunk_slot(grid, layout, kept.names, outer_index)
+                state.best[slot] = np.maximum(state.best[slot], best[i])
+                gslot = chunk_slot(grid, layout, kept.group, outer_index)
+                state.count[gslot] += count[i]
+                if n_near[i]:
+                    local = unpack_near(bits[i], layout, kernel.permutation)
+                    pending.append(_full_flat(layout, outer_index, local))
+                if grid.feasible_dump:
+                    _dump_chunk(grid, layout, tables, chunk, out)
+                state.done[chunk] = True
+            evaluated += len(batch) * layout.chunk_configs
+            bar.update(evaluated)
+            # The first checkpoint right after compiling, so that a kill saves the work done.
+            if start == 0 or time.perf_counter() - checkpointed > CHECKPOINT_SECONDS:
+                checkpoint()
+                checkpointed = time.perf_counter()
+    except KeyboardInterrupt:
+        checkpoint()  # what finished is kept: the same command resumes from it
+        raise
+    checkpoint()
     bar.update(evaluated, force=True)
     run_seconds = time.perf_counter() - started
     _barrier(ranks, "swept")
@@ -209,7 +217,7 @@ def run(grid: Grid, *, force: bool = False, progress: bool = True,
         manifest = _finish(grid, layout, kept, tables, merged, out)
     _barrier(ranks, "written")
     if rank != 0:
-        manifest = json.loads((out / "manifest.json").read_text())
+        manifest = json.loads((out.root / "manifest.json").read_text())
     # Timing goes to the caller, not into the files (they stay byte-identical across runs).
     if todo:
         manifest["timing"] = timing
@@ -223,11 +231,11 @@ def _barrier(ranks: int, name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
-def _merge_parts(out: Path, grid: Grid, shapes, ranks: int) -> State:
+def _merge_parts(out: OutputDir, grid: Grid, shapes, ranks: int) -> State:
     """Every process's state, merged: max of the best values, sum of the counts."""
     merged = State.empty(*shapes)
     for rank in range(ranks):
-        part = State.load(out / ".state" / f"state-{rank}-of-{ranks}.npz", grid.hash, shapes)
+        part = State.load(out.state / _state_name(rank, ranks), grid.hash, shapes)
         if part is None:
             continue
         merged.best = np.maximum(merged.best, part.best)
@@ -275,7 +283,7 @@ def evaluate_flat(grid, layout, tables, flat):
     return np.broadcast_to(fits, shape), value, coords
 
 
-def _dump_chunk(grid, layout, tables, chunk, out: Path) -> None:
+def _dump_chunk(grid, layout, tables, chunk, out: OutputDir) -> None:
     """Every feasible configuration of one chunk, evaluated in float64 in batches of BATCH
     configurations (memory bounded by the batch, not the chunk)."""
     outer_index = layout.outer_index(chunk)
@@ -285,7 +293,7 @@ def _dump_chunk(grid, layout, tables, chunk, out: Path) -> None:
         flat = _full_flat(layout, outer_index, local)
         fits, _, _ = evaluate_flat(grid, layout, tables, flat)
         parts.append(configurations_frame(grid, layout, tables, flat[fits]))
-    sink.write_parquet(pl.concat(parts), out / "feasible" / f"chunk-{chunk:08d}.parquet",
+    sink.write_parquet(out, f"feasible/chunk-{chunk:08d}.parquet", pl.concat(parts),
                        sink.metadata(grid))
 
 
@@ -367,20 +375,16 @@ def _cell_configurations(grid, layout, kept, tables, cells) -> np.ndarray:
     return chosen
 
 
-def _finish(grid, layout, kept, tables, state, out: Path) -> dict:
+def _finish(grid, layout, kept, tables, state, out: OutputDir) -> dict:
     meta = sink.metadata(grid)
     front = grid_frontier(state.best, grid, kept)
     cells = [tuple(c) for c in np.argwhere(front)]
     flats = _cell_configurations(grid, layout, kept, tables, cells)
     frame = configurations_frame(grid, layout, tables, flats)
     frame = _sorted(frame, grid)
-    root = out / "frontier"
-    written = sink.write_partitioned(frame, root, "gpu", meta) if len(frame) else []
-    for stale in root.glob("gpu=*") if root.exists() else []:
-        if stale / "part-0.parquet" not in written:
-            shutil.rmtree(stale)
+    sink.write_partitioned(out, "frontier", frame, "gpu", meta)
     summary = _summary(grid, kept, state, frame)
-    sink.write_parquet(summary, out / "summary.parquet", meta)
+    sink.write_parquet(out, "summary.parquet", summary, meta)
     manifest = {
         "engine_version": sink.ENGINE_VERSION,
         "formula_version": sink.FORMULA_VERSION,
@@ -393,10 +397,10 @@ def _finish(grid, layout, kept, tables, state, out: Path) -> dict:
         "group_by": list(grid.group_by),
         "feasible": int(state.count.sum()),
         "frontier_points": len(frame),
-        "files": sorted(str(p.relative_to(out)) for p in [*written, out / "summary.parquet"]),
+        "files": sorted(out.owned() - {"manifest.json"}),
         "units": sink.UNITS,
     }
-    sink.atomic_write_json(out / "manifest.json", manifest)
+    out.write_json("manifest.json", manifest)
     return manifest
 
 

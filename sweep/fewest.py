@@ -14,6 +14,7 @@ import polars as pl
 
 from sweep import catalog, engine, sink
 from sweep.grid import Grid, parse
+from sweep.outdir import OutputDir, safe_name
 
 STRATEGIES = """
 n_gpus = {{pow2 = [1, {max_gpus}]}}
@@ -36,7 +37,7 @@ def fewest_grid(model: str, seq_len: int, gpus: list[str] | None = None,
     gpus = gpus or list(catalog.gpus())
     spec = catalog.model(model)
     cp = "[1, 2, 4, 8]" if seq_len >= 32768 else "[1]"
-    name = f"fewest-{Path(spec.name).name}-{seq_len}"
+    name = safe_name(f"fewest-{Path(spec.name).name}-{seq_len}")
     text = (f'name = "{name}"\n[axes]\nmodel = {json.dumps([model])}\n'
             f"gpu = {json.dumps(gpus)}\n"
             + STRATEGIES.format(max_gpus=max_gpus, cp=cp, frameworks=json.dumps(list(frameworks)),
@@ -48,12 +49,15 @@ def fewest_grid(model: str, seq_len: int, gpus: list[str] | None = None,
 
 def fewest(grid: Grid, *, force: bool = False, progress: bool = False) -> pl.DataFrame:
     """Run the grid and write fewest.parquet: one row per GPU type that can train the model."""
-    engine.run(grid, force=force, progress=progress)
-    out = Path(grid.output_dir)
-    frame = pl.read_parquet(out / "frontier", hive_partitioning=True) \
-        if (out / "frontier").exists() else pl.DataFrame()
-    if len(frame):
-        frame = frame.with_columns(pl.col("gpu").cast(pl.String)).sort("gpu")
-        frame = frame.with_columns((pl.col("n_gpus") / pl.col("gpus_per_node")).alias("nodes"))
-    sink.write_parquet(frame, out / "fewest.parquet", sink.metadata(grid))
+    out = OutputDir(grid.output_dir)
+    with out.lock():
+        engine.run(grid, force=force, progress=progress)
+        frontier = out.root / "frontier"
+        frame = pl.read_parquet(frontier, hive_partitioning=True) \
+            if frontier.exists() else pl.DataFrame()
+        if len(frame):
+            frame = frame.with_columns(pl.col("gpu").cast(pl.String)).sort("gpu")
+            frame = frame.with_columns(
+                (pl.col("n_gpus") / pl.col("gpus_per_node")).alias("nodes"))
+        sink.write_parquet(out, "fewest.parquet", frame, sink.metadata(grid))
     return frame

@@ -39,6 +39,7 @@ from sweep.catalog import GpuSpec
 from sweep.config import TrainConfig
 from sweep.errors import SweepError
 from sweep.model import Architecture, ModelSpec, total_params
+from sweep.outdir import check_name, check_path, safe_name
 
 CONFIG_KEYS = tuple(f.name for f in fields(TrainConfig))
 BOOLEAN_KEYS = ("sp", "flash_attention", "fused_cross_entropy", "zero_init")
@@ -265,9 +266,7 @@ def parse(text: str, path: str = "<grid>") -> Grid:
     except tomllib.TOMLDecodeError as err:
         raise SweepError(f"{path}: not valid TOML ({err}).") from None
     _check_keys(where, raw, TOP_LEVEL, "")
-    name = raw.get("name", Path(path).stem)
-    if not isinstance(name, str) or not name or "/" in name:
-        where.fail("name", f"must be a non-empty string without '/', got {name!r}")
+    name = check_name(raw.get("name", safe_name(Path(path).stem)), path)
     axes_raw = raw.get("axes", {})
     _check_keys(where, axes_raw, AXIS_KEYS, "axes.")
     if "model" not in axes_raw:
@@ -322,9 +321,8 @@ def parse(text: str, path: str = "<grid>") -> Grid:
 
     output = raw.get("output", {})
     _check_keys(where, output, OUTPUT_KEYS, "output.")
-    out_dir = output.get("dir", f"outputs/{name}")
-    if not isinstance(out_dir, str) or not out_dir:
-        where.fail("output.dir", f"must be a path string, got {out_dir!r}")
+    out_dir = str(check_path(output.get("dir", f"outputs/{name}"), path, "output.dir",
+                             relative_only=True))
     dump = output.get("feasible_dump", False)
     if not isinstance(dump, bool):
         where.fail("output.feasible_dump", f"must be true or false, got {dump!r}")

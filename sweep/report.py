@@ -25,7 +25,7 @@ import polars as pl  # noqa: E402
 
 from sweep.errors import SweepError  # noqa: E402
 from sweep.memory.total import GPU_COMPONENTS  # noqa: E402
-from sweep.sink import atomic_write_bytes  # noqa: E402
+from sweep.outdir import OutputDir  # noqa: E402
 
 GIB = 2**30
 DPI = 110
@@ -93,11 +93,10 @@ def breakdown_plot(frame: pl.DataFrame, labels: list[str], path: Path) -> dict:
 
 def _save(fig, path: Path) -> None:
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=DPI)
+    run = path.parent.parent
+    OutputDir(run).write(str(path.relative_to(run)),
+                         lambda tmp: fig.savefig(tmp, dpi=DPI, format="png"))
     plt.close(fig)
-    tmp.replace(path)
 
 
 def _table(frame: pl.DataFrame, columns: list[str]) -> str:
@@ -135,6 +134,11 @@ def write_report(run: Path) -> Path:
         raise SweepError(f"{run}: no frontier/ or largest/ to report on; run a grid or "
                          "`run_sweep.py largest` first.")
     out = run / "report"
+    with OutputDir(run).lock():
+        return _write_report(run, out, frontier, biggest)
+
+
+def _write_report(run: Path, out: Path, frontier, biggest) -> Path:
     sections, series = [], {}
     manifest = run / "manifest.json"
     title = json.loads(manifest.read_text())["grid"]["name"] if manifest.exists() else run.name
@@ -160,6 +164,7 @@ def write_report(run: Path) -> Path:
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
             f"</title><style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
             + "".join(sections) + "</body></html>")
-    atomic_write_bytes(out / "series.json", json.dumps(series, indent=1).encode())
-    atomic_write_bytes(out / "report.html", page.encode())
+    writer = OutputDir(run)
+    writer.write_bytes("report/series.json", json.dumps(series, indent=1).encode())
+    writer.write_bytes("report/report.html", page.encode())
     return out / "report.html"

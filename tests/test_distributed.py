@@ -39,5 +39,5 @@ def test_two_processes_equal_one(tmp_path):
     for worker in workers:
         assert worker.wait(timeout=300) == 0, worker.stderr.read()
     assert _files(out) == single
-    states = sorted(p.name for p in (out / ".state").iterdir())
+    states = sorted(p.name for p in (out / ".sweep" / "state").iterdir())
     assert states == ["state-0-of-2.npz", "state-1-of-2.npz"]  # one resumable part each

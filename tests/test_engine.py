@@ -99,7 +99,7 @@ def test_outputs_and_duckdb(tmp_path):
 
 def _files(root: Path) -> dict:
     return {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and ".state" not in p.parts}
+            if p.is_file() and ".sweep" not in p.parts}
 
 
 def test_rerun_is_byte_identical_and_resumes(tmp_path):

@@ -9,6 +9,7 @@ from test_largest import GRID
 from sweep import engine
 from sweep.grid import parse
 from sweep.largest import largest
+from sweep.outdir import OutputDir
 from sweep.report import write_report
 from sweep.sink import metadata, write_partitioned
 
@@ -18,7 +19,7 @@ def test_report_plots_the_parquet_data(tmp_path):
     run = tmp_path / "run"
     small = parse(SMALL.replace("OUT", str(run)), "small.toml")
     engine.run(small, progress=False)
-    write_partitioned(largest(grid), run / "largest", "gpu", metadata(grid))
+    write_partitioned(OutputDir(run), "largest", largest(grid), "gpu", metadata(grid))
     page = write_report(run)
     out = run / "report"
     for name in ("report.html", "largest.png", "frontier.png", "breakdown.png", "series.json"):

@@ -15,8 +15,9 @@ Precisions (bytes per parameter of each copy):
 
 Mixed precision keeps a 16-bit compute copy, 16-bit gradients and an fp32 master copy with fp32
 optimizer states (Micikevicius et al. 2018; Rajbhandari et al. 2020 §3.1: 2Ψ + 2Ψ + KΨ, K = 12
-for Adam = 4 master + 4 momentum + 4 variance). bf16-autocast (PyTorch autocast) keeps every parameter, gradient and state in fp32 and casts to
-bf16 per operation (torch/amp/autocast_mode.py). fp8-mixed stores the weights of the blocks'
+for Adam = 4 master + 4 momentum + 4 variance). bf16-autocast (PyTorch autocast) keeps every
+parameter, gradient and state in fp32 and casts to bf16 per operation
+(torch/amp/autocast_mode.py). fp8-mixed stores the weights of the blocks'
 linear layers in fp8 only (Transformer Engine `fp8_model_init`, Megatron-LM
 `--fp8-param-gather`); embeddings, norms and the head stay bf16.
 """
