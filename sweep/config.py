@@ -95,4 +95,10 @@ class Hardware:
     usable_fraction: float  # of memory_bytes, what the driver exposes to the framework
     host_memory_bytes_per_node: float
     runtime_overhead_bytes: float = 0.0  # CUDA context, cuBLAS workspaces, NCCL buffers
+    nvme_bytes_per_node: float = 0.0  # local NVMe of the node (ZeRO-Infinity); 0: none known
+    platform: float = 0.0  # GPU (CUDA or ROCm) or TPU, `PLATFORMS`
+
+
+GPU_PLATFORM, TPU_PLATFORM = 0, 1  # what software stacks run on the accelerator
+PLATFORMS = ("gpu", "tpu")
 

@@ -22,6 +22,7 @@ from sweep.model import Architecture
 
 CONFIG_FIELDS = tuple(f.name for f in fields(TrainConfig))
 ARCH_FIELDS = tuple(f.name for f in fields(Architecture))
+HARDWARE_FIELDS = tuple(f.name for f in fields(Hardware))
 
 
 # Axes that (nearly) every memory term depends on come first among the outer (per-chunk)
@@ -107,9 +108,10 @@ class Tables:
         self.arrays: dict[str, np.ndarray] = {
             f"model.{name}": np.asarray(getattr(arch, name), float) for name in ARCH_FIELDS
         }
-        for name in ("memory_bytes", "usable_fraction", "host_memory_bytes_per_node",
-                     "runtime_overhead_bytes", "devices_per_node"):
-            self.arrays[f"gpu.{name}"] = np.array([float(getattr(g, name)) for g in gpus])
+        hardware = [g.hardware() for g in gpus]
+        for name in HARDWARE_FIELDS:
+            self.arrays[f"gpu.{name}"] = np.array([float(getattr(h, name)) for h in hardware])
+        self.arrays["gpu.devices_per_node"] = np.array([float(g.devices_per_node) for g in gpus])
         for name in CONFIG_FIELDS:
             self.arrays[name] = np.asarray(grid.axis(name).values, float)
 
@@ -124,9 +126,7 @@ class Tables:
         config = {name: pick(name) for name in CONFIG_FIELDS}
         if self.grid.gpus_per_node_from_gpu:
             config["gpus_per_node"] = pick("gpu.devices_per_node")
-        hw = Hardware(**{name: pick(f"gpu.{name}") for name in
-                         ("memory_bytes", "usable_fraction", "host_memory_bytes_per_node",
-                          "runtime_overhead_bytes")})
+        hw = Hardware(**{name: pick(f"gpu.{name}") for name in HARDWARE_FIELDS})
         return arch, TrainConfig(**config), hw
 
     def swept_arrays(self, layout: Layout) -> dict[str, np.ndarray]:

@@ -7,7 +7,7 @@ bits into an error message with the offending values.
 from __future__ import annotations
 
 from sweep import xp
-from sweep.config import TrainConfig
+from sweep.config import GPU_PLATFORM, Hardware, TrainConfig
 from sweep.memory.model_states import (
     DEEPSPEED,
     FSDP,
@@ -41,6 +41,15 @@ REASONS = (
     ("inference", "inference needs zero_stage 0, no offload and full (not lora) weights"),
     ("ranges", "recompute_layers and capacity_factor must be >= 0, fragmentation in [0, 1)"),
     ("batch", "micro_batch and seq_len must be >= 1"),
+    ("pipeline_zero", "DeepSpeed's pipeline engine refuses ZeRO-2 and ZeRO-3 with pp > 1 "
+                      "(deepspeed/runtime/pipe/engine.py: 'ZeRO-2 and ZeRO-3 are incompatible "
+                      "with pipeline parallelism')"),
+    ("interleaved_microbatches", "Megatron-LM's interleaved schedule (vpp > 1) needs the "
+                                 "micro-batches per step (grad_accum) to be a multiple of pp "
+                                 "(megatron/core/pipeline_parallel/schedules.py, "
+                                 "microbatch_group_size_per_vp_stage = pp)"),
+    ("platform", "DeepSpeed, Megatron-LM and FSDP2 run on GPUs (CUDA, ROCm); on a TPU only "
+                 "the generic (XLA/JAX ZeRO-style) accounting applies"),
 )
 BIT = {key: 1 << i for i, (key, _) in enumerate(REASONS)}
 
@@ -55,8 +64,9 @@ def _is_any(code, allowed):
     return hit
 
 
-def checks(arch: Architecture, cfg: TrainConfig) -> dict:
-    """Each reason's check, True where the configuration passes it."""
+def checks(arch: Architecture, cfg: TrainConfig, hw: Hardware | None = None) -> dict:
+    """Each reason's check, True where the configuration passes it (the hardware ones only
+    when `hw` is given)."""
     moe = arch.num_experts > 0
     framework, zero, offload = cfg.framework, cfg.zero_stage, cfg.offload
     zero_ok = _is_any(framework, (GENERIC, DEEPSPEED)) & (zero >= 0) & (zero <= 3)
@@ -98,14 +108,19 @@ def checks(arch: Architecture, cfg: TrainConfig) -> dict:
         "ranges": (cfg.recompute_layers >= 0) & (cfg.capacity_factor >= 0)
         & (cfg.fragmentation >= 0) & (cfg.fragmentation < 1),
         "batch": (cfg.micro_batch >= 1) & (cfg.seq_len >= 1),
+        "pipeline_zero": (framework != DEEPSPEED) | (cfg.pp == 1) | (zero <= 1),
+        "interleaved_microbatches": (framework != MEGATRON) | (cfg.vpp <= 1)
+        | ((cfg.grad_accum >= cfg.pp) & xp.divides(cfg.pp, cfg.grad_accum)),
     }
+    if hw is not None:
+        passed["platform"] = (hw.platform == GPU_PLATFORM) | (framework == GENERIC)
     return passed
 
 
-def invalid_reasons(arch: Architecture, cfg: TrainConfig):
+def invalid_reasons(arch: Architecture, cfg: TrainConfig, hw: Hardware | None = None):
     """Bit mask of `REASONS` violated by the configuration (0 = valid)."""
     mask = 0
-    for key, ok in checks(arch, cfg).items():
+    for key, ok in checks(arch, cfg, hw).items():
         mask = mask + xp.where(ok, 0, BIT[key])
     return mask
 

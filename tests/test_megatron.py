@@ -2,9 +2,17 @@
 
 `megatron_m2` is the function of NVIDIA/Megatron-LM megatron/training/theoretical_memory_usage.py
 at commit 00caa53af30912914981c86f39db123961678bbd, and `megatron_m3` the expert-parallel
-version of yuzhongw-nvidia/Megatron-LM at e851e7d22d2ad4c936d90284b257912b76e84115, both copied
-with their verbose prints and the MTP / latent-MoE / shared-expert-gate branches (unused by the
-catalog) removed. `args` is built from our architecture the way Megatron's arguments would be.
+version of yuzhongw-nvidia/Megatron-LM at e851e7d22d2ad4c936d90284b257912b76e84115, which
+NVIDIA/Megatron-LM main took over: at d98e8a64ddf34856e74b24714e3bedb2f5a39553 (core 0.20) the
+function is this one plus MTP, latent-MoE and shared-expert-gate branches (unused by the
+catalog, and removed here with the verbose prints). `args` is built from our architecture the
+way Megatron's arguments would be.
+
+One deliberate difference: the source's distributed optimizer term divides by
+`args.data_parallel_size` = n/(t·p·c), while Megatron-LM shards the optimizer over the data-
+and context-parallel ranks together (`intra_dp_cp_group`, distributed_data_parallel.py), n/(t·p);
+the profile follows the framework, so with cp > 1 it is compared with the source's formula
+evaluated at that group's size.
 """
 
 import math
@@ -185,7 +193,7 @@ def megatron_args(name, *, n_gpus, tp=1, pp=1, cp=1, ep=1, etp=None, distributed
         untie_embeddings_and_output_weights=not a.tied_embeddings,
         pipeline_model_parallel_size=pp, tensor_model_parallel_size=tp,
         expert_tensor_parallel_size=tp if etp is None else etp, expert_model_parallel_size=ep,
-        world_size=n_gpus, data_parallel_size=n_gpus // (tp * pp * cp),
+        world_size=n_gpus, data_parallel_size=n_gpus // (tp * pp),  # dp·cp: see the docstring
         use_distributed_optimizer=distributed, add_bias_linear=bool(a.linear_bias),
     )
 
@@ -247,6 +255,17 @@ EXPERT_PARALLEL = [
 def test_expert_parallel_formula(name, degrees, distributed):
     expected = megatron_m3(megatron_args(name, distributed=distributed, **degrees))
     assert _ours(name, distributed=distributed, **degrees) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["llama-3.1-70b", "mixtral-8x7b"])
+def test_more_context_parallelism_never_costs_model_state_memory(name):
+    """At fixed n_gpus and tp, cp takes ranks from dp but the distributed optimizer keeps
+    sharding over dp·cp: model states stay the same (the issue's 61.6 -> 147.9 GiB for cp 1 -> 8
+    was the source estimate's n/(t·p·c))."""
+    ep = 8 if name.startswith("mixtral") else 1
+    states = [_ours(name, n_gpus=64, tp=8, cp=cp, ep=ep, etp=1) for cp in (1, 2, 4, 8)]
+    assert all(later <= first * (1 + 1e-12) for first, later in zip(states, states[1:]))
+    assert states[-1] == pytest.approx(states[0], rel=1e-12)
 
 
 def test_bytes_per_parameter():

@@ -83,9 +83,16 @@ def test_offload_optimizer_moves_states_to_host():
     assert float(s.host_bytes_per_node) == 12 * p
 
 
-def test_nvme_offload_uses_nvme_not_host():
+def test_nvme_offload_puts_partitions_on_nvme_through_pinned_host_buffers():
+    """ZeRO-Infinity on one GPU: every partition (2P bf16 params, 2P grads, 12P master and
+    Adam) on NVMe; host RAM holds DeepSpeed's default pinned swap buffers (DeepSpeed
+    runtime/zero/offload_config.py, swap_tensor/optimizer_utils.py @edaa7221): 4 fp32 buffers of
+    the optimizer sub-group (min(1e9, P) elements), 5 bf16 parameter buffers of 1e8 elements
+    and up to 1e9 bf16 parameters kept in host RAM (issue #3000: NVMe needs pinned memory)."""
+    p = TINY_TOTAL
     s, _ = states_of(TINY, n_gpus=1, zero_stage=3, offload="nvme")
-    assert float(s.host_bytes_per_node) == 0 and float(s.nvme_bytes_per_node) == 16 * TINY_TOTAL
+    assert float(s.nvme_bytes_per_node) == 16 * p
+    assert float(s.host_bytes_per_node) == 4 * 4 * p + 2 * (5 * 1e8 + p)
 
 
 def test_fsdp_full_shard():

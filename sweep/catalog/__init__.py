@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
 
-from sweep.config import Hardware
+from sweep.config import GPU_PLATFORM, TPU_PLATFORM, Hardware
 from sweep.errors import SweepError
 from sweep.model import Architecture, ModelSpec
 from sweep.vocabulary import did_you_mean
@@ -49,6 +49,8 @@ class GpuSpec:
             usable_fraction=float(self.usable_fraction),
             host_memory_bytes_per_node=float(self.host_memory_bytes_per_node),
             runtime_overhead_bytes=float(self.runtime_overhead_bytes),
+            nvme_bytes_per_node=float(getattr(self, "nvme_bytes_per_node", 0.0)),
+            platform=float(TPU_PLATFORM if self.vendor == "Google" else GPU_PLATFORM),
         )
 
 

@@ -29,9 +29,9 @@ from sweep import xp
 from sweep.config import TrainConfig
 from sweep.memory import bytes as b
 from sweep.memory.shard import (
+    FULL,
     QLORA,
     StageShard,
-    data_parallel_degree,
     dense_shard_degree,
     expert_shard_degree,
     expert_tp,
@@ -53,6 +53,20 @@ DEEPSPEED_INIT_BYTES = b.FP32_BYTES
 MEGATRON_MAIN_GRAD_BYTES = b.FP32_BYTES
 # FSDP2 and ZeRO-3 keep gathered the unit (module) being computed and the one prefetched.
 FSDP_LIVE_UNITS = 2
+# ZeRO-Infinity (offload to NVMe) swaps through pinned host buffers, DeepSpeed's defaults
+# (deepspeedai/DeepSpeed commit edaa7221267243c7be7fb49c5d5f5c4fb97b4641):
+# offload_optimizer.buffer_count 4 buffers of the largest optimizer sub-group in fp32
+# (runtime/swap_tensor/optimizer_utils.py `SwapBufferManager(num_elems=largest_numel,
+# count=buffer_count)`; sub groups of `sub_group_size` = 1e9 elements, runtime/zero/config.py),
+# offload_param.buffer_count 5 buffers of buffer_size 1e8 parameters, and up to max_in_cpu 1e9
+# parameters kept in host RAM (runtime/zero/offload_config.py). "NVMe offloading requires pinned
+# (page-locked) memory as swap buffers" (DeepSpeed issue #3000).
+NVME_OPTIMIZER_BUFFERS = 4
+NVME_SUB_GROUP_ELEMENTS = 1e9
+NVME_PARAM_BUFFERS = 5
+NVME_PARAM_BUFFER_ELEMENTS = 1e8
+NVME_PARAMS_IN_CPU = 1e9
+AUTOCAST = 5  # code of "bf16-autocast" in vocabulary.PRECISIONS
 
 
 @jax.tree_util.register_dataclass
@@ -83,6 +97,15 @@ class _Rates:
     states_expert: object
     trainable_dense: object
     trainable_expert: object
+    frozen_dense: object  # bytes of the frozen parameters as stored (see `frozen_bytes`)
+    frozen_expert: object
+
+
+def linear_rate(cfg: TrainConfig):
+    """Bytes per block-linear weight: NF4 with its constants under QLoRA, else
+    `LINEAR_WEIGHT_BYTES` (fp8 in fp8-mixed)."""
+    nf4 = b.NF4_BYTES + b.NF4_CONSTANT_BYTES
+    return xp.where(cfg.finetune == QLORA, nf4, b.linear_weight_bytes(cfg.precision))
 
 
 def weight_bytes(shard: StageShard, cfg: TrainConfig):
@@ -92,16 +115,50 @@ def weight_bytes(shard: StageShard, cfg: TrainConfig):
     double-quantised constants under QLoRA; everything else, and LoRA adapters, at w.
     """
     w = b.weight_bytes(cfg.precision)
-    nf4 = b.NF4_BYTES + b.NF4_CONSTANT_BYTES
-    linear = xp.where(cfg.finetune == QLORA, nf4, b.linear_weight_bytes(cfg.precision))
+    linear = linear_rate(cfg)
     dense_linear = shard.block_linear - shard.base_expert
     dense = dense_linear * linear + (shard.base_dense - dense_linear) * w + shard.adapters * w
     return dense, shard.base_expert * linear
 
 
+def unit_bytes(shard: StageShard, cfg: TrainConfig):
+    """One gathered FSDP/ZeRO-3 unit (the heaviest block with its adapters) at compute bytes:
+    its linear weights at `linear_rate`, the rest at w."""
+    w = b.weight_bytes(cfg.precision)
+    rest = shard.block - shard.block_linear_unit
+    return shard.block_linear_unit * linear_rate(cfg) + (rest + shard.adapters_unit) * w
+
+
+def autocast_cast_bytes(shard: StageShard, cfg: TrainConfig):
+    """PyTorch autocast casts every weight a linear uses to bf16 and the linear saves that
+    cast for its backward (torch/amp/autocast_mode.py: casts of leaves that require grad are
+    cached until the region exits; `aten::mm` saves both operands): 2 bytes per block-linear
+    and head weight, alive from the forward pass into the backward, whatever the sharding
+    (the casts are of the gathered weights). QLoRA's NF4 base is dequantised per use by
+    bitsandbytes' `matmul_4bit`, which saves the quantised weight, so nothing is cast."""
+    linears = xp.where(cfg.finetune == QLORA, 0, shard.block_linear + shard.head_linear)
+    return xp.where(cfg.precision == AUTOCAST, b.BF16_BYTES * linears, 0)
+
+
+def frozen_bytes(shard: StageShard, cfg: TrainConfig):
+    """(dense, expert) bytes of the frozen parameters as stored: a LoRA/QLoRA base at its
+    compute bytes (NF4 linears under QLoRA: loaded so by `from_pretrained`), the frozen blocks
+    of a partial fine-tune at the model's own parameter bytes, fp32 when the framework keeps
+    fp32 parameters (FSDP's and autocast's models are fp32 with bf16 compute)."""
+    weights_dense, weights_expert = weight_bytes(shard, cfg)
+    w = b.weight_bytes(cfg.precision)
+    is_full = cfg.finetune == FULL
+    keeps_fp32 = (cfg.framework == FSDP) & (b.master_bytes(cfg.precision) > 0)
+    stored = xp.where(keeps_fp32, b.FP32_BYTES, w)
+    base_dense = weights_dense - w * shard.adapters
+    return (xp.where(is_full, stored * shard.frozen_dense, base_dense),
+            xp.where(is_full, stored * shard.frozen_expert, weights_expert))
+
+
 def _rates(shard: StageShard, cfg: TrainConfig) -> _Rates:
     weights_dense, weights_expert = weight_bytes(shard, cfg)
     g, m = b.gradient_bytes(cfg.precision), b.master_bytes(cfg.precision)
+    frozen_dense, frozen_expert = frozen_bytes(shard, cfg)
     return _Rates(
         weights_dense=weights_dense,
         weights_expert=weights_expert,
@@ -117,6 +174,8 @@ def _rates(shard: StageShard, cfg: TrainConfig) -> _Rates:
         ),
         trainable_dense=shard.trainable_dense,
         trainable_expert=shard.trainable_expert,
+        frozen_dense=frozen_dense,
+        frozen_expert=frozen_expert,
     )
 
 
@@ -133,58 +192,87 @@ def generic(shard: StageShard, cfg: TrainConfig) -> ModelStates:
 
     stage 0: (w + g + m)Ψ + o;  1 (P_os): (w + g)Ψ + (mΨ + o)/N;  2 (P_os+g): wΨ + (gΨ + mΨ + o)/N;
     3 (P_os+g+p): (w + g + m)Ψ/N + o/N. With mixed-precision AdamW, w = g = 2 and m + o = KΨ,
-    K = 12. Offload (ZeRO-Offload, Ren et al. 2021): `optimizer` moves master and states to host
-    RAM; `optimizer+params` (stage 3, ZeRO-Infinity) also the weight and gradient partitions,
-    the GPU keeping the two largest modules gathered (computed and prefetched) and one module's
-    gradient; `nvme` puts those partitions on NVMe instead of host RAM.
+    K = 12. At stage 3 the block being computed and the one prefetched are gathered,
+    2·U (`unit_bytes`), beside the partitions. Offload (ZeRO-Offload, Ren et al. 2021):
+    `optimizer` moves master and states to host RAM; `optimizer+params` (stage 3,
+    ZeRO-Infinity) also the weight and gradient partitions, the GPU keeping the two gathered
+    blocks and one module's gradient; `nvme` puts the partitions on NVMe, swapped through
+    pinned host buffers (`nvme_swap_buffer_bytes`). Under autocast the bf16 casts of the
+    weights are added (`autocast_cast_bytes`).
     """
     r = _rates(shard, cfg)
-    weights = _sharded(cfg, r.weights_dense, r.weights_expert, 3)
+    gathered = xp.where(cfg.zero_stage >= 3, FSDP_LIVE_UNITS * unit_bytes(shard, cfg), 0)
+    weights = _sharded(cfg, r.weights_dense, r.weights_expert, 3) + gathered
     grads = _sharded(cfg, r.grads_dense, r.grads_expert, 2)
     master = _sharded(cfg, r.master_dense, r.master_expert, 1)
     states = _sharded(cfg, r.states_dense, r.states_expert, 1)
-    w, g = b.weight_bytes(cfg.precision), b.gradient_bytes(cfg.precision)
-    live_weights = FSDP_LIVE_UNITS * w * shard.largest_module
+    g = b.gradient_bytes(cfg.precision)
     live_grads = g * shard.largest_module
-    return _offload(cfg, weights, master, grads, states, live_weights, live_grads)
+    states = _offload(shard, cfg, weights, master, grads, states, gathered, live_grads)
+    return states.replace(weights=states.weights + autocast_cast_bytes(shard, cfg))
 
 
-def _offload(cfg, weights, master, grads, states, live_weights, live_grads) -> ModelStates:
-    """Move offloaded per-GPU components to host RAM or NVMe (both reported per node)."""
+def nvme_swap_buffer_bytes(shard: StageShard, cfg: TrainConfig):
+    """Pinned host RAM one GPU's process holds to swap its partitions to NVMe (DeepSpeed's
+    defaults, `NVME_*`): 4 fp32 buffers of the largest optimizer sub-group, min(1e9, T/N)
+    elements each, 5 parameter buffers of 1e8 elements at w, and the first min(1e9, P/N)
+    parameters kept in host RAM at w."""
+    w = b.weight_bytes(cfg.precision)
+    trainable = _sharded(cfg, shard.trainable_dense, shard.trainable_expert)
+    params = _sharded(cfg, shard.base_dense + shard.adapters, shard.base_expert)
+    optimizer = NVME_OPTIMIZER_BUFFERS * b.FP32_BYTES * xp.minimum(NVME_SUB_GROUP_ELEMENTS,
+                                                                   trainable)
+    swapped_params = w * (NVME_PARAM_BUFFERS * NVME_PARAM_BUFFER_ELEMENTS
+                          + xp.minimum(NVME_PARAMS_IN_CPU, params))
+    return optimizer + swapped_params
+
+
+def _offload(shard, cfg, weights, master, grads, states, live_weights, live_grads) -> ModelStates:
+    """Move offloaded per-GPU components to host RAM or NVMe (both reported per node: every
+    GPU of the run on the node moves its own partitions)."""
     optimizer_off = cfg.offload >= OFFLOAD_OPTIMIZER
     params_off = cfg.offload >= OFFLOAD_PARAMS
     moved_optimizer = xp.where(optimizer_off, master + states, 0)
-    moved_params = xp.where(params_off, weights + grads, 0)
+    moved_params = xp.where(params_off, weights - live_weights + grads, 0)
     moved = (moved_optimizer + moved_params) * gpus_on_node(cfg)
     to_nvme = cfg.offload == OFFLOAD_NVME
+    pinned = nvme_swap_buffer_bytes(shard, cfg) * gpus_on_node(cfg)
     return ModelStates(
         weights=xp.where(params_off, live_weights, weights),
         master_weights=xp.where(optimizer_off, 0, master),
         gradients=xp.where(params_off, live_grads, grads),
         optimizer_states=xp.where(optimizer_off, 0, states),
-        host_bytes_per_node=xp.where(to_nvme, 0, moved),
+        host_bytes_per_node=xp.where(to_nvme, pinned, moved),
         nvme_bytes_per_node=xp.where(to_nvme, moved, 0),
     )
 
 
 def deepspeed(shard: StageShard, cfg: TrainConfig) -> ModelStates:
-    """DeepSpeed's ZeRO estimators, generalised to any precision and optimizer.
+    """DeepSpeed's ZeRO estimators, generalised to any precision, optimizer and to tensor and
+    pipeline parallelism (each process holds its tp·pp shard; a node holds the partitions of
+    every process on it).
 
     Source: deepspeedai/DeepSpeed, `estimate_zero2_model_states_mem_needs` in
     deepspeed/runtime/zero/stage_1_and_2.py (commit 02aa38c3a55174c87b33c4ad17a304389d037443)
     and `estimate_zero3_model_states_mem_needs` in deepspeed/runtime/zero/stage3.py (commit
-    007cca6a2ffe3ed9d393459f4a3081bd54341ba6); N = total GPUs, abf = additional_buffer_factor.
+    007cca6a2ffe3ed9d393459f4a3081bd54341ba6); N = GPUs sharing the shard, abf =
+    additional_buffer_factor, n_node = GPUs of the run on one node.
 
     ZeRO-1/2 (one code path, stage_1_and_2.py), no offload: GPU 2P + 18P/N where
     18 = 2 fp16 grads + 4 fp32 grads + 4 fp32 params + 8 Adam states; CPU (model init)
-    4P·gpus_per_node·abf. Offloaded optimizer: GPU 2P, CPU P·max(4N, 16)·abf.
-    ZeRO-3, no offload: GPU 4LL + 18P/N (2 fp16 params + 4 fp32 grads + 4 + 8); CPU
-    4LL·gpus_per_node·abf with zero_init, else 4P·gpus_per_node·abf. Offloaded optimizer:
-    GPU 4LL + 2P/N, CPU 16P/nodes·abf (zero_init) or P·max(4·gpus_per_node, 16/nodes)·abf.
-    Offloaded optimizer and params: GPU 4LL, CPU 18P/nodes·abf or P·max(4·gpus_per_node,
-    18/nodes)·abf. Here 2 -> w, the fp16 grads -> g, 4 + 8 -> m + o(T); with bf16/fp16-mixed
-    AdamW these are exactly DeepSpeed's numbers. `nvme` is taken as offload of optimizer and
-    params with those bytes on NVMe. Stage 0 (no ZeRO) uses `generic`.
+    4P·n_node·abf. Offloaded optimizer: GPU 2P, CPU max(4P·n_node, 16P·n_node/N)·abf: the
+    estimator's P·max(4N, 16)·abf on one node without tp/pp, where every partition lives on
+    that node. ZeRO-3, no offload: GPU 4LL + 18P/N (2 fp16 params + 4 fp32 grads + 4 + 8); CPU
+    4LL·n_node·abf with zero_init, else 4P·n_node·abf. Offloaded optimizer: GPU 4LL + 2P/N, CPU
+    16P·n_node/N·abf (zero_init) or max(4P·n_node, 16P·n_node/N)·abf. Offloaded optimizer and
+    params: GPU 4LL, CPU 18P·n_node/N·abf, likewise (the estimator's 16P/nodes and 18P/nodes).
+    The ZeRO-2 estimator's offload figure, P·max(4·total_gpus, 16)·abf, is the per-node one
+    only on a single node: for several nodes it counts every process's init copy and every
+    node's partitions; the per-node figure is max(4·n_node, 16/nodes)·P·abf, as its ZeRO-3
+    sibling has it. Here 2 -> w, the fp16 grads -> g,
+    4 + 8 -> m + o(T); with bf16/fp16-mixed AdamW these are exactly DeepSpeed's numbers.
+    `nvme` (ZeRO-Infinity) puts the offloaded partitions on NVMe and pins swap buffers in host
+    RAM (`nvme_swap_buffer_bytes`). Stage 0 (no ZeRO) uses `generic`.
     """
     r = _rates(shard, cfg)
     w, g = b.weight_bytes(cfg.precision), b.gradient_bytes(cfg.precision)
@@ -197,54 +285,49 @@ def deepspeed(shard: StageShard, cfg: TrainConfig) -> ModelStates:
     states = _sharded(cfg, r.states_dense, r.states_expert)
     weights_part = _sharded(cfg, r.weights_dense, r.weights_expert)
     params = shard.base_dense + shard.base_expert + shard.adapters
-    # P·4·gpus_per_node·abf: an fp32 copy of the model per process while it is built on the CPU.
-    init_host = DEEPSPEED_INIT_BYTES * params * gpus_on_node(cfg) * cfg.additional_buffer_factor
+    on_node = gpus_on_node(cfg)
+    abf = cfg.additional_buffer_factor
+    # P·4·n_node: an fp32 copy of its shard per process while the model is built on the CPU.
+    init_host = DEEPSPEED_INIT_BYTES * params * on_node
     off_opt = cfg.offload >= OFFLOAD_OPTIMIZER
     off_params = cfg.offload >= OFFLOAD_PARAMS
+    to_nvme = cfg.offload == OFFLOAD_NVME
 
-    # DeepSpeed's "16" (4 fp32 grads + 4 fp32 params + 8 states) and "18" (+ 2 fp16 params).
+    # DeepSpeed's "16" (4 fp32 grads + 4 fp32 params + 8 states) and "18" (+ 2 fp16 params),
+    # the partitions of every process on the node.
     optimizer_part = fp32_grads + master + states
-    offloaded_part = optimizer_part + xp.where(off_params, weights_part, 0)
-    optimizer_total = (
-        fp32_grads_dense + fp32_grads_expert + r.master_dense + r.master_expert
-        + r.states_dense + r.states_expert
-    )
+    node_share = (optimizer_part + xp.where(off_params, weights_part, 0)) * on_node
+    pinned = nvme_swap_buffer_bytes(shard, cfg) * on_node
     stage12 = ModelStates(
         weights=r.weights_dense + r.weights_expert,
         master_weights=xp.where(off_opt, 0, master),
         gradients=xp.where(off_opt, 0, grads16 + fp32_grads),
         optimizer_states=xp.where(off_opt, 0, states),
-        # P·max(4N, 16)·abf offloaded (N: all GPUs, as the source has it), else init_host.
-        host_bytes_per_node=xp.where(
-            off_opt,
-            xp.maximum(DEEPSPEED_INIT_BYTES * cfg.n_gpus * params, optimizer_total)
-            * cfg.additional_buffer_factor,
-            init_host,
-        ),
+        host_bytes_per_node=xp.where(off_opt, xp.maximum(init_host, node_share), init_host)
+        * abf,
         nvme_bytes_per_node=0,
     )
-    # The node's share of the offloaded partitions: 16P/nodes (18P/nodes with params)·abf.
-    node_share = offloaded_part * gpus_on_node(cfg) * cfg.additional_buffer_factor
     zero_init = cfg.zero_init > 0
+    init3 = xp.where(zero_init, DEEPSPEED_INIT_BYTES * ll * on_node, init_host)
     stage3 = ModelStates(
         weights=w * ll + xp.where(off_params, 0, weights_part),
         master_weights=xp.where(off_opt, 0, master),
         gradients=g * ll + xp.where(off_opt, 0, fp32_grads),
         optimizer_states=xp.where(off_opt, 0, states),
         host_bytes_per_node=xp.where(
-            off_opt,
-            xp.where(zero_init, node_share, xp.maximum(init_host, node_share)),
-            xp.where(zero_init, DEEPSPEED_INIT_BYTES * ll * gpus_on_node(cfg)
-                     * cfg.additional_buffer_factor, init_host),
-        ),
+            off_opt, xp.where(zero_init, node_share, xp.maximum(init_host, node_share)), init3)
+        * abf,
         nvme_bytes_per_node=0,
     )
     chosen = _select(cfg.zero_stage >= 3, stage3, stage12)
-    to_nvme = cfg.offload == OFFLOAD_NVME
-    return _select(cfg.zero_stage == 0, generic(shard, cfg), chosen.replace(
-        host_bytes_per_node=xp.where(to_nvme, 0, chosen.host_bytes_per_node),
-        nvme_bytes_per_node=xp.where(to_nvme, chosen.host_bytes_per_node, 0),
-    ))
+    init = xp.where(cfg.zero_stage >= 3, init3, init_host)
+    chosen = chosen.replace(
+        weights=chosen.weights + autocast_cast_bytes(shard, cfg),
+        host_bytes_per_node=xp.where(to_nvme, xp.maximum(init * abf, pinned),
+                                     chosen.host_bytes_per_node),
+        nvme_bytes_per_node=xp.where(to_nvme, node_share, 0),
+    )
+    return _select(cfg.zero_stage == 0, generic(shard, cfg), chosen)
 
 
 def _select(condition, if_true: ModelStates, if_false: ModelStates) -> ModelStates:
@@ -321,13 +404,19 @@ def megatron(arch: Architecture, cfg: TrainConfig) -> ModelStates:
     """Megatron-LM's weight and optimizer memory, split into our components.
 
     The source's bytes per parameter: 18 without the distributed optimizer, 6 + 12/d with it
-    (zero_stage 1), d = n/(t·p·c) for dense and n/(t_e·x·p) for expert parameters; "bf16 model
-    params, fp32 main gradients, fp32 main params, and fp32 Adam states", i.e. w = 2,
-    main grad 4, m + o = 12. Other precisions and optimizers change w, m and o alone.
+    (zero_stage 1); "bf16 model params, fp32 main gradients, fp32 main params, and fp32 Adam
+    states", i.e. w = 2, main grad 4, m + o = 12. Other precisions and optimizers change w, m
+    and o alone. d is the group the distributed optimizer shards over: for dense parameters
+    the data-parallel ranks together with the context-parallel ones, n/(t·p) (Megatron-LM
+    megatron/core/distributed/distributed_data_parallel.py: `data_parallel_group =
+    self.intra_dp_cp_group`, and megatron/core/optimizer/__init__.py, commit
+    d98e8a64ddf34856e74b24714e3bedb2f5a39553), not the n/(t·p·c) of the source's estimate
+    (`args.data_parallel_size`), which would make more context parallelism cost more memory;
+    for routed experts the expert data-parallel group, n/(t_e·x·p).
     """
     shard = megatron_shard(arch, cfg)
     distributed = cfg.zero_stage >= 1
-    dense_dp = xp.where(distributed, data_parallel_degree(cfg), 1)
+    dense_dp = xp.where(distributed, dense_shard_degree(cfg), 1)
     expert_dp = xp.where(distributed, expert_shard_degree(cfg), 1)
     params = shard.dense + shard.expert
     states_per_param = b.optimizer_state_bytes(cfg.optimizer, cfg.precision, 1, 0)
@@ -349,39 +438,47 @@ def fsdp(shard: StageShard, cfg: TrainConfig) -> ModelStates:
     """PyTorch FSDP2 (`fully_shard`), one unit per block, mixed precision as
     `MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)`.
 
-    Sources (pytorch/pytorch): torch/distributed/fsdp/_fully_shard/_fsdp_api.py and
-    _fsdp_collectives.py `foreach_reduce`, which casts the reduced gradient shard back to the
-    parameter's original dtype. In mixed precision the sharded parameters stay fp32 (our
-    master, 4T/N) with fp32 gradient shards (4T/N) and optimizer states o(T)/N; the compute copy
-    is the all-gathered bf16 unit: with `reshard_after_forward=True` (zero_stage 3, FULL_SHARD)
-    the unit computed and the one prefetched, 2·w·B; with False (zero_stage 2, SHARD_GRAD_OP)
-    every unit stays gathered from forward to backward, w·P. One unit's unsharded gradient g·B is
-    live before its reduce-scatter. In fp32 or pure bf16 the shard is the weights (w·P/N).
-    zero_stage 0 is DDP under `torch.autocast`, whose cache keeps the bf16 cast of every weight
-    for the backward pass: w·P + fp32 parameters 4P + fp32 gradients 4P + o(T).
-    `optimizer+params` is `CPUOffloadPolicy`: parameter, gradient and optimizer-state shards in
-    host RAM, the step on the CPU.
+    Sources (pytorch/pytorch, torch 2.13): torch/distributed/fsdp/_fully_shard/_fsdp_api.py,
+    _fsdp_param_group.py (`_init_mp_dtypes`: a uniform original dtype is required of the
+    trainable parameters only, so a frozen base may be stored in another dtype) and
+    _fsdp_collectives.py `foreach_reduce`. Every parameter is sharded over N ranks in its
+    original dtype: in mixed precision the trainable ones in fp32 (our master, 4T/N), with fp32
+    gradient shards (4T/N) and optimizer states o(T)/N, the frozen ones as stored
+    (`frozen_bytes`: a LoRA/QLoRA base at its compute bytes, frozen blocks in fp32). The
+    compute copy is the all-gathered unit: with `reshard_after_forward=True` (zero_stage 3,
+    FULL_SHARD) the unit computed and the one prefetched, 2·U; with False (zero_stage 2,
+    SHARD_GRAD_OP) every unit stays gathered from forward to backward, w·P. One unit's unsharded
+    gradient g·B (of its trainable parameters) is live before its reduce-scatter. In fp32 or
+    pure bf16 the shard is the parameters themselves (w·T/N + frozen/N). zero_stage 0 is DDP
+    under `torch.autocast`, whose cache keeps the bf16 cast of every weight for the backward
+    pass: w·P + fp32 parameters 4P + fp32 gradients 4P + o(T). `optimizer+params` is
+    `CPUOffloadPolicy`: parameter, gradient and optimizer-state shards in host RAM, the step on
+    the CPU.
     """
     r = _rates(shard, cfg)
     w, g = b.weight_bytes(cfg.precision), b.gradient_bytes(cfg.precision)
     mixed = b.master_bytes(cfg.precision) > 0
     sharded = cfg.zero_stage >= 2
-    unit_weights = FSDP_LIVE_UNITS * w * shard.block
-    unit_grads = g * shard.block
     compute_copy = xp.where(
-        cfg.zero_stage >= 3, unit_weights, r.weights_dense + r.weights_expert
+        cfg.zero_stage >= 3, FSDP_LIVE_UNITS * unit_bytes(shard, cfg),
+        r.weights_dense + r.weights_expert,
     )
+    trainable_shard = xp.where(mixed, 0, w * r.trainable_dense), xp.where(
+        mixed, 0, w * r.trainable_expert)
+    frozen_shard = _sharded(cfg, r.frozen_dense, r.frozen_expert, 2)
     weight_shard = xp.where(
-        mixed | ~sharded, 0, _sharded(cfg, r.weights_dense, r.weights_expert, 2)
-    )
+        sharded, _sharded(cfg, *trainable_shard, 2) + frozen_shard, 0)
     master = _sharded(cfg, r.master_dense, r.master_expert, 2)
     grad_bytes = xp.where(mixed, b.FP32_BYTES, g)
     grad_shard = _sharded(cfg, grad_bytes * r.trainable_dense, grad_bytes * r.trainable_expert, 2)
     states = _sharded(cfg, r.states_dense, r.states_expert, 2)
+    is_full = cfg.finetune == FULL
+    unit_grads = g * xp.where(is_full, shard.block, shard.adapters_unit)
     offloaded = cfg.offload >= OFFLOAD_PARAMS
     on_host = (weight_shard + master + grad_shard + states) * gpus_on_node(cfg)
     return ModelStates(
-        weights=compute_copy + xp.where(offloaded, 0, weight_shard),
+        weights=compute_copy + xp.where(offloaded, 0, weight_shard)
+        + autocast_cast_bytes(shard, cfg),
         master_weights=xp.where(offloaded, 0, master),
         gradients=xp.where(sharded, unit_grads, 0) + xp.where(offloaded, 0, grad_shard),
         optimizer_states=xp.where(offloaded, 0, states),

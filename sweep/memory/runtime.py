@@ -10,8 +10,8 @@ from __future__ import annotations
 from sweep import xp
 from sweep.config import Hardware, TrainConfig
 from sweep.memory import bytes as b
-from sweep.memory.model_states import FSDP, GENERIC, MEGATRON
-from sweep.memory.shard import StageShard, dense_shard_degree
+from sweep.memory.model_states import FSDP, GENERIC, MEGATRON, NO_OFFLOAD
+from sweep.memory.shard import StageShard, dense_shard_degree, expert_shard_degree
 
 # DeepSpeed ZeRO defaults, in elements (deepspeed/runtime/zero/config.py, commit
 # 1b88ac366fc922254d56abda5cf6b1f266556d19): reduce_bucket_size and allgather_bucket_size
@@ -72,11 +72,16 @@ def communication_bytes(shard: StageShard, cfg: TrainConfig):
 def optimizer_step_bytes(shard: StageShard, cfg: TrainConfig):
     """The step's transient: PyTorch's foreach AdamW (`_multi_tensor_adamw`) materialises
     sqrt(v) for every parameter of the shard, one state-sized temporary. DeepSpeed's FusedAdam,
-    Megatron-LM's fused Adam and bitsandbytes' 8-bit kernels update in place."""
-    trainable = shard.trainable_dense / xp.where(cfg.zero_stage >= 1, dense_shard_degree(cfg), 1)
+    Megatron-LM's fused Adam and bitsandbytes' 8-bit kernels update in place. With the
+    optimizer offloaded the step runs on the CPU (DeepSpeedCPUAdam, FSDP2 CPUOffloadPolicy):
+    nothing on the GPU."""
+    sharded = cfg.zero_stage >= 1
+    trainable = (shard.trainable_dense / xp.where(sharded, dense_shard_degree(cfg), 1)
+                 + shard.trainable_expert / xp.where(sharded, expert_shard_degree(cfg), 1))
     state = xp.lookup(b.STATE_ELEMENT_BYTES, cfg.precision) * trainable
     foreach = (cfg.framework == GENERIC) | (cfg.framework == FSDP)
-    return xp.where(foreach & (cfg.optimizer == ADAMW), state, 0)
+    on_gpu = cfg.offload == NO_OFFLOAD
+    return xp.where(foreach & (cfg.optimizer == ADAMW) & on_gpu, state, 0)
 
 
 def overhead_bytes(allocated, cfg: TrainConfig, hw: Hardware):

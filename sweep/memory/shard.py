@@ -33,7 +33,12 @@ class StageShard:
     expert: routed experts, over n/(t·p·x)); block_linear: the part in the blocks' linear weights
     (quantised by QLoRA, fp8 in fp8-mixed); adapters: LoRA parameters; trainable_*: what gets
     gradients and optimizer states; factored_*: Adafactor's second-moment elements of the
-    trainable parameters; largest_module and block: DeepSpeed's largest layer and one FSDP unit.
+    trainable parameters; frozen_*: the model's own parameters that get no gradient (the
+    frozen leading blocks and embedding of a partial fine-tune, or the whole base under
+    LoRA/QLoRA); largest_module and block: DeepSpeed's largest layer and one FSDP unit (the
+    heaviest block), block_linear_unit the part of that block in linear weights, adapters_unit
+    its LoRA adapters; head_linear: the output projection's weight on this stage (the input
+    embedding's when tied), V·h/t.
     """
 
     base_dense: object
@@ -46,6 +51,11 @@ class StageShard:
     factored_expert: object
     largest_module: object
     block: object
+    frozen_dense: object = 0.0
+    frozen_expert: object = 0.0
+    block_linear_unit: object = 0.0
+    adapters_unit: object = 0.0
+    head_linear: object = 0.0
 
 
 def dense_shard_degree(cfg: TrainConfig):
@@ -130,6 +140,8 @@ def stage_shard(arch: model.Architecture, cfg: TrainConfig, stage: int) -> Stage
     expert_share = xp.where(full_dense + full_expert > 0, full_expert, 0) / xp.maximum(
         full_dense + full_expert, 1
     )
+    # The heaviest block (the last one: MoE when the model has any) is one FSDP/ZeRO-3 unit.
+    unit = model.layers_params(arch, 1, arch.num_layers - 1, tp, ep, etp)
     # LoRA adapters are two small matrices each: r + in and r + out elements when factored.
     return StageShard(
         base_dense=base_dense,
@@ -141,5 +153,11 @@ def stage_shard(arch: model.Architecture, cfg: TrainConfig, stage: int) -> Stage
         factored_dense=xp.where(is_full, full_factored * (1 - expert_share), adapters),
         factored_expert=xp.where(is_full, full_factored * expert_share, 0),
         largest_module=model.largest_module_params(arch, tp, ep),
-        block=model.block_params(arch, tp, ep, etp),
+        block=unit.dense + unit.expert,
+        frozen_dense=xp.where(is_full, base_dense - full_dense, base_dense),
+        frozen_expert=xp.where(is_full, blocks.expert - full_expert, blocks.expert),
+        block_linear_unit=unit.block_linear,
+        adapters_unit=xp.where(cfg.finetune == FULL, 0, model.layers_lora_params(
+            arch, 1, arch.num_layers - 1, cfg.lora_rank, cfg.lora_targets, tp, ep, etp)),
+        head_linear=with_head * arch.vocab_size * arch.hidden_size / tp,
     )

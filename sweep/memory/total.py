@@ -88,15 +88,21 @@ def fit_terms(arch: Architecture, cfg: TrainConfig, hw: Hardware,
     """The terms of `estimate`'s fit decision, unsummed: total <= capacity is
     static + max(dynamic, step) <= (capacity - runtime overhead)·(1 - fragmentation) on both
     stages. The sweep combines them with few operations per configuration."""
-    stages, host = [], []
+    stages, host, nvme = [], [], []
     for stage in (FIRST, LAST):
-        *_, stage_host, _, _, parts = _per_stage(arch, cfg, hw, stage, frameworks)
+        _, _, stage_host, stage_nvme, _, parts = _per_stage(arch, cfg, hw, stage, frameworks)
         stages.append(parts)
         host.append(stage_host)
+        nvme.append(stage_nvme)
     capacity = hw.memory_bytes * hw.usable_fraction
     allocatable = (capacity - hw.runtime_overhead_bytes) * (1 - cfg.fragmentation)
-    host_ok = xp.maximum(host[0], host[1]) <= hw.host_memory_bytes_per_node
-    return FitTerms(tuple(stages), allocatable, host_ok, validity_checks(arch, cfg))
+    host_ok = node_fits(xp.maximum(host[0], host[1]), xp.maximum(nvme[0], nvme[1]), hw)
+    return FitTerms(tuple(stages), allocatable, host_ok, validity_checks(arch, cfg, hw))
+
+
+def node_fits(host_bytes, nvme_bytes, hw: Hardware):
+    """The node's RAM holds what is offloaded to it, and its NVMe what goes to NVMe."""
+    return (host_bytes <= hw.host_memory_bytes_per_node) & (nvme_bytes <= hw.nvme_bytes_per_node)
 
 
 def _per_stage(arch: Architecture, cfg: TrainConfig, hw: Hardware, stage: int,
@@ -165,7 +171,8 @@ def estimate(arch: Architecture, cfg: TrainConfig, hw: Hardware) -> Estimate:
 
     The first and the last pipeline stage are evaluated; the larger total is reported, and
     host RAM (and NVMe) per node is the larger of the two stages'.
-    fits = valid and total <= memory_bytes·usable_fraction and host bytes <= host RAM.
+    fits = valid and total <= memory_bytes·usable_fraction and host bytes <= host RAM and
+    NVMe bytes <= the node's NVMe.
     """
     first, first_total, first_host, first_nvme, first_params, _ = _per_stage(arch, cfg, hw, FIRST)
     last, last_total, last_host, last_nvme, last_params, _ = _per_stage(arch, cfg, hw, LAST)
@@ -175,8 +182,8 @@ def estimate(arch: Architecture, cfg: TrainConfig, hw: Hardware) -> Estimate:
     host = xp.materialize(xp.maximum(first_host, last_host))
     nvme = xp.maximum(first_nvme, last_nvme)
     capacity = hw.memory_bytes * hw.usable_fraction
-    invalid = xp.materialize(invalid_reasons(arch, cfg))
-    fits = (invalid == 0) & (total <= capacity) & (host <= hw.host_memory_bytes_per_node)
+    invalid = xp.materialize(invalid_reasons(arch, cfg, hw))
+    fits = (invalid == 0) & (total <= capacity) & node_fits(host, nvme, hw)
     return Estimate(
         **components,
         per_gpu_total_bytes=total,
