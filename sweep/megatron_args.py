@@ -238,7 +238,8 @@ _IGNORED = """
 --dist-ckpt-optim-fully-reshardable --async-save --use-persistent-ckpt-worker --async-strategy
 --async-ckpt-use-cpu-shm --use-checkpoint-args --use-checkpoint-opt --auto-detect-ckpt-format
 --no-load-optim --no-load-rng --no-save-optim --no-save-rng --finetune --pretrained-checkpoint
---override-opt_param-scheduler --use-checkpoint-opt_param-scheduler --override-opt --use-dist-ckpt --verify-integrity
+--override-opt_param-scheduler --use-checkpoint-opt_param-scheduler --override-opt
+--use-dist-ckpt --verify-integrity
 --data-path --train-data-path --valid-data-path --test-data-path --data-cache-path --split
 --mock-data --num-workers --no-mmap-bin-files --no-create-attention-mask-in-dataloader
 --reset-position-ids --reset-attention-mask --eod-mask-loss --dataloader-type
@@ -323,7 +324,7 @@ class MegatronLaunch:
         n_gpus = n_gpus if n_gpus is not None else self.world_size
         if n_gpus is not None:
             values["n_gpus"] = n_gpus
-            accum = grad_accum(self, n_gpus)
+            accum = grad_accum(self.global_batch_size, self.train, n_gpus, self.source)
             if accum is not None:
                 values["grad_accum"] = accum
         if self.gpus_per_node is not None:
@@ -388,7 +389,8 @@ def _yaml_scalar(value) -> str:
     return str(value)
 
 
-_ASSIGN = re.compile(r"^(?:export\s+|local\s+|declare\s+(?:-\w+\s+)?)?([A-Za-z_]\w*)(\+?)=(.*)$", re.S)
+_ASSIGN = re.compile(
+    r"^(?:export\s+|local\s+|declare\s+(?:-\w+\s+)?)?([A-Za-z_]\w*)(\+?)=(.*)$", re.S)
 _VAR = re.compile(
     r"\$\(\((?P<arith>.*?)\)\)"
     r"|\$\((?P<command>[^)]*)\)"
@@ -1057,21 +1059,20 @@ def parse_arguments(tokens: list[str], where: str, *, notes=(), launcher=None) -
     )
 
 
-def grad_accum(launch: MegatronLaunch, n_gpus: int) -> int | None:
+def grad_accum(global_batch_size: int | None, values: dict, n_gpus: int, where: str):
     """--global-batch-size / (micro_batch·dp), dp = n_gpus/(tp·pp·cp) (Megatron's number of
     micro-batches per step); None without a global batch size; SweepError if not whole."""
-    if launch.global_batch_size is None:
+    if global_batch_size is None:
         return None
-    t = launch.train
-    model_parallel = t["tp"] * t["pp"] * t["cp"]
+    model_parallel = values["tp"] * values["pp"] * values.get("cp", 1)
     if n_gpus % model_parallel:
-        raise SweepError(f"{launch.source}: {n_gpus} GPUs are not a multiple of "
+        raise SweepError(f"{where}: {n_gpus} GPUs are not a multiple of "
                          f"tp·pp·cp = {model_parallel}.")
-    per_step = t["micro_batch"] * (n_gpus // model_parallel)
-    if launch.global_batch_size % per_step:
-        raise SweepError(f"{launch.source}: --global-batch-size {launch.global_batch_size} is "
+    per_step = values["micro_batch"] * (n_gpus // model_parallel)
+    if global_batch_size % per_step:
+        raise SweepError(f"{where}: --global-batch-size {global_batch_size} is "
                          f"not a multiple of micro_batch·dp = {per_step} on {n_gpus} GPUs.")
-    return launch.global_batch_size // per_step
+    return global_batch_size // per_step
 
 
 # ---- the catalog and explain ----------------------------------------------------------------
@@ -1088,20 +1089,29 @@ def read_model(name: str) -> ModelSpec:
 def explain_values(model_name: str, cli_values: dict, explicit: set[str]) -> tuple[dict, list]:
     """`explain` values for a `megatron:` model and the lines to print about the launch: its
     parallel and training values are the defaults, the flags given on the command line
-    (`explicit`, vocabulary keys) override them. Without a world size in the file or
-    --n-gpus, the run is taken on 8 GPUs when tp·pp·cp divides 8, else on tp·pp·cp."""
+    (`explicit`, vocabulary keys) override them; grad_accum follows from
+    --global-batch-size on the merged layout. Without a world size in the file or --n-gpus,
+    the run is taken on 8 GPUs when tp·pp·cp divides 8 (and the batch), else on tp·pp·cp."""
     launch = read_launch(model_name[len(PREFIX):])
     lines = [f"megatron: {note.line()}" for note in launch.notes]
-    n_gpus = cli_values.get("n_gpus") if "n_gpus" in explicit else launch.world_size
-    if n_gpus is None:
-        t = launch.train
-        model_parallel = t["tp"] * t["pp"] * t["cp"]
+    file_values = dict(launch.train)
+    if launch.world_size is not None:
+        file_values["n_gpus"] = launch.world_size
+    if launch.gpus_per_node is not None:
+        file_values["gpus_per_node"] = launch.gpus_per_node
+    merged = dict(cli_values)
+    merged.update({k: v for k, v in file_values.items() if k not in explicit})
+    if "n_gpus" not in explicit and launch.world_size is None:
+        model_parallel = merged["tp"] * merged["pp"] * merged["cp"]
         n_gpus = DEFAULT_GPUS if DEFAULT_GPUS % model_parallel == 0 else model_parallel
-        if launch.global_batch_size is not None and launch.global_batch_size % (
-                t["micro_batch"] * n_gpus // model_parallel):
+        per_step = merged["micro_batch"] * n_gpus // model_parallel
+        if launch.global_batch_size is not None and launch.global_batch_size % per_step:
             n_gpus = model_parallel
+        merged["n_gpus"] = n_gpus
         lines.append(f"megatron: the file gives no number of GPUs: {n_gpus} assumed "
                      f"(give --n-gpus)")
-    merged = dict(cli_values)
-    merged.update({k: v for k, v in launch.config_values(n_gpus).items() if k not in explicit})
+    if "grad_accum" not in explicit:
+        accum = grad_accum(launch.global_batch_size, merged, merged["n_gpus"], launch.source)
+        if accum is not None:
+            merged["grad_accum"] = accum
     return merged, lines

@@ -30,6 +30,7 @@ import numpy as np
 
 from sweep import catalog
 from sweep.config import TrainConfig
+from sweep.errors import SweepError
 from sweep.memory.shard import LAST
 from sweep.memory.total import stage_components
 from sweep.model import Architecture
@@ -134,9 +135,18 @@ def error_stats(errors) -> Stats:
                  float(np.percentile(magnitude, 90)), float(np.median(errors)))
 
 
+def _read(path: str | Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text("utf-8"))
+    except FileNotFoundError:
+        raise SweepError(f"{path}: no such file (the public measurements live in the source "
+                         f"repository's reference/ folder; rebuild with "
+                         f"reference/megatron/build.py).") from None
+
+
 def load_runs(path: str | Path = REFERENCE) -> list[Run]:
     """Every record of the reference file, with its case's configuration."""
-    data = json.loads(Path(path).read_text("utf-8"))
+    data = _read(path)
     arch_fields = {f.name for f in fields(Architecture)}
     runs = []
     for record in data["records"]:
@@ -291,7 +301,7 @@ def _run_table(comparisons: list[Comparison], notes: bool = False) -> list[str]:
 
 
 def evaluate(path: str | Path = REFERENCE) -> tuple[list[Comparison], dict]:
-    data_source = json.loads(Path(path).read_text("utf-8"))["source"]
+    data_source = _read(path)["source"]
     return [compare(run) for run in load_runs(path)], data_source
 
 

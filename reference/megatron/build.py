@@ -24,7 +24,10 @@ file holds, and why (at the commit the file names):
   stores scalars as float32 (relative rounding below 6e-8).
 - tests/test_utils/recipes/<hw>/*.yaml: `nodes` and `gpus` (per node) of each (test case,
   environment, platform), products overriding the spec as
-  tests/test_utils/python_scripts/recipe_parser.py flattens them.
+  tests/test_utils/python_scripts/recipe_parser.py flattens them ("world_size_from":
+  "recipe row"). A golden file no recipe row runs any more takes the size of the same test's
+  rows on the same node type (DGX A100/H100: 8 GPUs per node, GB200: 4) when they agree
+  ("same node type").
 
 Only GPT-family decoder models we can express are kept (dense, MoE, MLA); every other golden
 file is listed under "skipped" with its reason.
@@ -37,6 +40,7 @@ import itertools
 import json
 import subprocess
 import sys
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 import yaml
@@ -46,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 from sweep import megatron_args  # noqa: E402
 from sweep.errors import SweepError  # noqa: E402
+from sweep.model import Architecture  # noqa: E402
 
 REPOSITORY = "NVIDIA/Megatron-LM"
 CASES_DIR = "tests/functional_tests/test_cases"
@@ -137,8 +142,7 @@ def _same_node_type(world_sizes: dict, model: str, case: str, platform: str) -> 
     sizes = {(r["nodes"], r["gpus_per_node"]) for r in rows}
     if len(sizes) != 1:
         return None
-    return {**rows[0], "from": "recipe rows of this test on another environment/platform of "
-                              "the same node type"}
+    return {**rows[0], "from": "same node type"}
 
 
 def _flatten(product: dict) -> list[dict]:
@@ -254,7 +258,7 @@ def build(repo: Repository) -> dict:
             "nodes": size["nodes"],
             "gpus_per_node": size["gpus_per_node"],
             "world_size": world,
-            "world_size_from": size.get("from", "recipe row of this environment and platform"),
+            "world_size_from": size.get("from", "recipe row"),
             "grad_accum": train.get("grad_accum"),
             "measured": values | {
                 "rank": world - 1,
@@ -300,7 +304,10 @@ def _case_reason(document: dict) -> str | None:
 
 
 def _case_entry(launch, document: dict, config_path: str) -> dict:
-    arch = {k: v for k, v in vars(launch.architecture).items()}
+    # Fields that differ from the Architecture defaults (the required ones always).
+    defaults = {f.name: f.default for f in fields(Architecture)}
+    arch = {k: v for k, v in vars(launch.architecture).items()
+            if defaults[k] is MISSING or v != defaults[k]}
     return {
         "model_config": config_path,
         "test_type": document.get("TEST_TYPE"),
@@ -322,13 +329,29 @@ def _counts(skipped: list[dict]) -> dict:
     return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
+def _dump(data: dict) -> str:
+    """JSON with one case, record or skipped file per line (small and diffable)."""
+    lines = ["{"]
+    for i, (key, value) in enumerate(data.items()):
+        end = "," if i < len(data) - 1 else ""
+        if isinstance(value, list) and value:
+            items = ",\n".join(f"  {json.dumps(v)}" for v in value)
+            lines.append(f"{json.dumps(key)}: [\n{items}\n]{end}")
+        elif key == "cases":
+            items = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in value.items())
+            lines.append(f"{json.dumps(key)}: {{\n{items}\n}}{end}")
+        else:
+            lines.append(f"{json.dumps(key)}: {json.dumps(value)}{end}")
+    return "\n".join(lines) + "\n}\n"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("megatron", type=Path, help="Megatron-LM checkout or git directory")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     data = build(Repository(args.megatron))
-    args.out.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n", "utf-8")
+    args.out.write_text(_dump(data), "utf-8")
     print(f"wrote {args.out}: {len(data['records'])} records of {len(data['cases'])} cases, "
           f"{len(data['skipped'])} golden files skipped")
     for reason, count in data["skipped_counts"].items():
