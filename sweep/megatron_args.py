@@ -909,18 +909,21 @@ def _mla_fields(f: _Flags, heads: int, notes: list[Note]) -> dict:
 
 
 def _virtual_stages(f: _Flags, layers: int, pp: int) -> int:
-    """arguments.py: vpp = (L/pp)/--num-layers-per-virtual-pipeline-stage, or
-    --num-virtual-stages-per-pipeline-rank."""
+    """arguments.py: vpp = (L'/pp)/--num-layers-per-virtual-pipeline-stage, L' = L plus one for
+    each of --account-for-embedding-in-pipeline-split and --account-for-loss-in-pipeline-split;
+    or --num-virtual-stages-per-pipeline-rank."""
     stages = f.int("--num-virtual-stages-per-pipeline-rank")
     if stages is not None:
         return max(stages, 1)
     per_stage = f.int("--num-layers-per-virtual-pipeline-stage")
     if per_stage is None:
         return 1
-    if per_stage < 1 or layers % pp or (layers // pp) % per_stage:
+    counted = layers + f.bool("--account-for-embedding-in-pipeline-split") + f.bool(
+        "--account-for-loss-in-pipeline-split")
+    if per_stage < 1 or counted % pp or (counted // pp) % per_stage:
         raise SweepError(f"{f.where}: --num-layers-per-virtual-pipeline-stage {per_stage} must "
-                         f"divide the {layers}/{pp} layers of a pipeline stage.")
-    return layers // pp // per_stage
+                         f"divide the {counted}/{pp} layers of a pipeline stage.")
+    return counted // pp // per_stage
 
 
 def _precision(f: _Flags, notes: list[Note]) -> str:

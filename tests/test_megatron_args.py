@@ -258,3 +258,19 @@ def test_explain_values_cli_overrides_file(tmp_path):
     assert values["zero_stage"] == 1 and values["grad_accum"] == 16  # 128/(1 x dp 8)
     assert any("--apply-layernorm-1p" in line for line in lines)
     assert catalog.model(name).arch == read_launch(path).architecture
+
+
+def test_gelu_gqa_bias_counts_by_hand(tmp_path):
+    """GeLU MLP, grouped-query attention and biases (Megatron's defaults without --swiglu and
+    --disable-bias-linear) are expressible: the count equals the module shapes by hand."""
+    text = ("--num-layers 2 --hidden-size 64 --num-attention-heads 4 --group-query-attention "
+            "--num-query-groups 2 --ffn-hidden-size 256 --max-position-embeddings 128 "
+            "--seq-length 128 --vocab-file v.json")
+    launch = read_launch(_write(tmp_path, "gqa.txt", text))
+    h, a, k, d, f, vocab, positions, layers = 64, 4, 2, 16, 256, 50304, 128, 2
+    qkv = h * (a + 2 * k) * d + (a + 2 * k) * d  # linear_qkv weight and bias
+    proj = a * d * h + h
+    mlp = h * f + f + f * h + h
+    norms = 2 * 2 * h  # two LayerNorms with bias
+    expected = vocab * h + positions * h + layers * (qkv + proj + mlp + norms) + 2 * h
+    assert total_params(launch.architecture) == expected
