@@ -17,7 +17,9 @@ COMMANDS = ("run", "explain", "largest", "fewest", "report", "validate")
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per vocabulary key; underscores become dashes."""
     add = parser.add_argument
-    add("--model", required=True, help="catalog name or path to a Hugging Face config.json")
+    add("--model", required=True, help="catalog name, path to a Hugging Face config.json, or "
+        "megatron:PATH (Megatron-LM flags, YAML or launch script; its parallel and training "
+        "values are the defaults)")
     add("--gpu", required=True, help="catalog GPU name, e.g. h100-sxm-80gb")
     add("--n-gpus", type=int, default=8)
     add("--gpus-per-node", type=int, help="default: the GPU catalog's devices_per_node")
@@ -102,7 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     validate = commands.add_parser(
         "validate", help="measure saved activations of reference PyTorch models (needs torch) "
                          "and rewrite docs/activation_accuracy.md")
-    validate.add_argument("--out", default="docs/activation_accuracy.md")
+    validate.add_argument("--out", help="default: docs/activation_accuracy.md, or "
+                          "docs/public_measurements.md with --public")
+    validate.add_argument("--public", action="store_true",
+                          help="our peak allocated vs the measured peaks of public runs "
+                               "(reference/); rewrites docs/public_measurements.md")
     return parser
 
 
@@ -112,6 +118,12 @@ def _config_values(args: argparse.Namespace) -> dict:
     if values["gpus_per_node"] is None:
         del values["gpus_per_node"]
     return values
+
+
+def _explicit_keys(argv: list[str]) -> set[str]:
+    """Vocabulary keys given on the command line (`--n-gpus 8`, `--no-sp`, `--tp=2`)."""
+    flags = (a[2:].split("=", 1)[0] for a in argv if a.startswith("--"))
+    return {f.removeprefix("no-").replace("-", "_") for f in flags}
 
 
 def _largest(args) -> None:
@@ -160,7 +172,13 @@ def _fewest(args) -> None:
     print(f"output: {grid.output_dir}/fewest.parquet")
 
 
-def _validate(out: str) -> None:
+def _validate(out: str | None, public: bool) -> None:
+    if public:
+        from sweep.public_runs import write_report
+
+        print(write_report(out or "docs/public_measurements.md"))
+        return
+    out = out or "docs/activation_accuracy.md"
     try:
         from sweep.measure.report import write
     except ModuleNotFoundError as err:
@@ -219,7 +237,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "explain":
             from sweep.explain import explain, render
 
-            result = explain(args.model, args.gpu, **_config_values(args))
+            values = _config_values(args)
+            if args.model.startswith("megatron:"):
+                from sweep.megatron_args import explain_values
+
+                values, lines = explain_values(args.model, values, _explicit_keys(argv))
+                print("\n".join(lines), file=sys.stderr)
+            result = explain(args.model, args.gpu, **values)
             print(render(result, as_json=args.json, compare=args.compare))
         elif args.command == "run":
             _run(args)
@@ -232,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
 
             print(f"wrote {write_report(args.run)}")
         elif args.command == "validate":
-            _validate(args.out)
+            _validate(args.out, args.public)
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

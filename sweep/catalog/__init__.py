@@ -115,7 +115,12 @@ def _lookup(catalog: dict, name: str, kind: str):
 
 
 def model(name_or_path: str) -> ModelSpec:
-    """A catalog model by name, or a Hugging Face `config.json` read from disk."""
+    """A catalog model by name, a Hugging Face `config.json` read from disk, or
+    `megatron:PATH`, a Megatron-LM argument list, YAML or launch script (sweep/megatron_args.py)."""
+    if name_or_path.startswith("megatron:"):
+        from sweep.megatron_args import read_model
+
+        return read_model(name_or_path)
     path = Path(name_or_path)
     if name_or_path.endswith(".json") or path.is_file() or (path / "config.json").is_file():
         from sweep.hf_config import read_hf_config

@@ -153,6 +153,16 @@ def _per_stage(arch: Architecture, cfg: TrainConfig, hw: Hardware, stage: int,
     return components, total, host, nvme, params_on_gpu, parts
 
 
+def stage_components(arch: Architecture, cfg: TrainConfig, hw: Hardware, stage: int) -> dict:
+    """Every GPU component of one given pipeline stage (`FIRST` or `LAST`), with `allocated`
+    (the peak allocated bytes: every tensor component, the total less the overhead), `static`
+    (model states and buffers) and `total`: `_per_stage` for comparing with a measurement
+    taken on a known rank."""
+    components, total, *_, parts = _per_stage(arch, cfg, hw, stage)
+    allocated = parts.static + xp.maximum(parts.dynamic, parts.step)
+    return {**components, "allocated": allocated, "static": parts.static, "total": total}
+
+
 def trainable_params(arch: Architecture, cfg: TrainConfig):
     """Trainable parameters of the whole model: all but the frozen leading blocks (and the
     embedding with them), or the LoRA adapters."""
