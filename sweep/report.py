@@ -37,9 +37,9 @@ from sweep.memory.total import GPU_COMPONENTS
 from sweep.report_plots import (
     breakdown_figure,
     coinciding,
+    configuration_lines,
     fewest_figure,
     frontier_figure,
-    hover,
     largest_figure,
 )
 from sweep.report_style import COMPONENT_NAMES, series_styles
@@ -90,18 +90,9 @@ def _read(path: Path) -> pl.DataFrame | None:
     return frame if len(frame) else None
 
 
-def _grid_text(run: Path, manifest: dict) -> str:
-    """The grid file's text: from the manifest, else from any Parquet file's metadata."""
-    if manifest.get("grid", {}).get("text"):
-        return manifest["grid"]["text"]
-    for path in sorted(run.glob("**/*.parquet")):
-        meta = pq.read_schema(path).metadata or {}
-        if b"grid_text" in meta:
-            return meta[b"grid_text"].decode()
-    return ""
-
-
 def _meta(run: Path) -> dict[str, str]:
+    """The key-value metadata of the run's first Parquet file (versions, grid name, hash and
+    text: every output file of a run carries the same)."""
     for path in sorted(run.glob("**/*.parquet")):
         meta = pq.read_schema(path).metadata or {}
         return {k.decode(): v.decode() for k, v in meta.items() if k != b"ARROW:schema"}
@@ -159,7 +150,7 @@ def question(kind: str, grid: dict) -> str:
     if kind == "fewest":
         model = ", ".join(axes.get("model", []))
         context = _values("seq_len", axes.get("seq_len", []))
-        return f"How few GPUs of each type can train {model} at a {context}-token context?"
+        return f"How few GPUs of each type can train {model} with {context} tokens of context?"
     if kind == "largest":
         return "What is the largest model each node type can train, at each cluster size?"
     objectives = grid.get("frontier", {}).get("objectives", [])
@@ -246,8 +237,7 @@ def largest_pivot(frame: pl.DataFrame, gpus: list[str]) -> str:
                 cells.append("<td class='num empty'>–</td>")
                 continue
             shade = 0.06 + 0.42 * (_log_position(row["params"], low, high))
-            tip = html.escape(hover(row).replace("<br>", "\n").replace("<b>", "")
-                              .replace("</b>", ""))
+            tip = html.escape("\n".join(configuration_lines(row)))
             cells.append(f"<td class='num' style='background:rgba(46,145,229,{shade:.2f})' "
                          f"title='{tip}'>{units.params(row['params'])}</td>")
         rows.append(f"<tr>{''.join(cells)}</tr>")
@@ -302,13 +292,14 @@ def read_run(path: Path) -> Run:
                          "report on; run a grid, `run_sweep.py largest` or `fewest` first.")
     manifest_path = path / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
-    text = _grid_text(path, manifest)
+    meta = _meta(path)
+    text = manifest.get("grid", {}).get("text") or meta.get("grid_text", "")
     names = set()
     for frame in (largest, fewest, frontier):
         if frame is not None:
             names |= set(frame["gpu"].to_list())
     return Run(path, largest, fewest, frontier, manifest, tomllib.loads(text), text,
-               _meta(path), list(series_styles(names)))
+               {k: v for k, v in meta.items() if k != "grid_text"}, list(series_styles(names)))
 
 
 def _plot(fig, div_id: str) -> str:
@@ -321,8 +312,8 @@ def _coinciding_note(groups: list[list[str]]) -> str:
     if not groups:
         return ""
     text = "; ".join(" = ".join(g) for g in groups)
-    return (f"<p class='note'>Identical results, drawn on top of each other (hide one in the "
-            f"legend to see the other): {html.escape(text)}.</p>")
+    return (f"<p class='note'>Identical results (the line drawn on top is dashed, so both "
+            f"show): {html.escape(text)}.</p>")
 
 
 def _section(anchor: str, heading: str, intro: str, *parts: str) -> str:

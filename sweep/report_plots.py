@@ -9,6 +9,7 @@ two (4k, 8k). Node types keep one colour and marker across all plots (`report_st
 
 from __future__ import annotations
 
+import html
 import json
 import math
 
@@ -84,19 +85,26 @@ def cluster_text(row: dict) -> str:
     return text
 
 
-def hover(row: dict) -> str:
-    """The configuration behind a point, for its hover label."""
+def configuration_lines(row: dict) -> list[str]:
+    """The configuration behind a point, line by line: cluster, model, strategy, batch,
+    memory against capacity."""
     batch = [f"micro-batch {units.count(row['micro_batch'])}"] if "micro_batch" in row else []
     if "seq_len" in row:
         batch.append(f"context {units.tokens(row['seq_len'])}")
     if _value(row, "grad_accum", 1) != 1:
         batch.append(f"grad. accumulation {units.count(row['grad_accum'])}")
     used = row["per_gpu_total_bytes"] / row["gpu_capacity_bytes"]
-    lines = [f"<b>{cluster_text(row)}</b>", f"model: {model_text(row)}",
-             f"strategy: {strategy(row)}", " · ".join(batch),
+    lines = [cluster_text(row), f"model: {model_text(row)}", f"strategy: {strategy(row)}",
+             " · ".join(batch),
              f"memory per GPU: {units.bytes_(row['per_gpu_total_bytes'])} of "
              f"{units.bytes_(row['gpu_capacity_bytes'])} ({units.percent(used)})"]
-    return "<br>".join(line for line in lines if line)
+    return [line for line in lines if line]
+
+
+def hover(row: dict) -> str:
+    """A point's hover label: its configuration, the cluster in bold."""
+    first, *rest = configuration_lines(row)
+    return "<br>".join([f"<b>{html.escape(first)}</b>", *map(html.escape, rest)])
 
 
 def coinciding(series: dict[str, dict]) -> list[list[str]]:
@@ -247,7 +255,7 @@ def frontier_figure(frame: pl.DataFrame, styles: dict[str, SeriesStyle], objecti
         annotation.update(font={"size": 14, "color": styles[gpus[i]].color})
     layout = _layout(f"Pareto frontier per node type: fewest GPUs for the most "
                      f"{AXIS_LABELS[ykey]}", 90 + FACET_HEIGHT * rows + (70 if skey else 0))
-    layout["margin"] = {**layout["margin"], "t": 80, "b": 120 if skey else 60}
+    layout["margin"] = {**layout["margin"], "l": 105, "t": 80, "b": 120 if skey else 60}
     if skey:
         layout["legend"] = {"title": {"text": f"marker size: {SIZE_LABELS[skey]}"},
                             "orientation": "h", "x": 0, "xanchor": "left", "y": 0.01,

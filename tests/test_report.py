@@ -136,11 +136,12 @@ def test_browser_renders_every_plot(run, tmp_path):
     assert drawn["plot-largest"].count('class="point"') >= points  # every marker
     pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=np.int64)
     assert pixels.shape == (2400, 1280, 3)
-    colours = len(np.unique(pixels.reshape(-1, 3), axis=0))
+    packed = (pixels[..., 0] << 16) | (pixels[..., 1] << 8) | pixels[..., 2]
+    colours = len(np.unique(packed))
     inked = float((pixels.sum(-1) < 600).mean())  # neither white nor the page's grey
     assert colours > 200, f"only {colours} colours: a blank page?"
     assert inked > 0.02, f"only {inked:.1%} of the page is drawn on"
     gpus = set(series["largest"]) | set(series["frontier"]["series"])
     for gpu, style in series_styles(gpus).items():  # each node type's lines and markers show
-        rgb = [int(style.color[i:i + 2], 16) for i in (1, 3, 5)]
-        assert (pixels == rgb).all(-1).sum() >= 20, f"{gpu} ({style.color}) is not on screen"
+        on_screen = int((packed == int(style.color[1:], 16)).sum())
+        assert on_screen >= 20, f"{gpu} ({style.color}) is not on screen"
