@@ -67,8 +67,11 @@ COLUMNS = {
     "binding_constraint": ("limit", lambda v: str(v).replace("_", " ")),
 }
 TEXT_COLUMNS = {"gpu", "model", "framework", "recompute", "offload", "binding_constraint"}
-STRATEGY_COLUMNS = tuple(k for k in COLUMNS if not k.endswith("_bytes") or k in (
-    "per_gpu_total_bytes", "gpu_capacity_bytes", "headroom_bytes", "host_bytes_per_node"))
+# a configuration's table row; a family model's width and depth are in its name
+FRONTIER_COLUMNS = tuple(k for k in COLUMNS if k not in ("hidden_size", "num_layers") and (
+    not k.endswith("_bytes") or k in ("per_gpu_total_bytes", "gpu_capacity_bytes",
+                                      "headroom_bytes", "host_bytes_per_node")))
+STRATEGY_COLUMNS = tuple(k for k in FRONTIER_COLUMNS if k != "tokens_per_gpu")  # derived
 BREAKDOWN_COLUMNS = ("gpu", "n_gpus", "model", "params",
                      *(f"{k}_bytes" for k in GPU_COMPONENTS),
                      "per_gpu_total_bytes", "gpu_capacity_bytes")
@@ -359,7 +362,8 @@ def _frontier_section(run: Run, styles, series: dict) -> str:
         f"({html.escape(_objectives(spec))}), one panel per node type on shared axes. Hover a "
         "point for its configuration; drag to zoom (all panels follow), double-click to reset.",
         _plot(fig, "plot-frontier"),
-        _folded(f"Every frontier point ({len(rows)} rows)", table(rows), len(rows)))
+        _folded(f"Every frontier point ({len(rows)} rows)", table(rows, FRONTIER_COLUMNS),
+                len(rows)))
 
 
 def _chosen(run: Run) -> tuple[pl.DataFrame, str]:
@@ -460,7 +464,7 @@ body{margin:0;background:var(--soft);color:var(--ink);
  font:15px/1.5 system-ui,-apple-system,'Segoe UI',Roboto,'Helvetica Neue',Arial,sans-serif}
 main{max-width:1180px;margin:0 auto;padding:28px 32px 40px;background:#fff;
  box-shadow:0 0 0 1px var(--line)}
-header{border-bottom:1px solid var(--line);padding-bottom:14px;margin-bottom:8px}
+header{padding-bottom:4px}
 .kicker{margin:0;color:var(--muted);font-size:13px;letter-spacing:.04em;text-transform:uppercase}
 h1{font-size:28px;line-height:1.25;margin:6px 0 10px}
 h2{font-size:21px;margin:34px 0 6px;padding-top:8px;border-top:1px solid var(--line)}
