@@ -98,8 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("run", help="an output directory, e.g. outputs/largest_model")
     validate = commands.add_parser(
         "validate", help="measure saved activations of reference PyTorch models (needs torch) "
-                         "and rewrite docs/activation_accuracy.md")
-    validate.add_argument("--out", default="docs/activation_accuracy.md")
+                         "and rewrite docs/activation_accuracy.md; with --step, whole "
+                         "training steps and docs/step_accuracy.md")
+    validate.add_argument("--step", action="store_true",
+                          help="track whole training steps (PyTorch's memory trackers)")
+    validate.add_argument("--out", help="default: docs/activation_accuracy.md, or "
+                                        "docs/step_accuracy.md with --step")
     return parser
 
 
@@ -156,14 +160,17 @@ def _fewest(args) -> None:
     print(f"output: {grid.output_dir}/fewest.parquet")
 
 
-def _validate(out: str) -> None:
+def _validate(out: str | None, step: bool) -> None:
     try:
-        from sweep.measure.report import write
+        if step:
+            from sweep.measure.step_report import DOC, write
+        else:
+            from sweep.measure.report import DOC, write
     except ModuleNotFoundError as err:
         raise SweepError(f"validate needs torch: pip install \".[validate]\" ({err}).") from None
     from pathlib import Path
 
-    print(f"wrote {write(Path(out))}")
+    print(f"wrote {write(Path(out) if out else DOC)}")
 
 
 def _initialize_distributed(args) -> None:
@@ -227,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
 
             print(f"wrote {write_report(args.run)}")
         elif args.command == "validate":
-            _validate(args.out)
+            _validate(args.out, args.step)
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
