@@ -167,6 +167,20 @@ def test_fsdp_without_reshard_keeps_every_block_gathered():
     assert backward["All Gather"] == 0
 
 
+def test_replicate_keeps_full_fp32_parameters_and_bf16_copies():
+    """FSDP2's DDP: fp32 parameters and gradients on every rank, the bf16 copies of all units
+    alive from forward to backward, freed before the optimizer step."""
+    case, tracked, _ = measured("replicate")
+    p, n = params(case.blocks), tensors(case.blocks)
+    forward = tracked.phases["forward"].categories
+    assert forward["Sharded Param"] == FP32 * p
+    assert forward["Unsharded Param"] == BF16 * p
+    optimizer = tracked.phases["optimizer"].categories
+    assert optimizer["Sharded Grad"] == FP32 * p
+    assert optimizer["OptState"] == 3 * FP32 * p + FP32 * n
+    assert optimizer["Unsharded Param"] == 0
+
+
 def test_checkpointing_keeps_block_inputs_at_the_loss():
     case, tracked, _ = measured("single-checkpoint")
     t = tokens_of(case)
@@ -347,7 +361,13 @@ GRADIENTS_AT_LOSS = ("total.py adds every gradient to the activations' peak; wit
                      "(the start of backward)")
 FSDP_TRANSIENTS = ("at the FSDP2 loss peak no unit gradient, reduce-scatter input or gradient "
                    "shard exists yet (ours: g·B + 4T/N + 4·B)")
+REPLICATE_BUFFERS = ("model_states.fsdp at zero_stage 0 (DDP) adds a bucket copy of every fp32 "
+                     "gradient (runtime.ddp_bucket_bytes, 4·T) and keeps the bf16 compute copy "
+                     "(w·P) on the static side; FSDP2's replicate copies one unit's gradients "
+                     "at a time into its fp32 all-reduce buffer (4·B) and has freed the bf16 "
+                     "copies before the optimizer step, the peak here (4P + 4P + 8P + 4P)")
 PEAK_DEFECTS = {
+    "replicate": [REPLICATE_BUFFERS],
     "single-bf16": [GRADIENTS_AT_LOSS, LOSS_GRADIENT],
     "single-bf16-accum2": [LOSS_GRADIENT],
     "single-fp32": [GRADIENTS_AT_LOSS, LOSS_GRADIENT],

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.distributed._composable.replicate_with_fsdp import replicate
 from torch.distributed._tools.fsdp2_mem_tracker import FSDPMemTracker
 from torch.distributed._tools.mem_tracker import MemTracker, _MemRefType
 from torch.distributed.device_mesh import init_device_mesh
@@ -169,12 +170,19 @@ def build_model(case: StepCase) -> DecoderModel:
     return model
 
 
-def shard(model: DecoderModel, case: StepCase, mesh) -> None:
-    """`fully_shard` every block, then the root (embedding, final norm, head) with FSDP2's
-    default for a root, which keeps its parameters gathered from forward to backward."""
+def wrap(model: DecoderModel, case: StepCase, mesh) -> None:
+    """`fully_shard` (or `replicate`) every block, then the root (embedding, final norm, head),
+    the root with FSDP2's default, which keeps its parameters gathered from forward to
+    backward. `replicate` (torch/distributed/_composable/replicate_with_fsdp.py) is DDP on
+    FSDP2's machinery: every rank holds all parameters, the mixed-precision copies of a unit
+    are made in its forward and kept to its backward, gradients are all-reduced per unit."""
     bf16_compute = case.precision == "bf16-mixed"
     policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
         if bf16_compute else MixedPrecisionPolicy()
+    if case.wrap == "replicate":
+        for module in (*model.blocks, model):
+            replicate(module, mesh=mesh, mp_policy=policy)
+        return
     for block in model.blocks:
         fully_shard(block, mesh=mesh, mp_policy=policy,
                     reshard_after_forward=case.reshard_after_forward)
@@ -259,15 +267,15 @@ def measure(case: StepCase) -> Tracked:
     """Track one steady-state training step of `case` (see the module docstring)."""
     with fake_world(case.world_size) as mesh, FakeTensorMode():
         model = build_model(case)
-        if case.fsdp:
-            shard(model, case, mesh)
+        if case.wrap != "none":
+            wrap(model, case, mesh)
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=LEARNING_RATE, foreach=True)
         vocab = int(case.arch.vocab_size)
         batch = tuple(torch.randint(0, vocab, (case.micro_batch, case.seq_len))
                       for _ in range(2))
         _step(model, optimizer, batch, case)  # warm-up: optimizer states, DTensor caches
-        if case.fsdp:
+        if case.wrap != "none":
             tracker = FSDPMemTracker(model, optimizer)
             tracker.track_inputs(batch)
         else:

@@ -2,11 +2,13 @@
 their embedding and head), how it is trained, and the matching `Architecture` + `TrainConfig`.
 
 Each case names the feature it covers:
-a: one rank, no sharding (generic profile, zero_stage 0); b: FSDP2 `fully_shard` per block and
-root with `MixedPrecisionPolicy(bf16, fp32)` (fsdp profile; reshard_after_forward True is
-zero_stage 3, False zero_stage 2); c: activation checkpointing per block (recompute full);
-d: frozen leading blocks (and the embedding); e: LoRA and QLoRA-style frozen bases under FSDP2;
-f: `torch.autocast(bf16)` with fp32 parameters (precision bf16-autocast).
+a: one rank, no sharding (generic profile, zero_stage 0), and DDP-style data parallelism with
+FSDP2's `replicate` per block and root in mixed precision (fsdp profile at zero_stage 0);
+b: FSDP2 `fully_shard` per block and root with `MixedPrecisionPolicy(bf16, fp32)` (fsdp
+profile; reshard_after_forward True is zero_stage 3, False zero_stage 2);
+c: activation checkpointing per block (recompute full); d: frozen leading blocks (and the
+embedding); e: LoRA and QLoRA-style frozen bases under FSDP2; f: `torch.autocast(bf16)` with
+fp32 parameters (precision bf16-autocast).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from sweep.config import TrainConfig
 from sweep.model import Architecture
 
 FEATURES = {
-    "a": "one rank",
+    "a": "one rank / DDP-style",
     "b": "FSDP2",
     "c": "activation checkpointing",
     "d": "frozen leading blocks",
@@ -26,13 +28,15 @@ FEATURES = {
     "f": "autocast",
 }
 NODE_GPUS = 8
+WRAPS = ("none", "fully_shard", "replicate")  # one rank; FSDP2; FSDP2's DDP (`replicate`)
 # reshard_after_forward -> our zero_stage (FULL_SHARD / SHARD_GRAD_OP)
 FSDP_ZERO_STAGE = {True: 3, False: 2}
 
 
 @dataclass(frozen=True)
 class StepCase:
-    """One training step to track. `precision` is our vocabulary's: fp32, bf16 (pure bf16
+    """One training step to track. `wrap`: one of `WRAPS`, applied per block and to the
+    root. `precision` is our vocabulary's: fp32, bf16 (pure bf16
     parameters, gradients and states), bf16-mixed (FSDP2 with fp32 sharded parameters and
     bf16 compute; for LoRA/QLoRA a bf16 or NF4 frozen base and fp32 adapters), bf16-autocast
     (fp32 parameters, forward under `torch.autocast`)."""
@@ -44,7 +48,7 @@ class StepCase:
     micro_batch: int = 1
     seq_len: int = 4096
     grad_accum: int = 1
-    fsdp: bool = False
+    wrap: str = "none"
     world_size: int = 1
     reshard_after_forward: bool = True
     precision: str = "bf16"
@@ -60,8 +64,11 @@ class StepCase:
 
     @property
     def config(self) -> TrainConfig:
-        framework, zero_stage = ("fsdp", FSDP_ZERO_STAGE[self.reshard_after_forward]) \
-            if self.fsdp else ("generic", 0)
+        framework, zero_stage = {
+            "none": ("generic", 0),
+            "fully_shard": ("fsdp", FSDP_ZERO_STAGE[self.reshard_after_forward]),
+            "replicate": ("fsdp", 0),
+        }[self.wrap]
         return TrainConfig.from_names(
             framework=framework, zero_stage=zero_stage, precision=self.precision,
             optimizer="adamw", n_gpus=self.world_size,
@@ -74,8 +81,10 @@ class StepCase:
     def describe(self) -> str:
         parts = [f"{self.model} x{self.blocks} blocks", f"b={self.micro_batch}",
                  f"s={self.seq_len}", self.precision]
-        if self.fsdp:
+        if self.wrap == "fully_shard":
             parts.append(f"FSDP2 N={self.world_size} reshard={self.reshard_after_forward}")
+        elif self.wrap == "replicate":
+            parts.append(f"replicate N={self.world_size}")
         if self.grad_accum > 1:
             parts.append(f"grad_accum={self.grad_accum}")
         if self.recompute != "none":
@@ -87,7 +96,7 @@ class StepCase:
         return ", ".join(parts)
 
 
-FSDP = dict(fsdp=True, world_size=8, precision="bf16-mixed")
+FSDP = dict(wrap="fully_shard", world_size=8, precision="bf16-mixed")
 
 
 def quick_cases() -> list[StepCase]:
@@ -96,6 +105,7 @@ def quick_cases() -> list[StepCase]:
         StepCase("single-bf16", "a"),
         StepCase("single-bf16-accum2", "a", grad_accum=2),
         StepCase("single-fp32", "a", precision="fp32"),
+        StepCase("replicate", "a", wrap="replicate", world_size=8, precision="bf16-mixed"),
         StepCase("fsdp-reshard", "b", **FSDP),
         StepCase("fsdp-no-reshard", "b", **FSDP, reshard_after_forward=False),
         StepCase("fsdp-checkpoint", "c", **FSDP, recompute="full"),
@@ -111,7 +121,7 @@ def quick_cases() -> list[StepCase]:
 def doc_cases() -> list[StepCase]:
     """The test cases plus larger ones: 4 blocks, 70B blocks, world sizes 8 to 64, longer
     sequences."""
-    big = dict(fsdp=True, precision="bf16-mixed")
+    big = dict(wrap="fully_shard", precision="bf16-mixed")
     return quick_cases() + [
         StepCase("fsdp-8b-x4-n16", "b", blocks=4, world_size=16, **big),
         StepCase("fsdp-70b-x2-n64", "b", model="llama-3.1-70b", world_size=64, **big),

@@ -20,9 +20,16 @@ def _gib(value: float) -> str:
 
 
 def _where(row: dict) -> str:
+    """The phase of the peak and the innermost module running: a block, the root itself (the
+    loss, computed in the model's forward), or none (the hooks after the last module's
+    backward: FSDP2's root reduce-scatter)."""
     tracked = row["tracked"]
-    module = tracked.peak.module
-    return f"{tracked.peak_phase}" + (f" ({module})" if module else "")
+    phase, module = tracked.peak_phase, tracked.peak.module
+    if phase == "optimizer":
+        return phase
+    if not module:
+        return f"{phase} (after the modules)"
+    return f"{phase} ({module.split('.', 1)[1] if '.' in module else 'loss'})"
 
 
 def _overview(rows: list[dict]) -> list[str]:
@@ -98,7 +105,8 @@ def markdown(rows: list[dict]) -> str:
         "",
         "Ours is `sweep.memory.total.estimate` for the same shapes (`Architecture` with the "
         "case's block count) and `TrainConfig` (framework generic at zero_stage 0 for one rank; "
-        "fsdp at zero_stage 3 for reshard_after_forward=True, 2 for False; `device = cpu`, no "
+        "fsdp at zero_stage 3 for reshard_after_forward=True, 2 for False, 0 for FSDP2's "
+        "`replicate` (DDP); `device = cpu`, no "
         "fragmentation, no runtime overhead), evaluated in float64: the peak allocated "
         "static + max(dynamic, step) of total.py. Error = ours / tracked - 1.",
         "",
