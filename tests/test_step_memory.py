@@ -361,6 +361,10 @@ GRADIENTS_AT_LOSS = ("total.py adds every gradient to the activations' peak; wit
                      "(the start of backward)")
 FSDP_TRANSIENTS = ("at the FSDP2 loss peak no unit gradient, reduce-scatter input or gradient "
                    "shard exists yet (ours: g·B + 4T/N + 4·B)")
+QLORA_GATHER = ("model_states.fsdp gathers a QLoRA unit at w (bf16, 2·w·B); FSDP2 all-gathers the "
+                "NF4 storage as it is (uint8, 0.516 bytes a block-linear weight) and each "
+                "linear dequantises its own bf16 weight transiently (2·in·out, in forward and "
+                "again in backward)")
 REPLICATE_BUFFERS = ("model_states.fsdp at zero_stage 0 (DDP) adds a bucket copy of every fp32 "
                      "gradient (runtime.ddp_bucket_bytes, 4·T) and keeps the bf16 compute copy "
                      "(w·P) on the static side; FSDP2's replicate copies one unit's gradients "
@@ -377,7 +381,8 @@ PEAK_DEFECTS = {
     "fsdp-frozen": [FROZEN_SHARD, ROOT_UNIT, FSDP_TRANSIENTS, FROZEN_ACTIVATIONS, LOSS_GRADIENT],
     "single-frozen": [GRADIENTS_AT_LOSS, FROZEN_ACTIVATIONS, LOSS_GRADIENT],
     "fsdp-lora": [FROZEN_SHARD, ROOT_UNIT, FSDP_TRANSIENTS, LORA_ACTIVATIONS, LOSS_GRADIENT],
-    "fsdp-qlora": [FROZEN_SHARD, ROOT_UNIT, FSDP_TRANSIENTS, LORA_ACTIVATIONS, LOSS_GRADIENT],
+    "fsdp-qlora": [FROZEN_SHARD, ROOT_UNIT, QLORA_GATHER, FSDP_TRANSIENTS, LORA_ACTIVATIONS,
+                   LOSS_GRADIENT],
 }
 
 
