@@ -103,12 +103,18 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("run", help="an output directory, e.g. outputs/largest_model")
     validate = commands.add_parser(
         "validate", help="measure saved activations of reference PyTorch models (needs torch) "
-                         "and rewrite docs/activation_accuracy.md")
-    validate.add_argument("--out", help="default: docs/activation_accuracy.md, or "
-                          "docs/public_measurements.md with --public")
-    validate.add_argument("--public", action="store_true",
-                          help="our peak allocated vs the measured peaks of public runs "
-                               "(reference/); rewrites docs/public_measurements.md")
+                         "and rewrite docs/activation_accuracy.md; with --step, whole "
+                         "training steps and docs/step_accuracy.md; with --public, public GPU "
+                         "runs and docs/public_measurements.md")
+    kind = validate.add_mutually_exclusive_group()
+    kind.add_argument("--step", action="store_true",
+                      help="track whole training steps (PyTorch's memory trackers)")
+    kind.add_argument("--public", action="store_true",
+                      help="our peak allocated vs the measured peaks of public runs "
+                           "(reference/); rewrites docs/public_measurements.md")
+    validate.add_argument("--out", help="default: docs/activation_accuracy.md, "
+                                        "docs/step_accuracy.md with --step, "
+                                        "docs/public_measurements.md with --public")
     return parser
 
 
@@ -172,20 +178,22 @@ def _fewest(args) -> None:
     print(f"output: {grid.output_dir}/fewest.parquet")
 
 
-def _validate(out: str | None, public: bool) -> None:
+def _validate(out: str | None, step: bool, public: bool) -> None:
     if public:
         from sweep.public_runs import write_report
 
         print(write_report(out or "docs/public_measurements.md"))
         return
-    out = out or "docs/activation_accuracy.md"
     try:
-        from sweep.measure.report import write
+        if step:
+            from sweep.measure.step_report import DOC, write
+        else:
+            from sweep.measure.report import DOC, write
     except ModuleNotFoundError as err:
         raise SweepError(f"validate needs torch: pip install \".[validate]\" ({err}).") from None
     from pathlib import Path
 
-    print(f"wrote {write(Path(out))}")
+    print(f"wrote {write(Path(out) if out else DOC)}")
 
 
 def _initialize_distributed(args) -> None:
@@ -256,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
 
             print(f"wrote {write_report(args.run)}")
         elif args.command == "validate":
-            _validate(args.out, args.public)
+            _validate(args.out, args.step, args.public)
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

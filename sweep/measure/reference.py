@@ -228,3 +228,117 @@ class DecoderModel(nn.Module):
                 x = block(x, rope)
         logits = self.head(self.norm(x))
         return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+
+
+# ---- LoRA adapters and a 4-bit frozen base (whole training steps, sweep/measure/step.py) ----
+
+# The 16 NF4 code values (Dettmers et al. 2023, QLoRA, Appendix E; bitsandbytes `get_4bit_type`).
+NF4_CODE = (
+    -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
+    -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
+    0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
+    0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0,
+)
+NF4_BLOCK = 64  # weights per absmax constant
+NF4_SECOND_LEVEL_BLOCK = 256  # absmax constants per fp32 second-level constant
+UINT8_LEVELS = 255
+
+
+@torch.library.custom_op("sweep_measure::dequantize_nf4", mutates_args=())
+def dequantize_nf4(packed: torch.Tensor, absmax: torch.Tensor, absmax2: torch.Tensor,
+                   code: torch.Tensor, out_features: int, in_features: int) -> torch.Tensor:
+    """bf16 (out, in) weight from bitsandbytes-style double-quantised NF4: two 4-bit code indices
+    per byte (high nibble first), one uint8 absmax per 64 weights scaled by one fp32 constant
+    per 256 absmax values (bitsandbytes maps the uint8 absmax through a 256-entry table; here
+    linearly). One op, as bitsandbytes' `dequantize_4bit` kernel, so that its only allocation
+    is the bf16 output."""
+    index = torch.stack((packed >> 4, packed & 0xF), dim=-1).flatten().long()
+    scale = absmax.float() / UINT8_LEVELS * absmax2.repeat_interleave(NF4_SECOND_LEVEL_BLOCK)[
+        : absmax.numel()]
+    weight = code[index].view(-1, NF4_BLOCK) * scale[:, None]
+    return weight.view(out_features, in_features).to(torch.bfloat16)
+
+
+@dequantize_nf4.register_fake
+def _(packed, absmax, absmax2, code, out_features, in_features):
+    return packed.new_empty((out_features, in_features), dtype=torch.bfloat16)
+
+
+class _NF4Matmul(torch.autograd.Function):
+    """x·W^T with W dequantised from NF4 on the fly, as bitsandbytes' `MatMul4Bit`
+    (bitsandbytes/autograd/_functions.py): the forward dequantises and multiplies and keeps a
+    reference to the packed weight only (`ctx.tensors = (None, B)`), saving no activation; the
+    backward dequantises again for the input gradient. The base is frozen: no weight gradient."""
+
+    @staticmethod
+    def forward(ctx, x, linear):
+        ctx.linear = linear
+        return x @ linear.dequantized().t()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad @ ctx.linear.dequantized(), None
+
+
+class NF4Linear(nn.Module):
+    """A frozen linear layer stored as packed 4-bit NF4 (uint8, two weights a byte) with uint8
+    absmax constants per 64 weights and fp32 second-level constants per 256 of those, the
+    layout of bitsandbytes' `Linear4bit` with double quantisation; all three are parameters
+    (requires_grad False) so that FSDP shards them."""
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__()
+        n = in_features * out_features
+        blocks = n // NF4_BLOCK
+        frozen = lambda *shape, dtype: nn.Parameter(  # noqa: E731
+            torch.zeros(*shape, dtype=dtype), requires_grad=False)
+        self.packed = frozen(n // 2, dtype=torch.uint8)
+        self.absmax = frozen(blocks, dtype=torch.uint8)
+        self.absmax2 = frozen(math.ceil(blocks / NF4_SECOND_LEVEL_BLOCK), dtype=torch.float32)
+        self.register_buffer("code", torch.tensor(NF4_CODE, dtype=torch.float32))
+        self.in_features, self.out_features = in_features, out_features
+
+    def dequantized(self) -> torch.Tensor:
+        return dequantize_nf4(self.packed, self.absmax, self.absmax2, self.code,
+                              self.out_features, self.in_features)
+
+    def forward(self, x):
+        return _NF4Matmul.apply(x, self)
+
+
+class LoRALinear(nn.Module):
+    """PEFT's LoRA `Linear` (peft/tuners/lora/layer.py): base(x) + B(A(x))·alpha/r with the base
+    frozen, A (r x in) and B (out x r) trainable, no LoRA dropout."""
+
+    def __init__(self, base: nn.Module, in_features: int, out_features: int, rank: int,
+                 dtype: torch.dtype):
+        super().__init__()
+        self.base = base
+        self.lora_A = nn.Linear(in_features, rank, bias=False, dtype=dtype)
+        self.lora_B = nn.Linear(rank, out_features, bias=False, dtype=dtype)
+        nn.init.zeros_(self.lora_B.weight)
+        self.scaling = 2.0  # alpha = 2r, a common choice; a scalar multiply saves nothing
+
+    def forward(self, x):
+        result = self.base(x)
+        adapted = self.lora_B(self.lora_A(x.to(self.lora_A.weight.dtype))) * self.scaling
+        return (result + adapted).to(result.dtype)
+
+
+def add_adapters(model: DecoderModel, rank: int, targets: tuple[str, ...], quantize: bool,
+                 adapter_dtype: torch.dtype) -> DecoderModel:
+    """Freeze `model` and put LoRA adapters on the `targets` linears of every block (PEFT
+    module names: q_proj ... down_proj); with `quantize` the frozen bases become `NF4Linear`
+    (QLoRA). Embedding, norms and head stay frozen in their dtype."""
+    model.requires_grad_(False)
+    for block in model.blocks:
+        for parent in (block.attention, block.mlp):
+            for name in targets:
+                base = getattr(parent, name, None)
+                if not isinstance(base, nn.Linear):
+                    continue
+                if quantize:
+                    base = NF4Linear(base.in_features, base.out_features)
+                setattr(parent, name, LoRALinear(base, base.in_features, base.out_features,
+                                                 rank, adapter_dtype))
+    return model
