@@ -399,6 +399,14 @@ def mtp_params(arch: Architecture, tp=1, ep=1, etp=None) -> LayerParams:
                        block_linear=blocks.block_linear + projection)
 
 
+def mtp_factored_second_moment(arch: Architecture, tp=1, ep=1, etp=None):
+    """Adafactor second-moment elements of the MTP modules: their blocks, eh_proj's row and
+    column vectors (2h + h/t) and the three norms."""
+    h = arch.hidden_size
+    blocks = layers_factored_second_moment(arch, arch.mtp_layers, arch.num_layers, tp, ep, etp)
+    return blocks + arch.mtp_layers * (2 * h + h / tp + MTP_NORMS * norm_params(arch, h))
+
+
 def total_params(arch: Architecture):
     """All parameters: embeddings + L blocks + final norm + head (+ every routed expert)
     + the multi-token-prediction modules."""

@@ -193,3 +193,22 @@ def test_model_input_errors_from_explain(capsys, tmp_path, monkeypatch, flags, m
     assert main(["explain", *flags, "--gpu", "a100-80gb"]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_mtp_modules_sit_on_the_last_pipeline_stage():
+    """DeepSeek-V3's MTP module (11,610,068,224 parameters: one MoE block of 11,507,286,272,
+    eh_proj 2·7168², three norms of 7168) is held by the last stage only."""
+    import numpy as np
+    from conftest import config
+
+    from sweep.memory.shard import FIRST, LAST, stage_shard
+
+    base = catalog.model("deepseek-v3").arch
+    with_mtp = base.replace(mtp_layers=1)
+    assert float(total_params(with_mtp) - total_params(base)) == 11_610_068_224
+    cfg = config(n_gpus=16, pp=2)
+    f64 = lambda a: a.replace(**{k: np.float64(v) for k, v in vars(a).items()})  # noqa: E731
+    for stage, extra in ((FIRST, 0), (LAST, 11_610_068_224)):
+        plain, mtp = stage_shard(f64(base), cfg, stage), stage_shard(f64(with_mtp), cfg, stage)
+        assert float(mtp.base_dense + mtp.base_expert - plain.base_dense - plain.base_expert) \
+            == extra
