@@ -212,3 +212,17 @@ def test_mtp_modules_sit_on_the_last_pipeline_stage():
         plain, mtp = stage_shard(f64(base), cfg, stage), stage_shard(f64(with_mtp), cfg, stage)
         assert float(mtp.base_dense + mtp.base_expert - plain.base_dense - plain.base_expert) \
             == extra
+
+
+def test_kv_cache_of_alternating_windows():
+    """gemma-2-9b at 8192 tokens: 21 of its 42 layers attend fully (8192 cached tokens), 21
+    through the 4096-token window; 2 (k, v) x 8 KV heads x 256 x 2 bytes per token and layer."""
+    from conftest import config
+
+    from sweep.memory import inference
+
+    arch, _ = parse_table(GEMMA2_9B, "t.toml")
+    cfg = config(mode="inference", seq_len=8192)
+    per_token_layer = 2 * 8 * 256 * 2
+    expected = (21 * 8192 + 21 * 4096) * per_token_layer
+    assert float(inference.kv_cache_bytes(arch, cfg)) == expected
