@@ -9,11 +9,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from sweep import model as m
 from sweep.config import TrainConfig
 from sweep.measure.reference import Block, DecoderModel, Options, rope_tables
 from sweep.measure.saved import saved_tensor_bytes
 from sweep.memory import activations
-from sweep import model as m
 from sweep.model import Architecture
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
