@@ -437,9 +437,18 @@ def architecture_from_config(config: dict, path: str) -> Architecture:
     return architecture.validate(arch, path, HF_KEYS | keys)
 
 
+def _snapshot_repo_id(path: Path) -> str | None:
+    """`org/name` of a config.json inside a cache snapshot (models--org--name/snapshots/c/)."""
+    repo = path.parent.parent.parent.name
+    if path.parent.parent.name == "snapshots" and repo.startswith("models--"):
+        return repo.removeprefix("models--").replace("--", "/", 1)
+    return None
+
+
 def spec_from_config(config: dict, path: Path, name: str | None = None) -> ModelSpec:
     arch = architecture_from_config(config, str(path))
-    name = name or config.get("_name_or_path") or path.parent.name or path.stem
+    name = (name or _snapshot_repo_id(path) or config.get("_name_or_path") or path.parent.name
+            or path.stem)
     return ModelSpec(name=str(name), display_name=str(name), arch=arch, source=str(path))
 
 

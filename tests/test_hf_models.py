@@ -322,7 +322,9 @@ def test_cached_hub_id_at_a_revision_and_hf_hub_cache(tmp_path, monkeypatch):
     # The snapshot directory and the cached repository directory themselves.
     assert float(total_params(catalog.model(str(repo / "snapshots" / ("feed" * 10))).arch)) \
         == 2_614_341_888
-    assert float(total_params(catalog.model(str(repo)).arch)) == 2_614_341_888
+    from_repo_dir = catalog.model(str(repo))
+    assert float(total_params(from_repo_dir.arch)) == 2_614_341_888
+    assert from_repo_dir.name == "google/gemma-2-2b"
     with pytest.raises(SweepError, match=r"revision 'v2' has no cached config.json"):
         catalog.model("google/gemma-2-2b@v2")
 
