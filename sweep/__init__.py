@@ -2,7 +2,8 @@
 or vmapped over grids of millions.
 
 Public API:
-    catalog.model(name_or_path), catalog.gpu(name)   -- catalogs and Hugging Face config.json
+    catalog.model(name_or_path), catalog.gpu(name)   -- catalogs, architecture files, Hugging
+                                                        Face configs, snapshots, cached hub ids
     TrainConfig, Hardware, Architecture               -- the numeric pytrees the formulas take
     estimate(arch, cfg, hw)                           -- every memory component and the fit
     explain(model, gpu, **vocabulary)                 -- the same, exact, with sources

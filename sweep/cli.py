@@ -17,9 +17,15 @@ COMMANDS = ("run", "explain", "largest", "fewest", "report", "validate")
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per vocabulary key; underscores become dashes."""
     add = parser.add_argument
-    add("--model", required=True, help="catalog name, path to a Hugging Face config.json, or "
-        "megatron:PATH (Megatron-LM flags, YAML or launch script; its parallel and training "
-        "values are the defaults)")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", help="catalog name, architecture file (.toml/.json), Hugging "
+                                       "Face config.json or snapshot directory, a cached hub id "
+                                       "org/name[@revision], or megatron:PATH (Megatron-LM "
+                                       "flags, YAML or launch script; its parallel and training "
+                                       "values are the defaults)")
+    which.add_argument("--params", type=float,
+                       help="a bare parameter count (e.g. 13e9), shaped by --family")
+    add("--family", default="llama3", help="family rule for --params (default llama3)")
     add("--gpu", required=True, help="catalog GPU name, e.g. h100-sxm-80gb")
     add("--n-gpus", type=int, default=8)
     add("--gpus-per-node", type=int, help="default: the GPU catalog's devices_per_node")
@@ -120,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _config_values(args: argparse.Namespace) -> dict:
     values = {k: v for k, v in vars(args).items()
-              if k not in ("command", "json", "compare", "model", "gpu")}
+              if k not in ("command", "json", "compare", "model", "gpu", "params", "family")}
     if values["gpus_per_node"] is None:
         del values["gpus_per_node"]
     return values
@@ -244,14 +250,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "explain":
             from sweep.explain import explain, render
+            from sweep.families import model_spec
 
             values = _config_values(args)
-            if args.model.startswith("megatron:"):
+            if args.model and args.model.startswith("megatron:"):
                 from sweep.megatron_args import explain_values
 
                 values, lines = explain_values(args.model, values, _explicit_keys(argv))
                 print("\n".join(lines), file=sys.stderr)
-            result = explain(args.model, args.gpu, **values)
+            model = args.model if args.params is None else model_spec(args.family, args.params)
+            result = explain(model, args.gpu, **values)
             print(render(result, as_json=args.json, compare=args.compare))
         elif args.command == "run":
             _run(args)

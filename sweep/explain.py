@@ -80,9 +80,10 @@ def _number(value):
     return int(value) if value.is_integer() else value
 
 
-def explain(model_name: str, gpu_name: str, **values) -> Explanation:
-    """Evaluate one configuration. `values` are vocabulary keys with user-facing values."""
-    spec = catalog.model(model_name)
+def explain(model: str | ModelSpec, gpu_name: str, **values) -> Explanation:
+    """Evaluate one configuration of a model (a `ModelSpec`, or anything `catalog.model`
+    takes). `values` are vocabulary keys with user-facing values."""
+    spec = model if isinstance(model, ModelSpec) else catalog.model(model)
     gpu = catalog.gpu(gpu_name)
     values.setdefault("gpus_per_node", gpu.devices_per_node)
     cfg = TrainConfig.from_names(**values)

@@ -13,10 +13,15 @@ at 405e9 h 16384 with 118 blocks and inner width 57344 (published: 126 blocks, 5
 
 from __future__ import annotations
 
+import math
+
 from sweep import xp
-from sweep.model import Architecture, total_params
+from sweep.errors import SweepError
+from sweep.model import Architecture, ModelSpec, total_params
+from sweep.vocabulary import did_you_mean
 
 FAMILIES = ("llama3",)
+MIN_PARAMS = 1e6  # below this the rule's one-block minimum dominates the count
 
 LLAMA3_HEAD_DIM = 128
 LLAMA3_KV_HEADS = 8
@@ -56,3 +61,18 @@ def generate(family: str, params: float) -> Architecture:
     if family == "llama3":
         return llama3(params)
     raise ValueError(f"unknown family {family!r}; known: {FAMILIES}")
+
+
+def model_spec(family: str, params) -> ModelSpec:
+    """The family's model nearest `params` parameters, named `<family>-<size>b`."""
+    if family not in FAMILIES:
+        raise SweepError(f"`family`: must be one of {list(FAMILIES)}, got {family!r}."
+                         f"{did_you_mean(str(family), list(FAMILIES))}")
+    ok = isinstance(params, int | float) and not isinstance(params, bool)
+    if not ok or not math.isfinite(params) or params < MIN_PARAMS:
+        raise SweepError(f"`params`: must be a parameter count >= {MIN_PARAMS:g} (e.g. 13e9), "
+                         f"got {params!r}")
+    name = f"{family}-{params / 1e9:.4g}b"
+    return ModelSpec(name=name, display_name=name, arch=generate(family, float(params)),
+                     source=f"family rule {family} (sweep/families.py)",
+                     extra={"target_params": float(params)})

@@ -3,7 +3,10 @@
 ```toml
 name = "example"                       # default: the file's stem
 [axes]                                 # any vocabulary key; unnamed keys keep their default
-model = ["llama-3.1-8b", "llama-3.1-70b"]      # or {family = "llama3", params = <axis>}
+model = ["llama-3.1-8b", "arch.toml"]  # catalog names, architecture files, config.json,
+                                       # snapshot dirs, cached hub ids ("org/name"), inline
+                                       # tables {name = "x", hidden_size = ..., ...} (keys of
+                                       # sweep/architecture.py), {family = "llama3", params = ...}
 gpu = ["h100-sxm-80gb", "a100-80gb"]
 n_gpus = {pow2 = [8, 1024]}            # also {range = [start, stop, step]} (inclusive),
 seq_len = [4096, 8192]                 #      {log_range = [low, high, count]}
@@ -33,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sweep import catalog, families
+from sweep import architecture, catalog, families
 from sweep import vocabulary as vocab
 from sweep.catalog import GpuSpec
 from sweep.config import TrainConfig
@@ -202,25 +205,52 @@ def _axis(where: _Where, name: str, spec) -> Axis:
 
 
 def _models(where: _Where, spec) -> tuple[ModelSpec, ...]:
-    if isinstance(spec, dict):
-        _check_keys(where, spec, ("family", "params"), "axes.model.")
-        family = spec.get("family")
-        if family not in families.FAMILIES:
-            where.fail("axes.model.family", f"must be one of {list(families.FAMILIES)}, "
-                                            f"got {family!r}")
-        if "params" not in spec:
-            where.fail("axes.model.params", "missing: the parameter counts to generate")
-        out = []
-        for target in _numbers(where, "axes.model.params", spec["params"]):
-            arch = families.generate(family, target)
-            name = f"{family}-{target / 1e9:.4g}b"
-            out.append(ModelSpec(name=name, display_name=name, arch=arch,
-                                 source=f"family rule {family} (sweep/families.py)",
-                                 extra={"target_params": target}))
-        return tuple(out)
-    return _looked_up(where, "axes.model", spec, catalog.model,
-                      "must be catalog names / config.json paths, or "
-                      "{family = ..., params = ...}")
+    """The model axis: names/paths (catalog, architecture files, config.json, snapshot
+    directories, cached hub ids), inline architecture tables, and family rules
+    `{family = ..., params = ...}`, alone or in a list."""
+    items = spec if isinstance(spec, list) else [spec]
+    if not items:
+        where.fail("axes.model", "is empty; name at least one model")
+    out, seen = [], set()
+    for index, item in enumerate(items):
+        if isinstance(item, str) and item in seen:
+            continue  # the same name twice is the same model
+        seen.add(item if isinstance(item, str) else None)
+        key = "axes.model" if len(items) == 1 and not isinstance(spec, list) \
+            else f"axes.model[{index}]"
+        if isinstance(item, str):
+            out.extend(_looked_up(where, key, item, catalog.model, _MODEL_ITEMS))
+        elif isinstance(item, dict) and "params" in item:
+            out.extend(_family_models(where, key, item))
+        elif isinstance(item, dict):
+            if "name" not in item:
+                where.fail(f"{key}.name", "missing: an inline architecture table needs a name "
+                                          "(its label in the outputs)")
+            out.append(architecture.spec_from_table(item, f"{where.path}: {key}", item["name"],
+                                                    f"{where.path} ({key})"))
+        else:
+            where.fail(key, _MODEL_ITEMS)
+    names = [m.name for m in out]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        where.fail("axes.model", f"model names must be unique, repeated: {repeated}")
+    return tuple(out)
+
+
+_MODEL_ITEMS = ("must be catalog names, architecture files, config.json paths or cached hub ids, "
+                "inline architecture tables {name = ..., hidden_size = ..., ...}, or "
+                "{family = ..., params = ...}")
+
+
+def _family_models(where: _Where, key: str, spec: dict) -> list[ModelSpec]:
+    _check_keys(where, spec, ("family", "params"), key + ".")
+    if "family" not in spec:
+        where.fail(f"{key}.family", f"missing: one of {list(families.FAMILIES)}")
+    params = _numbers(where, f"{key}.params", spec["params"])
+    try:
+        return [families.model_spec(spec["family"], target) for target in params]
+    except SweepError as err:
+        where.fail(key, str(err))
 
 
 def _looked_up(where: _Where, key: str, spec, lookup, expected: str) -> tuple:

@@ -14,13 +14,22 @@ Notation (used in names below):
 | E, e   | num_experts, num_experts_per_tok | routed experts per MoE layer, top-k          |
 | f_e    | moe_ffn_hidden_size              | inner width of one routed expert             |
 | S, f_s | num_shared_experts, shared_expert_ffn_hidden_size | always-on experts           |
+| D      | mtp_layers                       | multi-token-prediction modules (DeepSeek-V3) |
 | t      | tp                               | tensor-parallel degree                       |
+
+Categorical fields are integer codes (the constants below): `mlp_activation` (`ACTIVATION_*`),
+`qk_norm` (`QK_NORM_*`), `norm_placement` (`*_NORM`), `parallel_attention` (`SEQUENTIAL`,
+`PARALLEL_*`). Bias flags: `linear_bias` puts a bias on every attention and dense-MLP linear
+(GPT-2/3, Megatron-LM `add_bias_linear`); `qkv_bias`, `o_bias`, `mlp_bias` on one group only;
+`expert_bias` on the routed experts (gpt-oss), `router_bias` on the router (DeepSeek-V3's
+`e_score_correction_bias`, gpt-oss). The human-readable form of every field (architecture
+files, catalog entries) is documented in `sweep/architecture.py`.
 
 Every field of `Architecture` is a number (flags are 0/1) so that an architecture is a pytree
 that can be stacked into arrays and swept. Counts follow the module shapes of the Hugging Face
 implementations (`modeling_llama.py`, `modeling_mixtral.py`, `modeling_qwen2.py`,
-`modeling_gpt2.py`, `modeling_deepseek_v3.py`); the catalog tests check them against the
-published totals.
+`modeling_gpt2.py`, `modeling_deepseek_v3.py`, and those of every type `sweep/hf_config.py`
+reads); the catalog and config tests check them against the published totals.
 """
 
 from __future__ import annotations
@@ -32,6 +41,18 @@ import jax
 
 from sweep import xp
 from sweep.vocabulary import LORA_TARGETS
+
+# mlp_activation: the default is SiLU for a gated MLP (SwiGLU) and GeLU for a plain one.
+ACTIVATION_DEFAULT, ACTIVATION_GELU, ACTIVATION_SILU, ACTIVATION_RELU2 = 0, 1, 2, 3
+# qk_norm: RMSNorm/LayerNorm on queries and keys before RoPE, per head (width d: Qwen3,
+# Gemma 3) or over all heads of the projection (widths a·d and k·d: OLMo 2).
+QK_NORM_NONE, QK_NORM_HEAD, QK_NORM_FULL = 0, 1, 2
+# norm_placement: norms on the sub-layer inputs (pre), on their outputs only (OLMo 2), or both
+# (Gemma 2/3: four norms per block).
+PRE_NORM, POST_NORM, SANDWICH_NORM = 0, 1, 2
+# parallel_attention: attention and MLP read the same block input (GPT-J, Falcon), through one
+# shared input norm (Falcon-7B) or one norm each (Falcon-40B/180B `new_decoder_architecture`).
+SEQUENTIAL, PARALLEL_SHARED_NORM, PARALLEL_TWO_NORMS = 0, 1, 2
 
 
 @jax.tree_util.register_dataclass
@@ -66,6 +87,16 @@ class Architecture:
     v_head_dim: float = 0
     sliding_window: float = 0
     dropout: float = 0  # trained with dropout on attention probabilities, residuals, embeddings
+    mlp_activation: float = ACTIVATION_DEFAULT
+    o_bias: float = 0  # bias on the attention output projection (Llama `attention_bias`)
+    mlp_bias: float = 0  # biases on the dense MLP and shared experts
+    expert_bias: float = 0  # biases on the routed experts' linears (gpt-oss)
+    qk_norm: float = QK_NORM_NONE
+    norm_placement: float = PRE_NORM
+    parallel_attention: float = SEQUENTIAL
+    attention_sinks: float = 0  # one learned sink logit per query head and layer (gpt-oss)
+    full_attention_interval: float = 0  # with sliding_window: every n-th layer attends fully
+    mtp_layers: float = 0  # multi-token-prediction modules after the last block
 
     def replace(self, **changes) -> Architecture:
         return dataclasses.replace(self, **changes)
@@ -145,7 +176,8 @@ def attention_linears(arch: Architecture) -> list[Linear]:
     """The attention projections of one block (standard MHA/GQA/MQA or MLA).
 
     Standard: q h x a·d, k and v h x k·d (column-parallel, biased when `linear_bias` or
-    `qkv_bias`), o a·d x h (row-parallel, biased when `linear_bias`).
+    `qkv_bias`), o a·d x h (row-parallel, biased when `linear_bias` or `o_bias`). Fused
+    projections (Phi-3's qkv_proj, Falcon's query_key_value) hold the same shapes.
     MLA (DeepSeek-V3 `DeepseekV3Attention`): q_a_proj h x q_r and kv_a_proj_with_mqa
     h x (kv_r + d_rope) replicated; q_b_proj q_r x a·(d_nope + d_rope) (or q_proj from h when
     q_lora_rank = 0) and kv_b_proj kv_r x a·(d_nope + d_v) column-parallel; o_proj a·d_v x h.
@@ -154,13 +186,14 @@ def attention_linears(arch: Architecture) -> list[Linear]:
     h, a, k, d = arch.hidden_size, arch.num_heads, arch.num_kv_heads, arch.head_dim
     std = 1 - arch.mla
     qkv_bias = xp.maximum(arch.linear_bias, arch.qkv_bias)
+    o_bias = xp.maximum(arch.linear_bias, arch.o_bias)
     q_head = arch.qk_nope_head_dim + arch.qk_rope_head_dim
     q_lora = arch.mla * (arch.q_lora_rank > 0)
     return [
         Linear("q_proj", h, a * d, COLUMN, std, qkv_bias, lora_target="q_proj"),
         Linear("k_proj", h, k * d, COLUMN, std, qkv_bias, lora_target="k_proj"),
         Linear("v_proj", h, k * d, COLUMN, std, qkv_bias, lora_target="v_proj"),
-        Linear("o_proj", a * d, h, ROW, std, arch.linear_bias, lora_target="o_proj"),
+        Linear("o_proj", a * d, h, ROW, std, o_bias, lora_target="o_proj"),
         Linear("q_a_proj", h, arch.q_lora_rank, REPLICATED, q_lora, lora_target="q_proj"),
         Linear("q_b_proj", arch.q_lora_rank, a * q_head, COLUMN, q_lora, lora_target="q_proj"),
         Linear("mla_q_proj", h, a * q_head, COLUMN, arch.mla - q_lora, lora_target="q_proj"),
@@ -177,12 +210,14 @@ def attention_linears(arch: Architecture) -> list[Linear]:
 
 
 def mlp_linears(arch: Architecture, inner, count=1, expert=False, prefix="") -> list[Linear]:
-    """A gated (SwiGLU: gate, up, down) or plain (GeLU: up, down) MLP of inner width `inner`.
+    """A gated (SwiGLU/GeGLU: gate, up, down) or plain (GeLU: up, down) MLP of width `inner`.
 
-    Biases follow `linear_bias` (routed experts never have them).
+    Dense MLPs and shared experts are biased when `linear_bias` or `mlp_bias`; routed experts
+    when `expert_bias` (gpt-oss `gate_up_proj_bias`, `down_proj_bias`). Fused gate_up
+    projections (Phi-3, gpt-oss) hold the same shapes.
     """
     h = arch.hidden_size
-    bias = 0 if expert else arch.linear_bias
+    bias = arch.expert_bias if expert else xp.maximum(arch.linear_bias, arch.mlp_bias)
     return [
         Linear(prefix + "gate_proj", h, inner, COLUMN, count * arch.gated_mlp, bias, expert,
                "gate_proj"),
@@ -206,10 +241,33 @@ def block_linears(arch: Architecture, moe: bool) -> list[Linear]:
     )
 
 
+def hidden_norms_per_block(arch: Architecture):
+    """Norms of width h in one block: 2 (before attention and MLP, or after them with
+    `POST_NORM`), 1 for a parallel block with one shared input norm, 4 with sandwich norms."""
+    shared = xp.where(arch.parallel_attention == PARALLEL_SHARED_NORM, 1, 0)
+    sandwich = xp.where(arch.norm_placement == SANDWICH_NORM, 2, 0)
+    return 2 - shared + sandwich
+
+
+def qk_norm_width(arch: Architecture):
+    """Summed width of the query and key norms: 2·d per head (shared by the heads), or
+    (a + k)·d over whole projections."""
+    per_head = xp.where(arch.qk_norm == QK_NORM_HEAD, 2 * arch.head_dim, 0)
+    full = xp.where(arch.qk_norm == QK_NORM_FULL,
+                    (arch.num_heads + arch.num_kv_heads) * arch.head_dim, 0)
+    return per_head + full
+
+
 def block_norm_params(arch: Architecture):
-    """Norms of one block: pre-attention and pre-MLP, plus MLA's q_a and kv_a RMSNorms."""
+    """Vector parameters of one block: its h-wide norms (`hidden_norms_per_block`), MLA's q_a
+    and kv_a RMSNorms, the q/k norms and gpt-oss's attention sinks (a per block)."""
     mla_norms = arch.mla * (arch.kv_lora_rank + arch.q_lora_rank)
-    return 2 * norm_params(arch, arch.hidden_size) + mla_norms
+    return (
+        hidden_norms_per_block(arch) * norm_params(arch, arch.hidden_size)
+        + mla_norms
+        + norm_params(arch, qk_norm_width(arch))
+        + arch.attention_sinks * arch.num_heads
+    )
 
 
 def moe_layer_count(arch: Architecture, layers=None, first_layer=0):
@@ -324,21 +382,50 @@ def lora_target_bit(target_mask, name: str):
     return xp.floor(target_mask / bit) - 2 * xp.floor(target_mask / (2 * bit))
 
 
+MTP_NORMS = 3  # enorm, hnorm and the module's final norm
+
+
+def mtp_params(arch: Architecture, tp=1, ep=1, etp=None) -> LayerParams:
+    """The D multi-token-prediction modules, held with the head (Megatron-LM
+    `MultiTokenPredictionLayer`, megatron/core/transformer/multi_token_prediction.py @d98e8a6;
+    DeepSeek-V3 README_WEIGHTS.md): each one block past the last (an MoE block when the model's
+    are), the eh_proj projection 2h x h (column-parallel, no bias) and three norms; the
+    embedding and the output head are shared with the main model.
+    """
+    blocks = layers_params(arch, arch.mtp_layers, arch.num_layers, tp, ep, etp)
+    projection = arch.mtp_layers * 2 * arch.hidden_size * arch.hidden_size / tp
+    norms = arch.mtp_layers * MTP_NORMS * norm_params(arch, arch.hidden_size)
+    return LayerParams(dense=blocks.dense + projection + norms, expert=blocks.expert,
+                       block_linear=blocks.block_linear + projection)
+
+
+def mtp_factored_second_moment(arch: Architecture, tp=1, ep=1, etp=None):
+    """Adafactor second-moment elements of the MTP modules: their blocks, eh_proj's row and
+    column vectors (2h + h/t) and the three norms."""
+    h = arch.hidden_size
+    blocks = layers_factored_second_moment(arch, arch.mtp_layers, arch.num_layers, tp, ep, etp)
+    return blocks + arch.mtp_layers * (2 * h + h / tp + MTP_NORMS * norm_params(arch, h))
+
+
 def total_params(arch: Architecture):
-    """All parameters: embeddings + L blocks + final norm + head (+ every routed expert)."""
+    """All parameters: embeddings + L blocks + final norm + head (+ every routed expert)
+    + the multi-token-prediction modules."""
     blocks = layers_params(arch, arch.num_layers)
+    mtp = mtp_params(arch)
     return (
         embedding_params(arch)
         + blocks.dense
         + blocks.expert
         + final_norm_params(arch)
         + head_params(arch)
+        + mtp.dense
+        + mtp.expert
     )
 
 
 def active_params(arch: Architecture):
     """Parameters one token passes through: routed experts counted e of E times."""
-    routed = layers_params(arch, arch.num_layers).expert
+    routed = layers_params(arch, arch.num_layers).expert + mtp_params(arch).expert
     inactive_share = 1 - arch.num_experts_per_tok / xp.maximum(arch.num_experts, 1)
     return total_params(arch) - routed * inactive_share
 

@@ -134,3 +134,6 @@ def test_cases_cover_the_grid(measured_rows):
     assert ("llama", "bf16", "sdpa", "full") in seen and ("gpt2", "fp32", "explicit", "none") \
         in seen and ("mixtral", "bf16", "explicit", "selective") in seen
     assert {r["kv_heads"] for r in measured_rows if r["style"] == "llama"} >= {1, 2, 4, 8}
+    # Sandwich and post norms, q/k norms, parallel blocks, GeGLU and squared ReLU.
+    assert {r["style"] for r in measured_rows} >= {"gemma", "olmo2", "falcon", "falcon2",
+                                                    "relu2"}

@@ -100,7 +100,7 @@ def test_malformed_config_json_names_the_key(tmp_path, capsys):
     path = tmp_path / "config.json"
     path.write_text(json.dumps({"model_type": "llama", "hidden_size": 4096}))
     assert main(["explain", "--model", str(path), "--gpu", "a100-80gb"]) == 2
-    assert "missing key 'num_attention_heads'" in capsys.readouterr().err
+    assert "`num_attention_heads`: missing" in capsys.readouterr().err
 
 
 def test_script_entry_point():

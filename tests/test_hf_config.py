@@ -87,13 +87,13 @@ def test_catalog_model_accepts_a_path_or_folder(tmp_path):
 
 
 @pytest.mark.parametrize(("config", "message"), [
-    ({"model_type": "bert"}, "key 'model_type' must be one of"),
-    ({"hidden_size": 8}, "key 'model_type' must be one of"),
-    ({**CONFIGS["gpt2"][0], "n_layer": "twelve"}, "key 'n_layer' must be an integer"),
+    ({"model_type": "bert"}, "`model_type`: 'bert' is not supported; supported: "),
+    ({"hidden_size": 8}, "`model_type`: None is not supported"),
+    ({**CONFIGS["gpt2"][0], "n_layer": "twelve"}, "`n_layer`: must be a whole number"),
     ({**CONFIGS["llama-2-7b"][0], "tie_word_embeddings": "no"},
-     "key 'tie_word_embeddings' must be true or false"),
+     "`tie_word_embeddings`: must be true or false"),
     ({k: v for k, v in CONFIGS["mixtral-8x7b"][0].items() if k != "num_local_experts"},
-     "missing key 'num_local_experts'"),
+     "`num_local_experts`: missing"),
 ])
 def test_malformed(tmp_path, config, message):
     with pytest.raises(SweepError, match=message):

@@ -1,25 +1,26 @@
 """Model and GPU catalogs: TOML data files shipped in the package, every entry with its source.
 
-`model(name_or_path)` takes a catalog name or the path of a Hugging Face `config.json`;
+`model(name_or_path)` takes a catalog name, an architecture file, a Hugging Face `config.json`,
+snapshot directory or cached hub id;
 `gpu(name)` a catalog name. Unknown names get a `SweepError` listing the closest names.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 
+from sweep import architecture
 from sweep.config import GPU_PLATFORM, TPU_PLATFORM, Hardware
 from sweep.errors import SweepError
-from sweep.model import Architecture, ModelSpec
+from sweep.model import ModelSpec
 from sweep.vocabulary import did_you_mean
 
-MLP_KINDS = {"gelu": 0, "swiglu": 1}
-NORM_KINDS = {"rmsnorm": 0, "layernorm": 1}
-_NUMERIC_MODEL_KEYS = {f.name for f in fields(Architecture)}
+CATALOG_MODEL_KEYS = ("display_name", "family", "source", "published_params",
+                      "published_params_source")
 
 
 @dataclass(frozen=True)
@@ -58,42 +59,18 @@ def _read_toml(filename: str) -> dict:
     return tomllib.loads(resources.files(__package__).joinpath(filename).read_text("utf-8"))
 
 
-def architecture_from_entry(entry: dict, where: str) -> Architecture:
-    """An `Architecture` from a catalog entry (`mlp`/`norm` names, booleans as 0/1)."""
-    values = {}
-    for key, value in entry.items():
-        if key == "mlp":
-            values["gated_mlp"] = _choice(MLP_KINDS, value, where, key)
-        elif key == "norm":
-            values["norm_bias"] = _choice(NORM_KINDS, value, where, key)
-        elif key in _NUMERIC_MODEL_KEYS:
-            values[key] = float(value)
-    values["mla"] = float("kv_lora_rank" in entry)
-    return Architecture(**values)
-
-
-def _choice(choices: dict, value, where: str, key: str):
-    if value not in choices:
-        raise SweepError(f"{where}: `{key}` must be one of {list(choices)}, got {value!r}.")
-    return choices[value]
-
-
 @functools.cache
 def models() -> dict[str, ModelSpec]:
     """Every catalog model, by name."""
     out = {}
     for name, entry in _read_toml("models.toml").items():
-        out[name] = ModelSpec(
-            name=name,
-            display_name=entry["display_name"],
-            arch=architecture_from_entry(entry, f"models.toml [{name}]"),
-            source=entry["source"],
-            published_params=float(entry["published_params"]),
-            published_params_source=entry["published_params_source"],
-            published_params_rounding=float(entry.get("published_params_rounding", 0.0)),
-            notes=entry.get("notes", ""),
-            extra={"family": entry["family"]},
-        )
+        where = f"models.toml [{name}]"
+        for key in CATALOG_MODEL_KEYS:
+            if key not in entry:
+                raise SweepError(f"{where}: `{key}`: missing (every catalog entry has "
+                                 f"{', '.join(CATALOG_MODEL_KEYS)})")
+        out[name] = dataclasses.replace(
+            architecture.spec_from_table(entry, where, name, entry["source"]), name=name)
     return out
 
 
@@ -115,18 +92,13 @@ def _lookup(catalog: dict, name: str, kind: str):
 
 
 def model(name_or_path: str) -> ModelSpec:
-    """A catalog model by name, a Hugging Face `config.json` read from disk, or
-    `megatron:PATH`, a Megatron-LM argument list, YAML or launch script (sweep/megatron_args.py)."""
-    if name_or_path.startswith("megatron:"):
-        from sweep.megatron_args import read_model
+    """A model by catalog name, architecture file (`.toml`, or `.json` without `model_type`),
+    Hugging Face `config.json`, snapshot directory, hub id cached locally (`org/name`,
+    `org/name@revision`), or `megatron:PATH` (a Megatron-LM argument list, YAML or launch
+    script, sweep/megatron_args.py); see `sweep.model_input.resolve`."""
+    from sweep.model_input import resolve
 
-        return read_model(name_or_path)
-    path = Path(name_or_path)
-    if name_or_path.endswith(".json") or path.is_file() or (path / "config.json").is_file():
-        from sweep.hf_config import read_hf_config
-
-        return read_hf_config(path / "config.json" if path.is_dir() else path)
-    return _lookup(models(), name_or_path, "model")
+    return resolve(name_or_path, lambda name: _lookup(models(), name, "model"))
 
 
 def gpu(name: str) -> GpuSpec:

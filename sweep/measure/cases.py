@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from sweep import model as m
 from sweep.config import TrainConfig
 from sweep.measure.reference import Block, DecoderModel, Options, rope_tables
 from sweep.measure.saved import saved_tensor_bytes
@@ -16,6 +17,18 @@ from sweep.memory import activations
 from sweep.model import Architecture
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+# Block layouts beyond pre-norm: Gemma 2/3 (GeGLU, sandwich norms, per-head q/k norms), OLMo 2
+# (post-norms, whole-projection q/k norms), Falcon-7B (parallel block on one LayerNorm, plain
+# GeLU), Falcon-40B (parallel, two LayerNorms) and a squared-ReLU MLP (Nemotron-4).
+NORM_STYLES = {
+    "gemma": dict(mlp_activation=m.ACTIVATION_GELU, norm_placement=m.SANDWICH_NORM,
+                  qk_norm=m.QK_NORM_HEAD, tied_embeddings=1),
+    "olmo2": dict(norm_placement=m.POST_NORM, qk_norm=m.QK_NORM_FULL),
+    "falcon": dict(gated_mlp=0, norm_bias=1, parallel_attention=m.PARALLEL_SHARED_NORM,
+                   tied_embeddings=1),
+    "falcon2": dict(gated_mlp=0, norm_bias=1, parallel_attention=m.PARALLEL_TWO_NORMS),
+    "relu2": dict(gated_mlp=0, mlp_activation=m.ACTIVATION_RELU2, norm_bias=1),
+}
 PRECISION = {"fp32": "fp32", "bf16": "bf16-mixed"}
 
 
@@ -29,6 +42,8 @@ def _arch(style: str, h: int, heads: int, kv_heads: int, ffn: int, layers: int,
     if style == "gpt2":
         return Architecture(**common, gated_mlp=0, norm_bias=1, tied_embeddings=1,
                             linear_bias=1, learned_position_embeddings=1, dropout=1)
+    if style in NORM_STYLES:
+        return Architecture(**common, **NORM_STYLES[style])
     moe = dict(num_experts=experts, num_experts_per_tok=2, moe_ffn_hidden_size=ffn) if experts \
         else {}
     return Architecture(**common, gated_mlp=1, **moe)
@@ -89,6 +104,15 @@ def cases() -> list[Case]:
         for attention in ("explicit",) if style == "gpt2" else ("sdpa", "explicit"):
             out.append(Case(scope, style, dtype, attention, recompute, b, s, h, heads,
                             kv_heads, ffn, layers=1 if scope == "block" else 2))
+    # The other block layouts: one shape (MQA for Falcon-7B's style), bf16, SDPA.
+    for style, scope, recompute in itertools.product(
+        NORM_STYLES, ("block", "model"), ("none", "selective", "full")
+    ):
+        if scope == "block" and recompute == "full":
+            continue
+        kv_heads = 1 if style == "falcon" else 2
+        out.append(Case(scope, style, "bf16", "sdpa", recompute, 2, 64, 128, 8, kv_heads, 352,
+                        layers=1 if scope == "block" else 2))
     return out
 
 

@@ -1,5 +1,5 @@
-"""Reference decoder models in PyTorch (GPT-2 and Llama/Mixtral styles), built from an
-`Architecture`, for counting what autograd really saves.
+"""Reference decoder models in PyTorch (GPT-2, Llama/Mixtral, Gemma, OLMo 2 and Falcon styles),
+built from an `Architecture`, for counting what autograd really saves.
 
 The layers follow the Hugging Face implementations' structure (`modeling_gpt2.py`,
 `modeling_llama.py`, `modeling_mixtral.py`): pre-norm blocks, separate q/k/v/o projections,
@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from sweep import model as m
 from sweep.model import Architecture
 
 DROPOUT = 0.1
@@ -78,6 +79,9 @@ def rope_tables(seq_len: int, head_dim: int, dtype) -> tuple[torch.Tensor, torch
 
 
 class Attention(nn.Module):
+    """q/k/v/o projections, optional q/k norms (per head of width d as Qwen3's and Gemma 3's,
+    or over the whole projection as OLMo 2's), RoPE, and the attention core."""
+
     def __init__(self, arch: Architecture, options: Options):
         super().__init__()
         h, a, k, d = (int(arch.hidden_size), int(arch.num_heads), int(arch.num_kv_heads),
@@ -86,7 +90,12 @@ class Attention(nn.Module):
         self.q_proj = nn.Linear(h, a * d, bias=qkv_bias)
         self.k_proj = nn.Linear(h, k * d, bias=qkv_bias)
         self.v_proj = nn.Linear(h, k * d, bias=qkv_bias)
-        self.o_proj = nn.Linear(a * d, h, bias=bool(arch.linear_bias))
+        self.o_proj = nn.Linear(a * d, h, bias=bool(arch.linear_bias or arch.o_bias))
+        self.qk_norm = int(arch.qk_norm)
+        if self.qk_norm == m.QK_NORM_HEAD:
+            self.q_norm, self.k_norm = _norm(arch, d), _norm(arch, d)
+        elif self.qk_norm == m.QK_NORM_FULL:
+            self.q_norm, self.k_norm = _norm(arch, a * d), _norm(arch, k * d)
         self.heads, self.kv_heads, self.head_dim = a, k, d
         self.dropout = DROPOUT if arch.dropout else 0.0
         self.options = options
@@ -108,10 +117,21 @@ class Attention(nn.Module):
             out = probs @ v
         return out.transpose(1, 2).reshape(b, s, self.heads * self.head_dim)
 
+    def _heads(self, x, proj, heads, norm):
+        """(b, heads, s, d), normalised as `qk_norm` says."""
+        b, s, _ = x.shape
+        y = proj(x)
+        if self.qk_norm == m.QK_NORM_FULL:
+            y = norm(y)
+        y = y.view(b, s, heads, self.head_dim)
+        if self.qk_norm == m.QK_NORM_HEAD:
+            y = norm(y)
+        return y.transpose(1, 2)
+
     def forward(self, x, rope):
         b, s, _ = x.shape
-        q = self.q_proj(x).view(b, s, self.heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
+        q = self._heads(x, self.q_proj, self.heads, getattr(self, "q_norm", None))
+        k = self._heads(x, self.k_proj, self.kv_heads, getattr(self, "k_norm", None))
         v = self.v_proj(x).view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
         if rope is not None:
             cos, sin = rope
@@ -124,19 +144,34 @@ class Attention(nn.Module):
         return self.o_proj(out)
 
 
-class MLP(nn.Module):
-    """SwiGLU down(silu(gate(x))·up(x)) or GeLU (tanh) down(gelu(up(x)))."""
+def _gelu(x):
+    return F.gelu(x, approximate="tanh")
 
-    def __init__(self, hidden: int, inner: int, gated: bool, bias: bool):
+
+def _relu2(x):
+    return torch.pow(F.relu(x), 2)  # Megatron-LM's squared_relu
+
+
+ACTIVATIONS = {m.ACTIVATION_GELU: _gelu, m.ACTIVATION_SILU: F.silu, m.ACTIVATION_RELU2: _relu2}
+
+
+class MLP(nn.Module):
+    """Gated down(act(gate(x))·up(x)) (SwiGLU; GeGLU) or plain down(act(up(x))) (GeLU (tanh);
+    squared ReLU); `activation` is an `ACTIVATION_*` code."""
+
+    def __init__(self, hidden: int, inner: int, gated: bool, bias: bool,
+                 activation: int = m.ACTIVATION_DEFAULT):
         super().__init__()
         self.gate_proj = nn.Linear(hidden, inner, bias=bias) if gated else None
         self.up_proj = nn.Linear(hidden, inner, bias=bias)
         self.down_proj = nn.Linear(inner, hidden, bias=bias)
+        default = F.silu if gated else _gelu
+        self.act = ACTIVATIONS.get(activation, default)
 
     def forward(self, x):
         if self.gate_proj is not None:
-            return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
-        return self.down_proj(F.gelu(self.up_proj(x), approximate="tanh"))
+            return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(self.act(self.up_proj(x)))
 
 
 class SparseMoE(nn.Module):
@@ -147,12 +182,13 @@ class SparseMoE(nn.Module):
         h = int(arch.hidden_size)
         self.top_k = int(arch.num_experts_per_tok)
         self.router = nn.Linear(h, int(arch.num_experts), bias=False)
+        act = int(arch.mlp_activation)
         self.experts = nn.ModuleList(
-            MLP(h, int(arch.moe_ffn_hidden_size), bool(arch.gated_mlp), False)
+            MLP(h, int(arch.moe_ffn_hidden_size), bool(arch.gated_mlp), False, act)
             for _ in range(int(arch.num_experts))
         )
         shared = int(arch.num_shared_experts * arch.shared_expert_ffn_hidden_size)
-        self.shared = MLP(h, shared, bool(arch.gated_mlp), False) if shared else None
+        self.shared = MLP(h, shared, bool(arch.gated_mlp), False, act) if shared else None
 
     def forward(self, x):
         b, s, h = x.shape
@@ -173,18 +209,41 @@ class SparseMoE(nn.Module):
 
 
 class Block(nn.Module):
+    """Pre-norm block (Llama), post-norm (OLMo 2: norms on the sub-layer outputs only),
+    sandwich (Gemma 2/3: both), or parallel attention and MLP on one shared input norm or two
+    (Falcon)."""
+
     def __init__(self, arch: Architecture, options: Options, moe: bool):
         super().__init__()
         h = int(arch.hidden_size)
-        self.norm1, self.norm2 = _norm(arch, h), _norm(arch, h)
+        self.placement, self.parallel = int(arch.norm_placement), int(arch.parallel_attention)
+        if self.placement != m.POST_NORM:
+            self.norm1 = _norm(arch, h)
+            if self.parallel != m.PARALLEL_SHARED_NORM:
+                self.norm2 = _norm(arch, h)
+        if self.placement != m.PRE_NORM:
+            self.post1, self.post2 = _norm(arch, h), _norm(arch, h)
         self.attention = Attention(arch, options)
         self.mlp = SparseMoE(arch) if moe else MLP(
-            h, int(arch.ffn_hidden_size), bool(arch.gated_mlp), bool(arch.linear_bias))
+            h, int(arch.ffn_hidden_size), bool(arch.gated_mlp),
+            bool(arch.linear_bias or arch.mlp_bias), int(arch.mlp_activation))
         self.dropout = DROPOUT if arch.dropout else 0.0
 
+    def _sublayer(self, layer, pre, post, x, *args):
+        """post(layer(pre(x))), each norm present or not as the placement says."""
+        y = layer(pre(x) if pre is not None else x, *args)
+        return post(y) if post is not None else y
+
     def forward(self, x, rope=None):
-        x = x + F.dropout(self.attention(self.norm1(x), rope), self.dropout, self.training)
-        return x + F.dropout(self.mlp(self.norm2(x)), self.dropout, self.training)
+        drop = lambda y: F.dropout(y, self.dropout, self.training)  # noqa: E731
+        pre1, pre2 = getattr(self, "norm1", None), getattr(self, "norm2", None)
+        post1, post2 = getattr(self, "post1", None), getattr(self, "post2", None)
+        if self.parallel:
+            attn_in = pre1(x)
+            mlp_in = attn_in if self.parallel == m.PARALLEL_SHARED_NORM else pre2(x)
+            return x + drop(self.attention(attn_in, rope)) + drop(self.mlp(mlp_in))
+        x = x + drop(self._sublayer(self.attention, pre1, post1, x, rope))
+        return x + drop(self._sublayer(self.mlp, pre2, post2, x))
 
 
 class DecoderModel(nn.Module):

@@ -15,7 +15,8 @@ Notation (per micro-batch, on one GPU):
 What each operation saves (PyTorch autograd, checked by `sweep/measure` with
 `torch.autograd.graph.saved_tensors_hooks` on reference blocks):
 linear: its input; LayerNorm: input, mean and rstd; RMSNorm (fused, as Apex/Transformer
-Engine): input and fp32 rstd; GeLU, SiLU: input; softmax: output; dropout: mask (and the product
+Engine): input and fp32 rstd; GeLU, SiLU: input; ReLU: output (squared ReLU: the ReLU output,
+which the square also saves, and the square); softmax: output; dropout: mask (and the product
 its consumer saves); elementwise product of two activations: both; RoPE: only cos and sin;
 scaled_dot_product_attention with FlashAttention: q, k, v, output and fp32 logsumexp (b·a·s);
 explicit attention: q, k, v expanded to a heads, softmax output (b·a·s²), dropout mask and
@@ -33,7 +34,15 @@ from sweep import xp
 from sweep.config import TrainConfig
 from sweep.memory import bytes as b
 from sweep.memory.shard import FIRST, holds_embedding, holds_head, stage_layers
-from sweep.model import Architecture, moe_layer_count
+from sweep.model import (
+    PARALLEL_SHARED_NORM,
+    PARALLEL_TWO_NORMS,
+    QK_NORM_HEAD,
+    QK_NORM_NONE,
+    SANDWICH_NORM,
+    Architecture,
+    moe_layer_count,
+)
 
 CPU = 1  # code of vocabulary.DEVICES
 NO_RECOMPUTE, SELECTIVE, FULL_RECOMPUTE = 0, 1, 2
@@ -58,12 +67,45 @@ def tokens(cfg: TrainConfig):
     return cfg.micro_batch * cfg.seq_len / cfg.cp
 
 
-def norm_bytes(arch: Architecture, cfg: TrainConfig, n_tokens):
-    """One norm: its input e·T·h plus per-token statistics (LayerNorm: mean and rstd at σ;
-    RMSNorm: rstd in fp32)."""
+def norm_stat_bytes(arch: Architecture, cfg: TrainConfig):
+    """Statistics of one norm per normalised vector: LayerNorm mean and rstd at σ, RMSNorm
+    rstd in fp32."""
     layernorm_stat = xp.where(cfg.device == CPU, element_bytes(cfg), FP32_BYTES)
-    stats = xp.where(arch.norm_bias > 0, 2 * layernorm_stat, FP32_BYTES)
-    return n_tokens * (element_bytes(cfg) * arch.hidden_size + stats)
+    return xp.where(arch.norm_bias > 0, 2 * layernorm_stat, FP32_BYTES)
+
+
+def norm_bytes(arch: Architecture, cfg: TrainConfig, n_tokens):
+    """One norm: its input e·T·h plus per-token statistics (`norm_stat_bytes`)."""
+    return n_tokens * (element_bytes(cfg) * arch.hidden_size + norm_stat_bytes(arch, cfg))
+
+
+def post_norm_bytes(arch: Architecture, cfg: TrainConfig, n_tokens):
+    """Sandwich norms (Gemma 2/3) add a norm on each sub-layer's output, which saves that
+    output and its statistics (`norm_bytes`). Post-norms alone (OLMo 2) save as many bytes as
+    pre-norms: the sub-layer reads the block input instead of a norm's output, and the norm
+    saves the sub-layer's output instead of the block input."""
+    return xp.where(arch.norm_placement == SANDWICH_NORM, norm_bytes(arch, cfg, n_tokens), 0)
+
+
+def parallel_shared_bytes(arch: Architecture, cfg: TrainConfig, n_tokens):
+    """What the MLP of a parallel block (Falcon, GPT-J) shares with its attention, so saves
+    no second time: with one shared input norm, that norm and its output (e·T·h + stats +
+    e·T·h); with two norms, the block input both norms save (e·T·h)."""
+    block_input = element_bytes(cfg) * n_tokens * arch.hidden_size
+    shared_norm = norm_bytes(arch, cfg, n_tokens) + block_input
+    return xp.where(arch.parallel_attention == PARALLEL_SHARED_NORM, shared_norm,
+                    xp.where(arch.parallel_attention == PARALLEL_TWO_NORMS, block_input, 0))
+
+
+def qk_norm_bytes(arch: Architecture, cfg: TrainConfig, n_tokens):
+    """q/k norms (Qwen3, Gemma 3, OLMo 2) save their inputs, the q and k projections' outputs,
+    e·T·(a + k)·d/t, and statistics per head and token (`QK_NORM_HEAD`) or per token for
+    each of the two whole-projection norms (`QK_NORM_FULL`). RoPE after them saves only its
+    tables, so the normalised q and k are saved once, by the attention core."""
+    heads = (arch.num_heads + arch.num_kv_heads) / cfg.tp
+    vectors = xp.where(arch.qk_norm == QK_NORM_HEAD, heads, 2)
+    per_token = element_bytes(cfg) * heads * arch.head_dim + vectors * norm_stat_bytes(arch, cfg)
+    return xp.where(arch.qk_norm > QK_NORM_NONE, n_tokens * per_token, 0)
 
 
 def _sp_divisor(cfg: TrainConfig):
@@ -96,12 +138,14 @@ def attention_core_bytes(arch: Architecture, cfg: TrainConfig, n_tokens):
 
 def attention_block_bytes(arch: Architecture, cfg: TrainConfig, n_tokens):
     """Attention part of one block on one TP rank: the pre-norm, its output (the q/k/v
-    projections' input) and the residual dropout mask, which only SP splits by t, and the
-    core (`attention_core_bytes`)."""
+    projections' input), a sandwich post-norm and the residual dropout mask, which only SP
+    splits by t, and the q/k norms and the core (`attention_core_bytes`)."""
     e = element_bytes(cfg)
     replicated = norm_bytes(arch, cfg, n_tokens) + e * n_tokens * arch.hidden_size
     replicated = replicated + arch.dropout * mask_bytes(cfg) * n_tokens * arch.hidden_size
-    return replicated / _sp_divisor(cfg) + attention_core_bytes(arch, cfg, n_tokens)
+    replicated = replicated + post_norm_bytes(arch, cfg, n_tokens)
+    return (replicated / _sp_divisor(cfg) + qk_norm_bytes(arch, cfg, n_tokens)
+            + attention_core_bytes(arch, cfg, n_tokens))
 
 
 def mlp_bytes(arch: Architecture, cfg: TrainConfig, n_tokens, inner):
@@ -116,10 +160,12 @@ def mlp_bytes(arch: Architecture, cfg: TrainConfig, n_tokens, inner):
 
 
 def mlp_block_bytes(arch: Architecture, cfg: TrainConfig, n_tokens):
-    """MLP part of one dense block: pre-norm, its output, the MLP, residual dropout mask."""
+    """MLP part of one dense block: pre-norm, its output, the MLP, residual dropout mask, a
+    sandwich post-norm, less what a parallel block shares with its attention."""
     e = element_bytes(cfg)
     replicated = norm_bytes(arch, cfg, n_tokens) + e * n_tokens * arch.hidden_size
     replicated = replicated + arch.dropout * mask_bytes(cfg) * n_tokens * arch.hidden_size
+    replicated = replicated + _norm_changes_bytes(arch, cfg, n_tokens)
     return replicated / _sp_divisor(cfg) + mlp_bytes(arch, cfg, n_tokens, arch.ffn_hidden_size)
 
 
@@ -143,6 +189,7 @@ def moe_block_bytes(arch: Architecture, cfg: TrainConfig, n_tokens):
     e = element_bytes(cfg)
     top_k = arch.num_experts_per_tok
     replicated = norm_bytes(arch, cfg, n_tokens) + e * n_tokens * arch.hidden_size
+    replicated = replicated + _norm_changes_bytes(arch, cfg, n_tokens)
     router = n_tokens * (
         FP32_BYTES * arch.num_experts + (INT64_BYTES + FP32_BYTES) * top_k + FP32_BYTES
     )
@@ -156,6 +203,11 @@ def moe_block_bytes(arch: Architecture, cfg: TrainConfig, n_tokens):
         arch, cfg, n_tokens, arch.num_shared_experts * arch.shared_expert_ffn_hidden_size
     )
     return (replicated + router) / _sp_divisor(cfg) + slots * per_slot + shared
+
+
+def _norm_changes_bytes(arch: Architecture, cfg: TrainConfig, n_tokens):
+    """The MLP side's sandwich post-norm less what a parallel block shares."""
+    return post_norm_bytes(arch, cfg, n_tokens) - parallel_shared_bytes(arch, cfg, n_tokens)
 
 
 def mlp_matrices_activation(arch: Architecture):

@@ -22,10 +22,16 @@ def kv_cache_bytes(arch: Architecture, cfg: TrainConfig):
 
     Key and value per KV head (GQA/MQA cache k heads, split by t); MLA (DeepSeek-V3) caches
     the compressed latent and the shared RoPE key, (kv_lora_rank + d_rope) per token and
-    layer, replicated across t.
+    layer, replicated across t. With `full_attention_interval` n, floor(L/n) of the L layers
+    attend fully and cache all s tokens (Gemma 2/3, gpt-oss), the others s_w: s_w is their
+    average per layer.
     """
     window = xp.where(arch.sliding_window > 0, xp.minimum(cfg.seq_len, arch.sliding_window),
                       cfg.seq_len)
+    full_layers = xp.where(arch.full_attention_interval > 0, xp.floor(
+        arch.num_layers / xp.maximum(arch.full_attention_interval, 1)), 0)
+    window = (full_layers * cfg.seq_len + (arch.num_layers - full_layers) * window) \
+        / arch.num_layers
     per_token_layer = xp.where(
         arch.mla > 0,
         arch.kv_lora_rank + arch.qk_rope_head_dim,

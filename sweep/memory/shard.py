@@ -109,14 +109,18 @@ def stage_shard(arch: model.Architecture, cfg: TrainConfig, stage: int) -> Stage
     embedding = with_embedding * model.embedding_params(arch, tp)
     # The head's vocabulary dimension is split; its hidden dimension is the factored column.
     head = with_head * (model.head_params(arch, tp) + model.final_norm_params(arch))
-    base_dense = blocks.dense + embedding + head
+    # Multi-token-prediction modules sit with the head (Megatron-LM: on the last stage).
+    mtp = model.mtp_params(arch, tp, ep, etp)
+    mtp_dense, mtp_expert = with_head * mtp.dense, with_head * mtp.expert
+    base_dense = blocks.dense + embedding + head + mtp_dense
+    base_expert = blocks.expert + mtp_expert
 
     # Leading frozen blocks (and the embedding, when any block is frozen) of a partial fine-tune.
     frozen_layers = xp.minimum(xp.maximum(cfg.frozen_layers - first_layer, 0), layers)
     frozen = model.layers_params(arch, frozen_layers, first_layer, tp, ep, etp)
     frozen_embedding = embedding * (cfg.frozen_layers > 0)
     full_dense = base_dense - frozen.dense - frozen_embedding
-    full_expert = blocks.expert - frozen.expert
+    full_expert = base_expert - frozen.expert
 
     adapters = model.layers_lora_params(
         arch, layers, first_layer, cfg.lora_rank, cfg.lora_targets, tp, ep, etp
@@ -136,7 +140,8 @@ def stage_shard(arch: model.Architecture, cfg: TrainConfig, stage: int) -> Stage
         (1 - arch.tied_embeddings) * (vocab_rows + arch.hidden_size)
         + model.final_norm_params(arch)
     )
-    full_factored = factored_blocks + factored_embedding + factored_head
+    factored_mtp = with_head * model.mtp_factored_second_moment(arch, tp, ep, etp)
+    full_factored = factored_blocks + factored_embedding + factored_head + factored_mtp
     expert_share = xp.where(full_dense + full_expert > 0, full_expert, 0) / xp.maximum(
         full_dense + full_expert, 1
     )
@@ -145,8 +150,8 @@ def stage_shard(arch: model.Architecture, cfg: TrainConfig, stage: int) -> Stage
     # LoRA adapters are two small matrices each: r + in and r + out elements when factored.
     return StageShard(
         base_dense=base_dense,
-        base_expert=blocks.expert,
-        block_linear=blocks.block_linear,
+        base_expert=base_expert,
+        block_linear=blocks.block_linear + with_head * mtp.block_linear,
         adapters=adapters,
         trainable_dense=xp.where(is_full, full_dense, adapters),
         trainable_expert=xp.where(is_full, full_expert, 0),
