@@ -98,8 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("run", help="an output directory, e.g. outputs/largest_model")
     validate = commands.add_parser(
         "validate", help="measure saved activations of reference PyTorch models (needs torch) "
-                         "and rewrite docs/activation_accuracy.md")
-    validate.add_argument("--out", default="docs/activation_accuracy.md")
+                         "and rewrite docs/activation_accuracy.md; with --time, compare step "
+                         "times with published runs and rewrite docs/time_accuracy.md")
+    validate.add_argument("--out", help="default: docs/activation_accuracy.md "
+                                        "(docs/time_accuracy.md with --time)")
+    validate.add_argument("--time", action="store_true",
+                          help="the step-time comparison instead (no torch needed)")
     return parser
 
 
@@ -156,13 +160,20 @@ def _fewest(args) -> None:
     print(f"output: {grid.output_dir}/fewest.parquet")
 
 
-def _validate(out: str) -> None:
+def _validate(out: str | None, time: bool = False) -> None:
+    from pathlib import Path
+
+    if time:
+        from sweep.timing.validate import DOC
+        from sweep.timing.validate import write as write_time
+
+        print(f"wrote {write_time(Path(out) if out else DOC)}")
+        return
+    out = out or "docs/activation_accuracy.md"
     try:
         from sweep.measure.report import write
     except ModuleNotFoundError as err:
         raise SweepError(f"validate needs torch: pip install \".[validate]\" ({err}).") from None
-    from pathlib import Path
-
     print(f"wrote {write(Path(out))}")
 
 
@@ -227,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
 
             print(f"wrote {write_report(args.run)}")
         elif args.command == "validate":
-            _validate(args.out)
+            _validate(args.out, args.time)
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -73,17 +73,18 @@ def _linear_terms(arch: Architecture, moe: bool, tp, etp, ep, padding=1.0):
     return terms
 
 
-def block_linear_flops(arch: Architecture, moe: bool, tp=1, etp=1, padding=1.0):
-    """Forward FLOPs per token of every linear of one dense (moe False) or MoE block on one
-    rank: Σ 2·in·out·(tokens through it), in and out as the rank holds them."""
-    return sum(f for f, _, _ in _linear_terms(arch, moe, tp, etp, 1, padding))
-
-
-def block_linear_operands(arch: Architecture, moe: bool, tp=1, etp=1, ep=1, padding=1.0):
-    """(activation elements per token, weight elements) the block's forward GEMMs read and
-    write on one rank: Σ (in + out)·(tokens through it) and Σ in·out over the weights held."""
+def block_linear_work(arch: Architecture, moe: bool, tp=1, etp=1, ep=1, padding=1.0):
+    """(forward FLOPs per token, activation elements per token, weight elements) of every
+    linear of one dense (moe False) or MoE block on one rank: Σ 2·in·out·(tokens through
+    it), Σ (in + out)·(tokens through it) its GEMMs read and write, Σ in·out of the weights
+    the rank holds; in and out as the rank holds them."""
     terms = _linear_terms(arch, moe, tp, etp, ep, padding)
-    return sum(a for _, a, _ in terms), sum(w for _, _, w in terms)
+    return tuple(sum(term[i] for term in terms) for i in range(3))
+
+
+def block_linear_flops(arch: Architecture, moe: bool, tp=1, etp=1, padding=1.0):
+    """Forward FLOPs per token of the block's linears on one rank (`block_linear_work`)."""
+    return block_linear_work(arch, moe, tp, etp, 1, padding)[0]
 
 
 def block_lora_flops(arch: Architecture, moe: bool, rank, target_mask, tp=1, etp=1):
@@ -161,16 +162,12 @@ def model_flops_per_token(arch: Architecture, cfg: TrainConfig):
     layers = arch.num_layers
     trained = trainable_blocks(arch, cfg)
     frozen = layers - trained
-
-    def block(moe):
-        return block_linear_flops(arch, moe), block_lora_flops(
-            arch, moe, cfg.lora_rank, cfg.lora_targets
-        )
-
-    linear_all = _by_block_kind(arch, layers, 0, lambda moe: block(moe)[0])
-    linear_frozen = _by_block_kind(arch, frozen, 0, lambda moe: block(moe)[0])
-    lora_all = _by_block_kind(arch, layers, 0, lambda moe: block(moe)[1])
-    lora = xp.where(cfg.finetune == FULL, 0, lora_all)
+    linear = {moe: block_linear_flops(arch, moe) for moe in (False, True)}
+    adapters = {moe: block_lora_flops(arch, moe, cfg.lora_rank, cfg.lora_targets)
+                for moe in (False, True)}
+    linear_all = _by_block_kind(arch, layers, 0, linear.get)
+    linear_frozen = _by_block_kind(arch, frozen, 0, linear.get)
+    lora = xp.where(cfg.finetune == FULL, 0, _by_block_kind(arch, layers, 0, adapters.get))
     attention = attention_core_flops(arch, keys)
     linear_trained = linear_all - linear_frozen
     head_passes = xp.where(cfg.finetune == FULL, 3, 2)
@@ -184,3 +181,46 @@ def model_flops_per_token(arch: Architecture, cfg: TrainConfig):
 def model_flops_per_step(arch: Architecture, cfg: TrainConfig, tokens_per_step):
     """Model FLOPs of one optimizer step: tokens per step times `model_flops_per_token`."""
     return tokens_per_step * model_flops_per_token(arch, cfg)
+
+
+FLASH_BACKWARD = 2.5  # FlashAttention's backward FLOPs / forward (it recomputes QK^T)
+NO_RECOMPUTE, SELECTIVE, FULL_RECOMPUTE = 0, 1, 2  # codes of vocabulary.RECOMPUTES
+
+
+def recomputed_share(arch: Architecture, cfg: TrainConfig):
+    """Share of the blocks full recomputation reruns: `recompute_layers` per stage (0: all)."""
+    per_stage = arch.num_layers / cfg.pp
+    blocks = xp.where(cfg.recompute_layers > 0, xp.minimum(cfg.recompute_layers, per_stage),
+                      per_stage)
+    return blocks / per_stage
+
+
+def hardware_flops_per_token(arch: Architecture, cfg: TrainConfig):
+    """FLOPs the GPUs execute per trained token (what HFU divides by).
+
+    Model FLOPs, with the attention core over the keys the kernel computes (causal: about
+    half of s with FlashAttention, all s without), FlashAttention's backward at 2.5x its
+    forward, plus recomputation: full reruns the forward of the recomputed trainable blocks,
+    selective the forward of their attention core. For a GPT-3 block with explicit attention
+    and full recomputation this is Narayanan et al. 2021 eq. 3,
+    96·B·s·l·h²·(1 + s/(6h) + V/(16·l·h)) per step.
+    """
+    flash = cfg.flash_attention > 0
+    keys = xp.where(flash, causal_keys_per_query(arch, cfg.seq_len),
+                    context_per_query(arch, cfg.seq_len))
+    attention = attention_core_flops(arch, keys)
+    attention_passes = xp.where(flash, 1 + FLASH_BACKWARD, 3)
+    trained = trainable_blocks(arch, cfg)
+    frozen = arch.num_layers - trained
+    full_attention = attention_core_flops(arch, context_per_query(arch, cfg.seq_len))
+    model = model_flops_per_token(arch, cfg)
+    executed = model + (trained * attention_passes + frozen) * attention - (
+        3 * trained + frozen) * full_attention
+    forward = {moe: block_linear_flops(arch, moe) + xp.where(
+        cfg.finetune == FULL, 0, block_lora_flops(arch, moe, cfg.lora_rank, cfg.lora_targets))
+        for moe in (False, True)}
+    trained_forward = _by_block_kind(arch, trained, frozen, forward.get) + trained * attention
+    recompute = xp.where(cfg.recompute == FULL_RECOMPUTE,
+                         recomputed_share(arch, cfg) * trained_forward,
+                         xp.where(cfg.recompute == SELECTIVE, trained * attention, 0))
+    return executed + recompute

@@ -50,13 +50,13 @@ from sweep.timing import comms, schedule
 from sweep.timing import efficiency as eff
 from sweep.timing import flops as fl
 
-NO_RECOMPUTE, SELECTIVE, FULL_RECOMPUTE = 0, 1, 2  # codes of vocabulary.RECOMPUTES
+SELECTIVE, FULL_RECOMPUTE = fl.SELECTIVE, fl.FULL_RECOMPUTE
 FULL_FINETUNE, QLORA = 0, 2  # codes of vocabulary.FINETUNES
 GENERIC, DEEPSPEED, MEGATRON, FSDP = comms.GENERIC, comms.DEEPSPEED, comms.MEGATRON, comms.FSDP
 BF16_MIXED, FP8_MIXED = 1, 4  # codes of vocabulary.PRECISIONS
 OFFLOAD_OPTIMIZER, OFFLOAD_PARAMS, OFFLOAD_NVME = 1, 2, 3  # codes of vocabulary.OFFLOADS
 
-FLASH_BACKWARD = 2.5  # FlashAttention backward FLOPs / forward (recomputes QK^T)
+FLASH_BACKWARD = fl.FLASH_BACKWARD
 TP_COLLECTIVES_PER_PASS = 2  # per block: after attention and after the MLP (Megatron-LM)
 EP_ALL_TO_ALLS_PER_PASS = 2  # per MoE block: dispatch and combine
 # Cross-entropy on vocab-parallel logits, bytes moved per logit element over forward and
@@ -211,8 +211,8 @@ def block_times(arch: Architecture, cfg: TrainConfig, hw: Hardware, moe: bool) -
     e, e_g = eff.activation_bytes(cfg), eff.block_gemm_operand_bytes(cfg)
     gemm_peak, peak = eff.block_gemm_peak(hw, cfg), eff.bf16_peak(hw, cfg)
 
-    linear = fl.block_linear_flops(arch, moe, tp, etp, padding)
-    act_elements, weight_elements = fl.block_linear_operands(arch, moe, tp, etp, ep, padding)
+    linear, act_elements, weight_elements = fl.block_linear_work(arch, moe, tp, etp, ep,
+                                                                 padding)
     dequant = (cfg.finetune == QLORA) * QLORA_DEQUANT_BYTES_PER_WEIGHT * weight_elements
     gemm = eff.gemm_seconds(T * linear, e_g * (T * act_elements + weight_elements) + dequant,
                             hw, gemm_peak)
@@ -264,16 +264,35 @@ def _head_seconds(arch: Architecture, cfg: TrainConfig, hw: Hardware):
     return forward, passes * forward + loss
 
 
+@dataclass(frozen=True)
+class LayerTimes:
+    """What every stage shares: one dense and one MoE block, and the head with the loss
+    (forward, all passes)."""
+
+    dense: BlockTimes
+    moe: BlockTimes
+    head_forward: object
+    head: object
+
+
+def layer_times(arch: Architecture, cfg: TrainConfig, hw: Hardware) -> LayerTimes:
+    head_forward, head = _head_seconds(arch, cfg, hw)
+    return LayerTimes(dense=block_times(arch, cfg, hw, False),
+                      moe=block_times(arch, cfg, hw, True), head_forward=head_forward,
+                      head=head)
+
+
 def stage_work(arch: Architecture, cfg: TrainConfig, hw: Hardware, overlap: comms.Overlap,
-               stage: int) -> StageWork:
+               stage: int, times: LayerTimes | None = None) -> StageWork:
     """One micro-batch's forward and backward on the first (`FIRST`) or last (`LAST`) stage."""
+    times = layer_times(arch, cfg, hw) if times is None else times
     layers, first_layer = stage_layers(arch, cfg, stage)
     trained = fl.trainable_blocks(arch, cfg, layers, first_layer)
     frozen = layers - trained
     n_moe = model.moe_layer_count(arch, layers, first_layer)
     n_moe_frozen = model.moe_layer_count(arch, frozen, first_layer)
-    kinds = ((block_times(arch, cfg, hw, False), layers - n_moe, frozen - n_moe_frozen),
-             (block_times(arch, cfg, hw, True), n_moe, n_moe_frozen))
+    kinds = ((times.dense, layers - n_moe, frozen - n_moe_frozen),
+             (times.moe, n_moe, n_moe_frozen))
     gemm_backward = fl.gemm_passes(cfg) - 1
     flash = cfg.flash_attention > 0
     attention_backward = xp.where(flash, FLASH_BACKWARD, 2)
@@ -301,7 +320,7 @@ def stage_work(arch: Architecture, cfg: TrainConfig, hw: Hardware, overlap: comm
                          xp.where(cfg.recompute == SELECTIVE, trained_attention, 0))
     recomputed_passes = xp.where(cfg.recompute == FULL_RECOMPUTE, share, 0)
 
-    head_forward, head = _head_seconds(arch, cfg, hw)
+    head_forward, head = times.head_forward, times.head
     with_head = holds_head(cfg, stage)
     forward = forward + with_head * head_forward
     compute = forward + backward + with_head * (head - head_forward)
@@ -444,8 +463,9 @@ def step_time(arch: Architecture, cfg: TrainConfig, hw: Hardware,
     to model other flags (the published runs of `sweep/timing/published.toml` do).
     """
     overlap = comms.framework_overlap(cfg) if overlap is None else overlap
-    first = stage_work(arch, cfg, hw, overlap, FIRST)
-    last = stage_work(arch, cfg, hw, overlap, LAST)
+    times = layer_times(arch, cfg, hw)
+    first = stage_work(arch, cfg, hw, overlap, FIRST, times)
+    last = stage_work(arch, cfg, hw, overlap, LAST, times)
     use_last = last.total > first.total
     slowest = jax.tree_util.tree_map(lambda a, c: xp.where(use_last, a, c), _fields(last),
                                      _fields(first))
