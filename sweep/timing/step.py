@@ -59,11 +59,14 @@ OFFLOAD_OPTIMIZER, OFFLOAD_PARAMS, OFFLOAD_NVME = 1, 2, 3  # codes of vocabulary
 FLASH_BACKWARD = fl.FLASH_BACKWARD
 TP_COLLECTIVES_PER_PASS = 2  # per block: after attention and after the MLP (Megatron-LM)
 EP_ALL_TO_ALLS_PER_PASS = 2  # per MoE block: dispatch and combine
-# Cross-entropy on vocab-parallel logits, bytes moved per logit element over forward and
-# backward: cast bf16 -> fp32 (2 + 4), log-softmax (two reads and a write of 4), its backward
-# (read 4, write 4), cast of the gradient to bf16 (4 + 2): 32. Fused (chunked) losses read the
+# Cross-entropy on vocab-parallel logits, bytes moved per logit element, counted from
+# Megatron-LM's `_VocabParallelCrossEntropy` (megatron/core/tensor_parallel/cross_entropy.py,
+# commit d98e8a64, unchanged since core_r0.8.0): forward .float() (read 2, write 4), max
+# (read 4), in-place subtraction of the max (4 + 4), in-place exp (4 + 4), sum (4), in-place
+# division by the sum (4 + 4); backward grad_input.mul_ (4 + 4) and the cast of the
+# gradient back to bf16 for the head's backward (4 + 2): 52. Fused (chunked) losses read the
 # logits once forward and once backward and write the gradient in place: 6.
-CROSS_ENTROPY_BYTES_PER_LOGIT = 32
+CROSS_ENTROPY_BYTES_PER_LOGIT = 52
 FUSED_CROSS_ENTROPY_BYTES_PER_LOGIT = 6
 # QLoRA dequantises every NF4 weight to bf16 before each GEMM pass: read 0.5, write 2 bytes
 # (the GEMM's read of the bf16 copy is in its operands).

@@ -86,21 +86,25 @@ def korthikanti_model_flops(batch, seq, layers, hidden, vocab):
 MEASURES = {"tflops_narayanan": narayanan_flops, "tflops_megatron_r080": megatron_r080_flops}
 
 
-def _row(run: dict, source: dict) -> Row:
-    """One published run as our inputs: a row's own keys override its source's."""
+def _row(run: dict, source: dict, overrides: dict | None = None) -> Row:
+    """One published run as our inputs: a row's own keys override its source's, and
+    `overrides` (an alternative reading of unstated fields) override both."""
+    overrides = overrides or {}
+
     def get(key):
-        return run.get(key, source.get(key))
+        return overrides.get(key, run.get(key, source.get(key)))
 
     hidden, layers, heads, tp, pp = (run[k] for k in ("hidden", "layers", "heads", "tp", "pp"))
     seq, vocab, n, batch = get("seq_len"), get("vocab_size"), run["n_gpus"], run["global_batch"]
     micro = get("micro_batch")
     sp = tp > 1 if get("sp") == "with_tp" else bool(get("sp"))
+    vpp = layers // pp if get("vpp") == "one_block_per_chunk" else get("vpp")
     dp = n // (tp * pp)
     gpu = catalog.gpu(get("gpu"))
     arch = gpt_architecture(hidden, layers, heads, vocab, seq, get("dropout"),
                             get("tied_embeddings"))
     cfg = TrainConfig.from_names(
-        n_gpus=n, gpus_per_node=gpu.devices_per_node, tp=tp, pp=pp, vpp=get("vpp"), sp=sp,
+        n_gpus=n, gpus_per_node=gpu.devices_per_node, tp=tp, pp=pp, vpp=vpp, sp=sp,
         zero_stage=get("zero_stage"), framework=get("framework"), precision=get("precision"),
         micro_batch=micro, seq_len=seq, grad_accum=batch // (micro * dp),
         recompute=get("recompute"), flash_attention=get("flash_attention"))
@@ -110,7 +114,8 @@ def _row(run: dict, source: dict) -> Row:
     else:
         flops = MEASURES[measure](batch, seq, layers, hidden, vocab)
         measured, text = flops / (run["measured"] * 1e12 * n), f"{run['measured']} TFLOP/s"
-    overlap = Overlap(**{k: float(v) for k, v in source["overlap"].items()})
+    overlap = Overlap(**{k: float(v) for k, v in {**source["overlap"],
+                                                   **overrides.get("overlap", {})}.items()})
     return Row(run["source"], run["label"], gpu.name, _as_f64(arch), _as_f64(cfg), overlap,
                measured, text)
 
@@ -118,6 +123,26 @@ def _row(run: dict, source: dict) -> Row:
 def rows() -> list[Row]:
     data = published()
     return [_row(run, data["sources"][run["source"]]) for run in data["run"]]
+
+
+def alternatives() -> list[tuple[str, Row, Row]]:
+    """(what changes, the row as stated, the row under that alternative reading) for every
+    alternative a source lists for its unstated fields, where it changes the row."""
+    data = published()
+    out = []
+    for run in data["run"]:
+        source = data["sources"][run["source"]]
+        base = _row(run, source)
+        for alt in source.get("alternatives", []):
+            changes = {k: v for k, v in alt.items() if k != "label"}
+            applies = alt.get("only", "all")
+            if (applies == "pp>1" and run["pp"] == 1) or (applies == "pp=1" and run["pp"] > 1):
+                continue
+            changes.pop("only", None)
+            other = _row(run, source, changes)
+            if (other.cfg, other.overlap) != (base.cfg, base.overlap):
+                out.append((alt["label"], base, other))
+    return out
 
 
 def _as_f64(tree):
@@ -153,67 +178,103 @@ def summarize(table: list[Row], errs: list[float]) -> list[Summary]:
     return [Summary(k, len(v), statistics.median(v), max(v)) for k, v in groups.items()]
 
 
-WHY = {
-    "narayanan2021": "1F1B (v = 1) and micro-batch 1 assumed; both unstated",
-    "korthikanti2022": "interleaving and micro-batch from Calculon's inputs, not the paper",
-    "megatron_h100": "micro-batch, recompute, SP and interleaving (v = L/p) unstated",
-}
-
-
-def _miss(row: Row, st: StepTime, err: float) -> str:
+def _largest_other_term(st: StepTime) -> str:
     """The largest modelled term besides compute, to say where a row's time goes."""
     b = st.breakdown
     parts = {"bubble": b.bubble, "tp": b.tp, "dp": b.dp, "pp": b.pp, "recompute": b.recompute,
              "optimizer": b.optimizer}
     name, value = max(parts.items(), key=lambda kv: float(kv[1]))
-    share = float(value) / float(st.step_s)
-    return f"{name} {share:.0%} of ours"
+    return f"{name} {float(value) / float(st.step_s):.0%}"
+
+
+RECOMPUTES = ("none", "selective", "full")
+
+
+def _error(row: Row) -> float:
+    return float(predict(row).step_s) / row.measured_step_s - 1
 
 
 def render(table: list[Row]) -> str:
+    data = published()
     errs = errors(table)
     summary = summarize(table, errs)
+    notes = {(r["source"], r["label"]): r.get("why", "") for r in data["run"]}
     lines = [
         "# Step time against published measurements",
         "",
-        f"Rebuilt by `{COMMAND}` (also `python run_sweep.py validate --time`) from",
-        "`sweep/timing/published.toml`, where every row's configuration and citation lives.",
+        f"Rebuilt by `{COMMAND}` (or `python run_sweep.py validate --time`) from",
+        "`sweep/timing/published.toml`, which holds every row's configuration, its citation",
+        "(paper table, repository file and commit) and the fields the source leaves unstated.",
         "Measured step time: the iteration time the source prints, or the model FLOPs of one",
-        "step counted as that source counts them, divided by its reported per-GPU FLOP/s and",
-        "the GPUs (see `published.toml`). Ours: `sweep.timing.step_time` for the same",
-        "configuration on the catalog GPU (A100-SXM4-80GB, H100-SXM-80GB), with the overlap",
-        "flags each source ran with. Error = ours / measured - 1; MFU is ours, by our",
-        "definition (model FLOPs without recomputation, attention over the full s x s scores,",
-        "dense bf16 peak).",
+        "step counted as that source counts them (`published.toml`, `measure`) divided by its",
+        "per-GPU FLOP/s and its GPUs. Ours: `sweep.timing.step_time` for the same",
+        "configuration on the catalog GPU (Selene's DGX A100 80GB: `a100-80gb`; EOS's DGX",
+        "H100: `h100-sxm-80gb`), with the overlap flags each source ran with. Error = ours /",
+        "measured - 1. Our MFU: model FLOPs without recomputation, attention over the full",
+        "s x s scores, over the dense bf16 peak.",
         "",
         "| source | rows | median abs error | worst abs error |",
         "|---|---|---|---|",
     ]
-    for s in summary:
-        lines.append(f"| {s.source} | {s.rows} | {s.median_abs:.1%} | {s.worst_abs:.1%} |")
+    for s_ in summary:
+        lines.append(f"| {s_.source} | {s_.rows} | {s_.median_abs:.1%} | {s_.worst_abs:.1%} |")
     overall = summary[-1]
     lines += [
         "",
         f"{SUMMARY_MARK}median={overall.median_abs:.4f} worst={overall.worst_abs:.4f} -->",
         "",
+        "## Every row",
+        "",
+        "v: model chunks per stage (1: 1F1B); m: micro-batches per step; the last column is",
+        "our largest term besides compute, as a share of our step.",
+        "",
         "| source | run | GPUs | tp | pp | v | m | recompute | measured | measured step s "
         "| ours s | error | our MFU | largest other term |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    names = ("none", "selective", "full")
     for r, e in zip(table, errs, strict=True):
-        st = predict(r)
-        c = r.cfg
+        st, c = predict(r), r.cfg
         lines.append(
             f"| {r.source} | {r.label} | {int(c.n_gpus)} | {int(c.tp)} | {int(c.pp)} "
-            f"| {int(c.vpp)} | {int(c.grad_accum)} | {names[int(c.recompute)]} "
+            f"| {int(c.vpp)} | {int(c.grad_accum)} | {RECOMPUTES[int(c.recompute)]} "
             f"| {r.measured_text} | {r.measured_step_s:.3f} | {float(st.step_s):.3f} "
-            f"| {e:+.1%} | {float(st.mfu):.1%} | {_miss(r, st, e)} |")
+            f"| {e:+.1%} | {float(st.mfu):.1%} | {_largest_other_term(st)} |")
+    lines += [
+        "",
+        "## Sensitivity to what the sources leave unstated",
+        "",
+        "The same rows with the other plausible reading of a field the source does not give",
+        "(`alternatives` in `published.toml`); the committed numbers above use the first",
+        "reading.",
+        "",
+        "| source | run | alternative | error as stated | error with the alternative |",
+        "|---|---|---|---|---|",
+    ]
+    for label, base, alt in alternatives():
+        lines.append(f"| {base.source} | {base.label} | {label} | {_error(base):+.1%} "
+                     f"| {_error(alt):+.1%} |")
     lines += ["", "## Where and why the model misses", ""]
-    lines += [f"- {k}: {v}." for k, v in WHY.items()]
-    lines += ["", "Calibrated constants (`sweep/timing/efficiency.py`): "
-              f"IN_TRAINING_MATMUL_FRACTION = {efficiency.IN_TRAINING_MATMUL_FRACTION}, "
-              f"HBM_FRACTION = {efficiency.HBM_FRACTION}.", ""]
+    for r, e in zip(table, errs, strict=True):
+        why = notes[(r.source, r.label)]
+        if why:
+            lines.append(f"- {r.source} {r.label} ({e:+.1%}): {why}")
+    lines += ["", "## Sources and assumptions", ""]
+    for key, source in data["sources"].items():
+        lines += [f"- **{key}**: {source['title']}. {source['citation']} "
+                  f"Unstated, assumed: {source['assumed']}"]
+    lines += [
+        "",
+        "## Calibration",
+        "",
+        "Two constants are fitted (`sweep/timing/efficiency.py`): the share of the GPU's",
+        "maximum achievable matmul rate that GEMMs keep inside a training step,",
+        f"IN_TRAINING_MATMUL_FRACTION = {efficiency.IN_TRAINING_MATMUL_FRACTION}, and the",
+        f"achievable share of HBM bandwidth, HBM_FRACTION = {efficiency.HBM_FRACTION}, chosen",
+        "on a grid over these rows (`python -m sweep.timing.validate --fit`: median error",
+        "within 3.4-6.3% for 0.85-1.0 and 0.7-0.9). Everything else is a cited measurement or",
+        "a derivation (see the module docstrings).",
+        "",
+    ]
     return "\n".join(lines)
 
 
