@@ -412,20 +412,22 @@ def step_terms(arch: Architecture, cfg: TrainConfig, hw: Hardware, overlap: comm
         (cfg.framework == DEEPSPEED) | (cfg.framework == FSDP)))
     grad_comm = xp.where(zero == 0, all_reduce, reduce_scatter)
     # FSDP's SHARD_GRAD_OP (stage 2) gathers once per micro-batch and keeps the parameters
-    # for the backward; stage 3 gathers twice; stages 1-2 gather the update once per step.
-    gathers_per_microbatch = xp.where(zero >= 3, 2, xp.where(
-        (zero == 2) & (cfg.framework == FSDP), 1, 0))
-    step_gather = xp.where((zero >= 1) & (gathers_per_microbatch == 0), gather_updated, 0)
+    # for the backward; stage 3 gathers before the forward and again before the backward;
+    # stages 1-2 otherwise gather the updated parameters once per step.
+    gathers = xp.where(zero >= 3, 2, xp.where((zero == 2) & (cfg.framework == FSDP), 1, 0))
+    step_gather = xp.where((zero >= 1) & (gathers == 0), gather_updated, 0)
 
-    m = cfg.grad_accum
-    micro_grads = comms.exposed(grad_comm, work.backward, overlap.dp_grad)
-    micro_gathers = comms.exposed(gathers_per_microbatch * gather_all,
-                                  work.forward + work.backward * (gathers_per_microbatch > 1),
-                                  overlap.dp_param)
-    dp = (m * micro_gathers
-          + xp.where(per_microbatch_grads, m * micro_grads, micro_grads)
-          + comms.exposed(step_gather, work.forward, overlap.dp_param))
-    dp = xp.where(g_dense * g_expert > 1, dp, 0)
+    # Per micro-batch: the forward hides the first gather, the backward the second gather and
+    # the gradient reduction; per step: the last backward hides the reduction, the first
+    # forward the gather of the update.
+    forward_comm = (gathers >= 1) * gather_all
+    backward_comm = (gathers >= 2) * gather_all + per_microbatch_grads * grad_comm
+    per_microbatch = (comms.exposed(forward_comm, work.forward, overlap.dp_param)
+                      + comms.exposed(backward_comm, work.backward, overlap.dp_grad))
+    per_step = (comms.exposed((1 - per_microbatch_grads) * grad_comm, work.backward,
+                              overlap.dp_grad)
+                + comms.exposed(step_gather, work.forward, overlap.dp_param))
+    dp = xp.where(g_dense * g_expert > 1, cfg.grad_accum * per_microbatch + per_step, 0)
 
     # Optimizer: read the gradient, read and write the master copy and the states, write
     # the compute copy, and read the gradient once more for the norm (clipping).
@@ -454,7 +456,7 @@ def step_terms(arch: Architecture, cfg: TrainConfig, hw: Hardware, overlap: comm
     micro_params = comms.exposed(param_copies + nvme_params, work.forward + work.backward,
                                  overlap.dp_param)
     offload = xp.where(on_host, step_copies + nvme_step, 0) + xp.where(
-        cfg.offload >= OFFLOAD_PARAMS, m * micro_params, 0)
+        cfg.offload >= OFFLOAD_PARAMS, cfg.grad_accum * micro_params, 0)
     return StepTerms(dp=dp, optimizer=optimizer, offload=offload)
 
 
