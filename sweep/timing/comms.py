@@ -14,8 +14,11 @@ Notation:
 Bandwidth terms of the ring algorithms, as nccl-tests defines bus bandwidth (NVIDIA/nccl-tests
 doc/PERFORMANCE.md): all-reduce 2·(g-1)/g·S/B, reduce-scatter and all-gather (g-1)/g·S/B,
 all-to-all (g-1)/g·S/B (S: what one rank sends, its own share included), point-to-point S/B.
-Latency terms are left out: they matter below about a megabyte per message, far below the
-messages of the configurations swept here.
+Latency terms are left out: NCCL's base latency of tens of microseconds is a few percent of
+the bandwidth term for the 10 MB and larger messages of a typical layer (T·h·e = 33 MB at
+4096 tokens and h = 4096), so small models with few tokens per micro-batch come out fast.
+Context parallelism is Megatron-LM's default ring ("p2p"); the all-to-all (Ulysses) variant
+is not modelled.
 
 Which link: Megatron-LM orders ranks tensor-innermost (tp, cp, ep, dp, pp:
 megatron/core/parallel_state.py `RankGenerator`, default order "tp-cp-ep-dp-pp"), so a group
