@@ -111,16 +111,21 @@ def build_parser() -> argparse.ArgumentParser:
         "validate", help="measure saved activations of reference PyTorch models (needs torch) "
                          "and rewrite docs/activation_accuracy.md; with --step, whole "
                          "training steps and docs/step_accuracy.md; with --public, public GPU "
-                         "runs and docs/public_measurements.md")
+                         "runs and docs/public_measurements.md; with --time, step times against "
+                         "published runs and docs/time_accuracy.md")
     kind = validate.add_mutually_exclusive_group()
     kind.add_argument("--step", action="store_true",
                       help="track whole training steps (PyTorch's memory trackers)")
     kind.add_argument("--public", action="store_true",
                       help="our peak allocated vs the measured peaks of public runs "
                            "(reference/); rewrites docs/public_measurements.md")
+    kind.add_argument("--time", action="store_true",
+                      help="step times against published runs (no torch needed); rewrites "
+                           "docs/time_accuracy.md")
     validate.add_argument("--out", help="default: docs/activation_accuracy.md, "
                                         "docs/step_accuracy.md with --step, "
-                                        "docs/public_measurements.md with --public")
+                                        "docs/public_measurements.md with --public, "
+                                        "docs/time_accuracy.md with --time")
     return parser
 
 
@@ -184,11 +189,19 @@ def _fewest(args) -> None:
     print(f"output: {grid.output_dir}/fewest.parquet")
 
 
-def _validate(out: str | None, step: bool, public: bool) -> None:
+def _validate(out: str | None, step: bool, public: bool, time: bool) -> None:
+    from pathlib import Path
+
     if public:
         from sweep.public_runs import write_report
 
         print(write_report(out or "docs/public_measurements.md"))
+        return
+    if time:
+        from sweep.timing.validate import DOC
+        from sweep.timing.validate import write as write_time
+
+        print(f"wrote {write_time(Path(out) if out else DOC)}")
         return
     try:
         if step:
@@ -197,8 +210,6 @@ def _validate(out: str | None, step: bool, public: bool) -> None:
             from sweep.measure.report import DOC, write
     except ModuleNotFoundError as err:
         raise SweepError(f"validate needs torch: pip install \".[validate]\" ({err}).") from None
-    from pathlib import Path
-
     print(f"wrote {write(Path(out) if out else DOC)}")
 
 
@@ -272,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
 
             print(f"wrote {write_report(args.run)}")
         elif args.command == "validate":
-            _validate(args.out, args.step, args.public)
+            _validate(args.out, args.step, args.public, args.time)
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -89,13 +89,29 @@ class TrainConfig:
 @jax.tree_util.register_dataclass
 @dataclass(frozen=True)
 class Hardware:
-    """What the formulas need to know of a GPU and its node."""
+    """What the formulas need to know of a GPU and its node.
+
+    The memory formulas read the first four fields; the time model (`sweep/timing`) the rest.
+    Bandwidths are per GPU and one direction unless named per node; 0 means unknown (the time
+    terms that need it come out infinite). `GpuSpec.hardware()` fills every field from the
+    catalog.
+    """
 
     memory_bytes: float
     usable_fraction: float  # of memory_bytes, what the driver exposes to the framework
     host_memory_bytes_per_node: float
     runtime_overhead_bytes: float = 0.0  # CUDA context, cuBLAS workspaces, NCCL buffers
-    nvme_bytes_per_node: float = 0.0  # local NVMe of the node (ZeRO-Infinity); 0: none known
+    bf16_dense_flops: float = 0.0  # peak dense tensor FLOP/s
+    fp8_dense_flops: float = 0.0  # 0: no native fp8 matmul
+    matmul_efficiency: float = 0.0  # best-shape GEMM FLOP/s / peak (mamf-finder)
+    hbm_bandwidth_bytes_per_s: float = 0.0
+    intra_node_bandwidth_bytes_per_s: float = 0.0  # scale-up link (NVLink, Infinity Fabric, ICI)
+    inter_node_bandwidth_bytes_per_s: float = 0.0  # scale-out network share of one GPU
+    scale_up_domain_gpus: float = 0.0  # GPUs on the scale-up link; 0: the node
+    pcie_bandwidth_bytes_per_s: float = 0.0  # GPU <-> host
+    nvme_bandwidth_bytes_per_s: float = 0.0  # per node, all local NVMe drives together
+    nvme_bytes_per_node: float = 0.0
+    price_per_gpu_hour_usd: float = 0.0
     platform: float = 0.0  # GPU (CUDA or ROCm) or TPU, `PLATFORMS`
 
 

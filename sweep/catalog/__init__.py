@@ -43,14 +43,36 @@ class GpuSpec:
     source: str
     runtime_overhead_bytes: int
     runtime_overhead_source: str
+    matmul_efficiency: float
+    matmul_efficiency_note: str
+    pcie_bandwidth_bytes_per_s: float
+    nvme_bandwidth_bytes_per_s: float
+    nvme_bytes_per_node: float
+    io_note: str
+    price_per_gpu_hour_usd: float
+    price_note: str
+    scale_up_domain_gpus: int = 0  # GPUs on one NVLink/ICI domain when larger than the node
 
-    def hardware(self) -> Hardware:
+    def hardware(self, price_per_gpu_hour_usd: float | None = None) -> Hardware:
+        """The numbers the formulas read; `price_per_gpu_hour_usd` overrides the catalog's."""
+        price = self.price_per_gpu_hour_usd if price_per_gpu_hour_usd is None else (
+            price_per_gpu_hour_usd)
         return Hardware(
             memory_bytes=float(self.memory_bytes),
             usable_fraction=float(self.usable_fraction),
             host_memory_bytes_per_node=float(self.host_memory_bytes_per_node),
             runtime_overhead_bytes=float(self.runtime_overhead_bytes),
-            nvme_bytes_per_node=float(getattr(self, "nvme_bytes_per_node", 0.0)),
+            bf16_dense_flops=float(self.bf16_dense_flops),
+            fp8_dense_flops=float(self.fp8_dense_flops),
+            matmul_efficiency=float(self.matmul_efficiency),
+            hbm_bandwidth_bytes_per_s=float(self.hbm_bandwidth_bytes_per_s),
+            intra_node_bandwidth_bytes_per_s=float(self.intra_node_bandwidth_bytes_per_s),
+            inter_node_bandwidth_bytes_per_s=float(self.inter_node_bandwidth_bytes_per_s),
+            scale_up_domain_gpus=float(max(self.scale_up_domain_gpus, self.devices_per_node)),
+            pcie_bandwidth_bytes_per_s=float(self.pcie_bandwidth_bytes_per_s),
+            nvme_bandwidth_bytes_per_s=float(self.nvme_bandwidth_bytes_per_s),
+            nvme_bytes_per_node=float(self.nvme_bytes_per_node),
+            price_per_gpu_hour_usd=float(price),
             platform=float(TPU_PLATFORM if self.vendor == "Google" else GPU_PLATFORM),
         )
 

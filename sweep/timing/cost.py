@@ -1,0 +1,58 @@
+"""What a training run costs: GPU-hours at a price, per token and for a token budget.
+
+Notation: t_step seconds per step, N tokens per step, n GPUs, P price per GPU-hour (USD,
+catalog `price_per_gpu_hour_usd` or the grid's override), D tokens to train on.
+
+    cost per million tokens = P·n·t_step/3600 / N · 10^6
+    days to train           = D / (N / t_step) / 86400
+    cost to train           = P·n · 24 · days to train = D/10^6 · cost per million tokens
+
+GPU-hours are billed for every GPU of the run for the whole step, idle bubble included.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+
+SECONDS_PER_HOUR = 3600
+SECONDS_PER_DAY = 86400
+MILLION = 1e6
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class Cost:
+    """Cost of training at one configuration (USD, days)."""
+
+    cost_per_million_tokens: object
+    days_to_train: object
+    cost_to_train: object
+
+
+def gpu_hours_per_step(step_s, n_gpus):
+    """n·t_step/3600."""
+    return n_gpus * step_s / SECONDS_PER_HOUR
+
+
+def cost_per_million_tokens(step_s, tokens_per_step, n_gpus, price_per_gpu_hour_usd):
+    """P·n·t_step/3600/N·10^6."""
+    return price_per_gpu_hour_usd * gpu_hours_per_step(step_s, n_gpus) / tokens_per_step * (
+        MILLION)
+
+
+def days_to_train(step_s, tokens_per_step, token_budget):
+    """D/(N/t_step)/86400."""
+    return token_budget * step_s / tokens_per_step / SECONDS_PER_DAY
+
+
+def cost(step_s, tokens_per_step, n_gpus, price_per_gpu_hour_usd, token_budget) -> Cost:
+    """All three figures for a step time, tokens per step, GPUs, price and token budget."""
+    per_million = cost_per_million_tokens(step_s, tokens_per_step, n_gpus,
+                                          price_per_gpu_hour_usd)
+    return Cost(
+        cost_per_million_tokens=per_million,
+        days_to_train=days_to_train(step_s, tokens_per_step, token_budget),
+        cost_to_train=per_million * token_budget / MILLION,
+    )
