@@ -97,6 +97,9 @@ class Architecture:
     attention_sinks: float = 0  # one learned sink logit per query head and layer (gpt-oss)
     full_attention_interval: float = 0  # with sliding_window: every n-th layer attends fully
     mtp_layers: float = 0  # multi-token-prediction modules after the last block
+    # Megatron-LM pads the vocabulary to a multiple of vocab_multiple·tp
+    # (`--make-vocab-size-divisible-by`); 0: its default, 128.
+    vocab_multiple: float = 0
 
     def replace(self, **changes) -> Architecture:
         return dataclasses.replace(self, **changes)

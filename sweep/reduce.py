@@ -85,7 +85,7 @@ def split_terms(grid: Grid, arch, cfg, hw) -> Sides:
     frameworks = tuple(int(code) for code in grid.axis("framework").values)
     terms = fit_terms(arch, cfg, hw, frameworks)
     first, last = terms.stages
-    static_dims = _dims(first.static, last.static, first.step, last.step)
+    static_dims = _dims(first.backward, last.backward, first.step, last.step)
     dynamic_dims = _dims(first.dynamic, last.dynamic)
     static_ok, dynamic_ok, leftover = True, True, True
     for check in [*terms.checks.values(), terms.host_ok, allowed]:
@@ -99,9 +99,8 @@ def split_terms(grid: Grid, arch, cfg, hw) -> Sides:
     allocatable = terms.allocatable_bytes
     static, step, dynamic = [], [], []
     for parts in (first, last):
-        base = xp.where(static_ok, parts.static - allocatable, np.inf)
-        static.append(xp.materialize(base))
-        step.append(xp.materialize(base + parts.step))
+        static.append(xp.materialize(xp.where(static_ok, parts.backward - allocatable, np.inf)))
+        step.append(xp.materialize(xp.where(static_ok, parts.step - allocatable, np.inf)))
         dynamic.append(xp.materialize(xp.where(dynamic_ok, parts.dynamic, np.inf)))
     memory_objective = any(o.key in ("per_gpu_total_bytes", "headroom_bytes")
                            for o in grid.objectives)

@@ -26,9 +26,22 @@ def config(**values) -> TrainConfig:
     return jax.tree_util.tree_map(np.float64, cfg)
 
 
+def all_weights(states) -> float:
+    """Weights on the GPU from the forward pass to the end of backward: persistent + gathered."""
+    return float(states.weights + states.gathered)
+
+
+def all_gradients(states) -> float:
+    """Gradients on the GPU at the optimizer step: persistent + created in backward."""
+    return float(states.gradients + states.transient_gradients)
+
+
 def gpu_bytes(states) -> float:
+    """Every model-state byte the GPU holds at some point of the step (what the papers' and
+    DeepSpeed's per-GPU figures count): persistent, gathered and gradients."""
     return float(
-        states.weights + states.master_weights + states.gradients + states.optimizer_states
+        states.weights + states.gathered + states.master_weights + states.gradients
+        + states.transient_gradients + states.optimizer_states
     )
 
 

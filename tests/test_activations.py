@@ -73,28 +73,47 @@ def test_cpu_device_keeps_dtype_sized_masks():
 
 
 def test_pipeline_in_flight():
+    """Megatron-LM's warm-up (megatron/core/pipeline_parallel/schedules.py @d98e8a64): 1F1B
+    rank r holds min(p - r, m) micro-batches; interleaved with v chunks of L/(p·v) layers,
+    min(2·(p - r - 1) + (v - 1)·p + 1, m·v) chunks."""
     arch = catalog.model("llama-3.1-70b").arch
     cfg = config(n_gpus=8, pp=8, grad_accum=32, seq_len=4096)
-    first = float(act.stage_activation_bytes(arch, cfg, 0))
-    one = float(act.blocks_bytes(arch, cfg, 10, 0) + act.embedding_bytes(arch, cfg)
-                + act.rope_bytes(arch, cfg))
-    assert first == 8 * one  # 1F1B: p micro-batches in flight on the first stage
+    first = float(act.stage_saved_bytes(arch, cfg, 0))
+    blocks = float(act.blocks_bytes(arch, cfg, 10, 0))
+    rope, embedding = float(act.rope_bytes(arch, cfg)), float(act.embedding_bytes(arch, cfg))
+    assert first == 8 * (blocks + embedding + rope)  # p micro-batches on the first stage
     few = config(n_gpus=8, pp=8, grad_accum=3, seq_len=4096)
-    assert float(act.stage_activation_bytes(arch, few, 0)) == 3 * one
-    interleaved = config(n_gpus=8, pp=8, vpp=5, grad_accum=32, seq_len=4096)
-    assert float(act.stage_activation_bytes(arch, interleaved, 0)) == pytest.approx(
-        8 * (1 + 7 / 40) * one, rel=1e-12)
+    assert float(act.stage_saved_bytes(arch, few, 0)) == 3 * (blocks + embedding + rope)
+    head = float(act.head_bytes(arch, cfg))
+    assert float(act.stage_saved_bytes(arch, cfg, 1)) == blocks + rope + head  # 1 on the last
+    p, v, m = 8, 5, 32
+    interleaved = config(n_gpus=8, pp=p, vpp=v, grad_accum=m, seq_len=4096)
+    chunks_first = min(2 * (p - 1) + (v - 1) * p + 1, m * v)
+    chunks_last = min((v - 1) * p + 1, m * v)
+    assert float(act.stage_saved_bytes(arch, interleaved, 0)) == pytest.approx(
+        chunks_first / v * (blocks + embedding + rope), rel=1e-12)
+    assert chunks_first / v == pytest.approx(8 * (1 + 7 / 40))  # Korthikanti et al. §4.2.3
+    assert float(act.stage_saved_bytes(arch, interleaved, 1)) == pytest.approx(
+        chunks_last / v * (blocks + rope) + head, rel=1e-12)
+    full = config(n_gpus=8, pp=p, vpp=v, grad_accum=p, seq_len=4096)  # m = p: all of them
+    assert float(act.stage_saved_bytes(arch, full, 0)) == pytest.approx(
+        p * (blocks + embedding + rope), rel=1e-12)
 
 
 def test_logits_at_128k_vocabulary():
-    """fp32 log-probabilities and the loss gradient, 4·s·b·V each: 3.9 GiB each at s = 8192
-    for Llama-3's 128,256 tokens; a fused cross-entropy keeps 4 bytes per token."""
+    """fp32 log-probabilities 4·s·b·V (3.9 GiB at s = 8192 for Llama-3's 128,256 tokens);
+    at the loss-gradient peak PyTorch's cross-entropy adds two more fp32 T·V tensors (measured
+    with MemTracker, sweep/measure/step.py), Megatron-LM's a 16-bit one; a fused
+    cross-entropy keeps 4 bytes per token."""
     arch = catalog.model("llama-3.1-8b").arch
     cfg = config(seq_len=8192)
-    assert float(act.logits_saved_bytes(arch, cfg)) == 4 * 8192 * 128256 + 8 * 8192 + 4
-    assert float(act.logits_gradient_bytes(arch, cfg)) == 4 * 8192 * 128256
+    saved = 4 * 8192 * 128256 + 8 * 8192 + 4
+    assert float(act.logits_saved_bytes(arch, cfg)) == saved
+    assert float(act.logits_gradient_bytes(arch, cfg)) == 8 * 8192 * 128256
+    megatron = config(seq_len=8192, framework="megatron")
+    assert float(act.logits_gradient_bytes(arch, megatron)) == 2 * 8192 * 128256
     fused = config(seq_len=8192, fused_cross_entropy=True)
-    assert float(act.stage_logits_bytes(arch, fused, 1)) == 4 * 8192 + 8 * 8192 + 4
+    assert float(act.stage_loss_bytes(arch, fused, 1)) == 4 * 8192 + 8 * 8192 + 4
 
 
 def test_kv_cache():

@@ -1,7 +1,7 @@
 """Model-state features checked against hand-worked numbers on small and catalog models."""
 
 import pytest
-from conftest import config, gpu_bytes
+from conftest import all_gradients, all_weights, config, gpu_bytes
 
 from sweep import catalog
 from sweep.memory.model_states import fsdp, generic
@@ -42,14 +42,14 @@ def test_optimizer_state_bytes(optimizer, state_bytes):
 
 def test_pure_bf16_keeps_bf16_states_and_no_master():
     s, _ = states_of(TINY, n_gpus=1, precision="bf16")
-    assert (float(s.weights), float(s.master_weights), float(s.optimizer_states)) == (
+    assert (float(all_weights(s)), float(s.master_weights), float(s.optimizer_states)) == (
         2 * TINY_TOTAL, 0, 4 * TINY_TOTAL)
 
 
 def test_fp8_stores_block_linears_in_one_byte():
     s, _ = states_of(TINY, n_gpus=1, precision="fp8-mixed")
     linear = 2 * (16384 + 24576)
-    assert float(s.weights) == linear * 1 + (TINY_TOTAL - linear) * 2
+    assert float(all_weights(s)) == linear * 1 + (TINY_TOTAL - linear) * 2
 
 
 def test_lora_adapters():
@@ -58,8 +58,8 @@ def test_lora_adapters():
     s, shard = states_of(TINY, n_gpus=1, finetune="lora", lora_rank=8, lora_targets="q_proj,v_proj")
     adapters = 2 * 2 * 8 * (64 + 64)
     assert float(shard.trainable_dense) == adapters == 4096
-    assert float(s.weights) == 2 * (TINY_TOTAL + adapters)
-    assert float(s.gradients) == 2 * adapters
+    assert float(all_weights(s)) == 2 * (TINY_TOTAL + adapters)
+    assert float(all_gradients(s)) == 2 * adapters
     assert float(s.master_weights + s.optimizer_states) == 12 * adapters
 
 
@@ -70,7 +70,7 @@ def test_frozen_layers():
     block = 4 * 4096 * 4096 + 3 * 4096 * 11008 + 2 * 4096
     trainable = 6_738_415_616 - 16 * block - 32000 * 4096
     assert float(shard.trainable_dense) == trainable
-    assert float(s.gradients) == 2 * trainable and float(s.weights) == 2 * 6_738_415_616
+    assert float(all_gradients(s)) == 2 * trainable and float(all_weights(s)) == 2 * 6_738_415_616
 
 
 def test_offload_optimizer_moves_states_to_host():
@@ -95,23 +95,34 @@ def test_nvme_offload_puts_partitions_on_nvme_through_pinned_host_buffers():
     assert float(s.host_bytes_per_node) == 4 * 4 * p + 2 * (5 * 1e8 + p)
 
 
+TINY_ROOT = 2 * 100 * 64 + 64  # embedding, head, final norm: FSDP2's root unit
+
+
 def test_fsdp_full_shard():
-    """FSDP2 FULL_SHARD on 8 GPUs: bf16 gathered units (current + prefetched) 2·2·B, fp32
-    sharded parameters 4P/8, fp32 gradient shards 4P/8 + one bf16 unit gradient 2·B, Adam 8P/8."""
+    """FSDP2 FULL_SHARD on 8 GPUs (torch 2.13 _fsdp_state.py, _fsdp_param_group.py; measured
+    in sweep/measure/step.py): fp32 sharded parameters 4P/8, Adam 8P/8; from the forward pass
+    to the start of backward the root stays gathered in bf16 and one block is being gathered,
+    2·R + 2·B; the fp32 gradient shards 4P/8 are made in backward, whose end holds the root,
+    two gathered units, one unit's bf16 gradient and its fp32 reduce-scatter copy, or the
+    root's own gradient and copy."""
     p = TINY_TOTAL
     s, _ = states_of(TINY, fsdp, n_gpus=8, zero_stage=3, framework="fsdp")
-    assert float(s.weights) == 4 * TINY_BLOCK
+    assert float(s.weights) == 0  # in mixed precision the shards are the fp32 master
     assert float(s.master_weights) == 4 * p / 8
-    assert float(s.gradients) == 4 * p / 8 + 2 * TINY_BLOCK
+    assert float(s.gathered) == 2 * TINY_ROOT + 2 * TINY_BLOCK
+    assert float(s.transient_gradients) == 4 * p / 8
+    assert float(s.backward_transient) == 2 * TINY_ROOT + max(
+        (2 + 4) * TINY_ROOT, 2 * 2 * TINY_BLOCK + (2 + 4) * TINY_BLOCK)
     assert float(s.optimizer_states) == 8 * p / 8
 
 
 def test_fsdp_shard_grad_op_and_ddp():
     p = TINY_TOTAL
     s2, _ = states_of(TINY, fsdp, n_gpus=8, zero_stage=2, framework="fsdp")
-    assert float(s2.weights) == 2 * p  # every unit stays gathered between forward and backward
+    assert float(s2.gathered) == 2 * p  # every unit stays gathered from forward to backward
     s0, _ = states_of(TINY, fsdp, n_gpus=8, zero_stage=0, framework="fsdp")
-    assert gpu_bytes(s0) == (2 + 4 + 4 + 8) * p  # autocast cache + fp32 params, grads, Adam
+    assert gpu_bytes(s0) == (2 + 4 + 4 + 8) * p  # bf16 copies + fp32 params, grads, Adam
+    assert float(s0.backward_transient) == 4 * TINY_BLOCK  # replicate's all-reduce buffer
 
 
 def test_expert_parallel_sharding():

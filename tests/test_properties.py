@@ -6,7 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sweep import catalog
-from sweep.memory.total import estimate
+from sweep.memory.shard import FIRST, LAST
+from sweep.memory.total import BACKWARD, estimate, stage_memory
 
 MODELS = ["llama-3.1-8b", "mixtral-8x7b", "gpt3-1.3b", "qwen2.5-7b"]
 H100 = catalog.gpu("h100-sxm-80gb").hardware()
@@ -19,12 +20,19 @@ H100 = catalog.gpu("h100-sxm-80gb").hardware()
 def test_activations_grow_with_batch_and_context(name, tp, pp, recompute, flash, seq, batch):
     arch = catalog.model(name).arch
     base = dict(n_gpus=8, tp=tp, pp=pp, recompute=recompute, flash_attention=flash)
-    small = estimate(arch, config(**base, seq_len=seq, micro_batch=batch), H100)
-    longer = estimate(arch, config(**base, seq_len=2 * seq, micro_batch=batch), H100)
-    bigger = estimate(arch, config(**base, seq_len=seq, micro_batch=2 * batch), H100)
-    for est in (longer, bigger):
-        assert float(est.activations) > float(small.activations)
-        assert float(est.per_gpu_total_bytes) >= float(small.per_gpu_total_bytes)
+
+    def activations(cfg):
+        """Activations at the start of backward, on each pipeline stage."""
+        return [float(stage_memory(arch, cfg, H100, stage).phases[BACKWARD]["activations"])
+                for stage in (FIRST, LAST)]
+
+    small = config(**base, seq_len=seq, micro_batch=batch)
+    longer = config(**base, seq_len=2 * seq, micro_batch=batch)
+    bigger = config(**base, seq_len=seq, micro_batch=2 * batch)
+    for cfg in (longer, bigger):
+        assert all(a > b for a, b in zip(activations(cfg), activations(small), strict=True))
+        assert float(estimate(arch, cfg, H100).per_gpu_total_bytes) >= \
+            float(estimate(arch, small, H100).per_gpu_total_bytes)
 
 
 @settings(max_examples=40, deadline=None)

@@ -6,6 +6,7 @@ from conftest import config
 
 from sweep import catalog
 from sweep.memory import runtime
+from sweep.memory.model_states import PROFILES
 from sweep.memory.shard import stage_shard
 from sweep.memory.total import GPU_COMPONENTS, estimate
 
@@ -19,26 +20,40 @@ def buffers(**values):
     return float(runtime.communication_bytes(stage_shard(LLAMA_8B, cfg, 0), cfg))
 
 
+BLOCK_8B = 4 * 4096 * (4096 + 1024) // 2 + 3 * 4096 * 14336 + 2 * 4096  # q, k, v, o, MLP, norms
+
+
+def states(**values):
+    cfg = config(**values)
+    return PROFILES[int(cfg.framework)](stage_shard(LLAMA_8B, cfg, 0), cfg)
+
+
 def test_ddp_buckets_copy_the_gradients():
     assert buffers(n_gpus=8) == 2 * P_8B  # bf16 gradients
     assert buffers(n_gpus=1) == 0  # no data parallelism, no DDP
-    assert buffers(n_gpus=8, framework="fsdp") == 4 * P_8B  # autocast: fp32 gradients
+    # FSDP2's replicate all-reduces one unit at a time through an fp32 buffer, in backward.
+    assert buffers(n_gpus=8, framework="fsdp") == 0
+    assert float(states(n_gpus=8, framework="fsdp").backward_transient) == 4 * BLOCK_8B
 
 
 def test_deepspeed_buckets():
     """ZeRO-2: 5e8-element reduce and all-gather buckets, 2 bytes each; ZeRO-3: the reduce
-    bucket and up to 1e9 live parameters, less the largest module (the 128256 x 4096
-    embedding) that the weights already hold."""
+    bucket; its gathered parameters, the largest module (the 128256 x 4096 embedding) and up
+    to 1e9 live parameters in all, exist from the forward pass to the end of backward."""
     assert buffers(n_gpus=8, zero_stage=2, framework="deepspeed") == 2 * 5e8 + 2 * 5e8
-    assert buffers(n_gpus=8, zero_stage=3, framework="deepspeed") == \
-        2 * 5e8 + 2 * (1e9 - 128256 * 4096)
+    assert buffers(n_gpus=8, zero_stage=3, framework="deepspeed") == 2 * 5e8
+    assert float(states(n_gpus=8, zero_stage=3, framework="deepspeed").gathered) == 2 * 1e9
 
 
 def test_megatron_and_fsdp_buffers():
+    """Megatron's buckets are views into its gradient buffer; FSDP2's reduce-scatter input (the
+    fp32 copy of one unit's gradients, 4·B) exists at the end of backward with the unit's bf16
+    gradient (2·B), two gathered bf16 units (2·2·B) and the root (2·(2·V·h + h))."""
     assert buffers(n_gpus=8, zero_stage=1, framework="megatron") == 0
-    block = 4 * 4096 * (4096 + 1024) // 2 + 3 * 4096 * 14336 + 2 * 4096
-    # q 4096², k and v 4096·1024 each, o 4096²; SwiGLU; two norms: the fp32 reduce copy.
-    assert buffers(n_gpus=8, zero_stage=3, framework="fsdp") == 4 * block
+    assert buffers(n_gpus=8, zero_stage=3, framework="fsdp") == 0
+    root = 2 * 128256 * 4096 + 4096
+    assert float(states(n_gpus=8, zero_stage=3, framework="fsdp").backward_transient) == \
+        2 * root + max((2 + 4) * root, 2 * 2 * BLOCK_8B + (2 + 4) * BLOCK_8B)
 
 
 def test_optimizer_step_transient():

@@ -6,7 +6,7 @@ Activation, input/output and KV-cache examples belong to the activation model an
 """
 
 import pytest
-from conftest import config, gpu_bytes, synthetic_shard
+from conftest import all_gradients, all_weights, config, gpu_bytes, synthetic_shard
 
 from sweep import catalog
 from sweep.memory.model_states import generic
@@ -33,7 +33,7 @@ def test_adam_states_are_12_bytes_per_param():
 
 def test_mixed_precision_model_states_are_16_bytes():
     s = states(70e9)
-    assert (float(s.weights), float(s.gradients)) == (2 * 70e9, 2 * 70e9)
+    assert (float(all_weights(s)), float(all_gradients(s))) == (2 * 70e9, 2 * 70e9)
     assert gpu_bytes(s) == 16 * 70e9
 
 
@@ -42,7 +42,7 @@ def test_zero2_on_8_gpus_corrected():
     122.5 GB is only the sharded part; ZeRO-2 keeps the 2Ψ fp16 weights on every GPU, so the
     model states per GPU are 2Ψ + 14Ψ/8 = 140 + 122.5 = 262.5 GB. Neither printed number is it."""
     s = generic(synthetic_shard(70e9), config(n_gpus=8, zero_stage=2))
-    assert float(s.gradients + s.master_weights + s.optimizer_states) == 122.5 * GB
+    assert float(all_gradients(s) + s.master_weights + s.optimizer_states) == 122.5 * GB
     assert gpu_bytes(s) == 262.5 * GB
 
 
@@ -65,7 +65,7 @@ def test_sgd_momentum_is_8_bytes():
 
 def test_fp32_adam_is_16_psi():
     s = states(1e9, precision="fp32")
-    assert (float(s.weights), float(s.gradients), float(s.optimizer_states)) == (4e9, 4e9, 8e9)
+    assert (all_weights(s), all_gradients(s), float(s.optimizer_states)) == (4e9, 4e9, 8e9)
     assert float(s.master_weights) == 0
 
 
@@ -85,7 +85,7 @@ def test_llama_13b_model_states():
     Ψ = 13e9 in decimal GB. The real Llama-2-13B has 13.0159e9 parameters: 208.25e9 bytes,
     193.95 GiB, not the '208 GB' the note's own 1024-based units would imply."""
     s = states(13e9)
-    assert float(s.weights) == 26 * GB and float(s.gradients) == 26 * GB
+    assert float(all_weights(s)) == 26 * GB and float(all_gradients(s)) == 26 * GB
     assert float(s.master_weights + s.optimizer_states) == 156 * GB
     assert gpu_bytes(s) == 208 * GB
     real = catalog.model("llama-2-13b").arch
@@ -103,7 +103,7 @@ def test_2b_adam_total_corrected():
     'G^A' and equals 42.8 GB by its own terms; ZeRO-3 per GPU is 32/N GB."""
     s = states(2e9)
     assert gpu_bytes(s) == 32 * GB
-    assert gpu_bytes(s) + 0.7 * float(s.weights) == 34.8 * GB
+    assert gpu_bytes(s) + 0.7 * float(all_weights(s)) == 34.8 * GB
     z3 = generic(synthetic_shard(2e9), config(n_gpus=8, zero_stage=3))
     assert gpu_bytes(z3) == 4 * GB
 
@@ -156,9 +156,9 @@ def test_mixtral_lora_on_experts_corrected():
     s = generic(shard, cfg)
     trainable = float(shard.trainable_dense)
     assert trainable == adapters
-    assert float(s.gradients + s.master_weights + s.optimizer_states) == 14 * adapters
+    assert float(all_gradients(s) + s.master_weights + s.optimizer_states) == 14 * adapters
     nf4 = 0.5 + 1 / 64 + 4 / (64 * 256)
     base_linear = float(shard.block_linear)
     base_other = float(shard.base_dense + shard.base_expert) - base_linear
-    assert float(s.weights) == pytest.approx(base_linear * nf4 + 2 * base_other + 2 * adapters)
-    assert float(s.weights) / GB == pytest.approx(24.93, abs=0.005)
+    assert float(all_weights(s)) == pytest.approx(base_linear * nf4 + 2 * base_other + 2 * adapters)
+    assert float(all_weights(s)) / GB == pytest.approx(24.93, abs=0.005)

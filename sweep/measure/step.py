@@ -40,8 +40,9 @@ from torch.testing._internal.distributed.fake_pg import FakeStore
 from sweep.config import Hardware, TrainConfig
 from sweep.measure.reference import DecoderModel, Options, add_adapters
 from sweep.measure.step_cases import StepCase
-from sweep.memory.shard import FIRST
-from sweep.memory.total import _per_stage, estimate
+from sweep.memory.runtime import optimizer_step_bytes
+from sweep.memory.shard import FIRST, stage_shard
+from sweep.memory.total import estimate, stage_memory
 from sweep.model import Architecture
 from sweep.vocabulary import LORA_TARGETS
 
@@ -298,44 +299,39 @@ def measure(case: StepCase) -> Tracked:
 
 @dataclass(frozen=True)
 class Ours:
-    """Our estimate for the case in float64: the components of `estimate`, and the allocated
-    bytes split as in total.py: static + max(dynamic, step)."""
+    """Our estimate for the case in float64 (total.py `stage_memory`, no overhead): the
+    components at our two peaks, the start of backward (`components`) and the end of backward
+    / optimizer step (`step_components`), and the optimizer step's transient (`step`)."""
 
     components: dict
-    static: float
-    dynamic: float
+    step_components: dict
     step: float
 
     @property
-    def communication(self) -> float:
-        return self.static - sum(self.components[k] for k in (
-            "weights", "master_weights", "gradients", "optimizer_states"))
-
-    @property
     def allocated(self) -> float:
-        return self.static + max(self.dynamic, self.step)
+        return max(self.phase_total("backward"), self.phase_total("optimizer"))
 
     def phase_groups(self, phase: str) -> dict:
-        """Our bytes at the peak of a phase, grouped as `TRACKER_GROUP`: the training passes hold
-        static + dynamic, the optimizer step static + its transient."""
-        c = self.components
-        in_step = phase == "optimizer"
+        """Our bytes at the peak of a tracked phase, grouped as `TRACKER_GROUP`: the forward
+        and backward passes as our start of backward, the optimizer step as our step phase."""
+        c = self.step_components if phase == "optimizer" else self.components
         return {
             "parameters": c["weights"] + c["master_weights"],
             "gradients": c["gradients"],
-            "optimizer": c["optimizer_states"] + (self.step if in_step else 0.0),
-            "activations": 0.0 if in_step else self.dynamic,
-            "buffers": self.communication,
+            "optimizer": c["optimizer_states"],
+            "activations": c["activations"] + c["logits"],
+            "buffers": c["buffers"],
         }
 
     def phase_total(self, phase: str) -> float:
-        return self.static + (self.step if phase == "optimizer" else self.dynamic)
+        return sum(self.phase_groups(phase).values())
 
     @property
     def peak_phase(self) -> str:
-        """Where our estimate puts the peak: the optimizer step when its transient exceeds
-        the activations and logits, else the training passes."""
-        return "optimizer" if self.step > self.dynamic else "backward"
+        """Where our estimate puts the peak: the optimizer step (with the end of backward) or
+        the training passes."""
+        return "optimizer" if self.phase_total("optimizer") > self.phase_total("backward") \
+            else "backward"
 
 
 def _float64(pytree):
@@ -343,19 +339,19 @@ def _float64(pytree):
 
 
 def ours(case: StepCase) -> Ours:
-    """`sweep.memory.total.estimate` (and `_per_stage` for its parts) for the case's
-    Architecture and TrainConfig, without overhead or fragmentation."""
+    """`sweep.memory.total.stage_memory` for the case's Architecture and TrainConfig (pp = 1:
+    the first stage is the last), without overhead or fragmentation."""
     arch: Architecture = _float64(case.arch)
     cfg: TrainConfig = _float64(case.config)
     hw: Hardware = _float64(UNLIMITED)
-    result = estimate(arch, cfg, hw)
-    *_, parts = _per_stage(arch, cfg, hw, FIRST)  # pp = 1: the first stage is the last
-    components = {k: float(getattr(result, k)) for k in (
-        "weights", "master_weights", "gradients", "optimizer_states", "activations", "logits",
-        "kv_cache", "buffers", "overhead")}
-    out = Ours(components, float(parts.static), float(parts.dynamic), float(parts.step))
-    if abs(out.allocated - float(result.per_gpu_total_bytes)) > 1e-6 * out.allocated:
-        raise AssertionError("static + max(dynamic, step) differs from per_gpu_total_bytes")
+    memory = stage_memory(arch, cfg, hw, FIRST)
+    backward, step = ({k: float(v) for k, v in phase.items() if k != "overhead"}
+                      for phase in memory.phases)
+    transient = float(optimizer_step_bytes(stage_shard(arch, cfg, FIRST), cfg))
+    out = Ours(backward, step, transient)
+    total = float(estimate(arch, cfg, hw).per_gpu_total_bytes)
+    if abs(out.allocated - total) > 1e-6 * out.allocated:
+        raise AssertionError("the two phases' maximum differs from per_gpu_total_bytes")
     return out
 
 

@@ -8,6 +8,10 @@ Notation (per micro-batch, on one GPU):
 | h, f   | hidden, MLP inner width; a, k, d: query heads, key/value heads, head dim         |
 | t, c   | tensor- and context-parallel degrees; sequence parallelism splits the rest by t  |
 | e      | bytes of a saved activation: 4 in fp32, 2 otherwise                              |
+| r      | bytes of the residual stream and what norms save: e, but 4 under autocast (fp32  |
+|        | parameters keep the residual stream, norms and RoPE tables in fp32)              |
+| n      | saved copies of a norm's output: 1, but under autocast one bf16 cast per linear   |
+|        | reading it (q, k, v: 3; gate, up: 2)                                             |
 | m      | bytes of a dropout mask: 1 on a GPU (`native_dropout` keeps a bool mask), e on   |
 |        | the CPU (`at::dropout` multiplies by a noise tensor of the input's dtype)        |
 | σ      | bytes of a norm statistic: fp32 on a GPU, e for LayerNorm on the CPU             |
@@ -22,6 +26,11 @@ scaled_dot_product_attention with FlashAttention: q, k, v, output and fp32 logsu
 explicit attention: q, k, v expanded to a heads, softmax output (b·a·s²), dropout mask and
 output; cross-entropy: fp32 log-probabilities (T·V) and the int64 targets.
 
+Frozen parameters change what is saved: nothing is saved before the first tensor that requires
+grad (frozen leading blocks save nothing, a frozen embedding saves no ids), a frozen linear
+saves no input of its own (under LoRA only the adapted linears' inputs, plus each adapter's
+T·r input to lora_B), a frozen head no input.
+
 For a GPT-3 block (explicit attention, dropout, GeLU at 4h, LayerNorm, e = 2, m = 1) this is
 exactly Korthikanti et al. 2022, Table 2, sbh(34 + 5as/h), up to the per-token norm
 statistics; with tensor parallelism sbh(10 + 24/t + 5as/(ht)), with sequence parallelism
@@ -33,7 +42,7 @@ from __future__ import annotations
 from sweep import xp
 from sweep.config import TrainConfig
 from sweep.memory import bytes as b
-from sweep.memory.shard import FIRST, holds_embedding, holds_head, stage_layers
+from sweep.memory.shard import FIRST, FULL, holds_embedding, holds_head, stage_layers
 from sweep.model import (
     PARALLEL_SHARED_NORM,
     PARALLEL_TWO_NORMS,
@@ -41,11 +50,24 @@ from sweep.model import (
     QK_NORM_NONE,
     SANDWICH_NORM,
     Architecture,
+    lora_target_bit,
     moe_layer_count,
 )
 
 CPU = 1  # code of vocabulary.DEVICES
 NO_RECOMPUTE, SELECTIVE, FULL_RECOMPUTE = 0, 1, 2
+AUTOCAST = 5  # code of "bf16-autocast" in vocabulary.PRECISIONS
+MEGATRON = 2  # code of "megatron" in vocabulary.FRAMEWORKS
+# Loss-side bytes per logit at the loss-gradient peak, beside the saved fp32 softmax (4 per
+# logit). PyTorch's cross_entropy on fp32 logits (log_softmax + nll_loss): in
+# LogSoftmaxBackward0 the gradient w.r.t. the log-probabilities (nll_loss_backward) and w.r.t.
+# the logits (_log_softmax_backward_data) are alive, 8 (measured with MemTracker,
+# sweep/measure/step.py). Megatron-LM's vocab_parallel_cross_entropy computes the gradient in
+# place in the saved fp32 softmax and casts it to the 16-bit logits' dtype, 2
+# (megatron/core/tensor_parallel/cross_entropy.py; the functional tests' peaks,
+# reference/megatron).
+PYTORCH_LOSS_GRADIENT_BYTES = 2 * b.FP32_BYTES
+MEGATRON_LOSS_GRADIENT_BYTES = b.BF16_BYTES
 INT64_BYTES = 8  # token ids and routing indices
 FP32_BYTES = b.FP32_BYTES
 BOOL_BYTES = 1
@@ -55,6 +77,18 @@ def element_bytes(cfg: TrainConfig):
     """e: bytes of a saved activation, 4 in fp32 training, else 2 (bf16/fp16; fp8 training
     keeps bf16 activations outside its GEMMs)."""
     return xp.where(cfg.precision == 0, b.FP32_BYTES, b.BF16_BYTES)
+
+
+def residual_bytes(cfg: TrainConfig):
+    """r: the residual stream's dtype, what norms and RoPE tables save: fp32 under autocast
+    (the parameters and embedding output are fp32; autocast casts only per linear), else e."""
+    return xp.where(cfg.precision == AUTOCAST, FP32_BYTES, element_bytes(cfg))
+
+
+def norm_output_copies(cfg: TrainConfig, readers):
+    """n: saved copies of a norm's output read by `readers` linears: under autocast each
+    linear saves its own bf16 cast of the fp32 output, else they share one tensor."""
+    return xp.where(cfg.precision == AUTOCAST, readers, 1)
 
 
 def mask_bytes(cfg: TrainConfig):
@@ -75,8 +109,31 @@ def norm_stat_bytes(arch: Architecture, cfg: TrainConfig):
 
 
 def norm_bytes(arch: Architecture, cfg: TrainConfig, n_tokens):
-    """One norm: its input e·T·h plus per-token statistics (`norm_stat_bytes`)."""
-    return n_tokens * (element_bytes(cfg) * arch.hidden_size + norm_stat_bytes(arch, cfg))
+    """One norm: its input r·T·h plus per-token statistics (`norm_stat_bytes`)."""
+    return n_tokens * (residual_bytes(cfg) * arch.hidden_size + norm_stat_bytes(arch, cfg))
+
+
+def _lora(cfg: TrainConfig):
+    return cfg.finetune != FULL
+
+
+def _adapted(cfg: TrainConfig, *names):
+    """1 where a linear named in `names` trains (full fine-tuning, or a LoRA target), else 0:
+    only then does it save its own input."""
+    hit = 0
+    for name in names:
+        hit = xp.maximum(hit, lora_target_bit(cfg.lora_targets, name))
+    return xp.where(_lora(cfg), hit, 1)
+
+
+def lora_adapter_bytes(arch: Architecture, cfg: TrainConfig, n_tokens):
+    """Each adapter saves lora_A's output, lora_B's input: e·T·r per adapted linear of a
+    block (q, k, v, o, gate, up, down as targeted; PEFT with lora_dropout = 0)."""
+    targets = 0
+    for name in ("q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"):
+        targets = targets + lora_target_bit(cfg.lora_targets, name)
+    targets = targets + arch.gated_mlp * lora_target_bit(cfg.lora_targets, "gate_proj")
+    return xp.where(_lora(cfg), element_bytes(cfg) * n_tokens * cfg.lora_rank * targets, 0)
 
 
 def post_norm_bytes(arch: Architecture, cfg: TrainConfig, n_tokens):
@@ -130,8 +187,15 @@ def attention_core_bytes(arch: Architecture, cfg: TrainConfig, n_tokens):
     q_k_v_out = e * n_tokens * (2 * heads + 2 * kv_heads) * d
     head_out = e * n_tokens * heads * d
     flash = q_k_v_out + FP32_BYTES * n_tokens * heads
-    scores = n_tokens * heads * cfg.seq_len * (e + arch.dropout * (mask_bytes(cfg) + e))
-    explicit = 4 * head_out + scores
+    # The softmax output (fp32 under autocast: the mask and scores promote), the dropout mask,
+    # and the probabilities' copy that probs @ v saves: the dropout output, or autocast's cast.
+    autocast = cfg.precision == AUTOCAST
+    copy = xp.where(autocast | (arch.dropout > 0), e, 0)
+    scores = n_tokens * heads * cfg.seq_len * (residual_bytes(cfg) + arch.dropout
+                                               * mask_bytes(cfg) + copy)
+    # The out-projection's input, a copy of the (b, a, s, d) product, is saved only when the
+    # projection trains (flash attention's output is saved by the kernel anyway).
+    explicit = (3 + _adapted(cfg, "o_proj")) * head_out + scores
     core = xp.where(cfg.flash_attention > 0, flash, explicit)
     return xp.where(cfg.recompute == SELECTIVE, q_k_v_out, core)
 
@@ -141,7 +205,9 @@ def attention_block_bytes(arch: Architecture, cfg: TrainConfig, n_tokens):
     projections' input), a sandwich post-norm and the residual dropout mask, which only SP
     splits by t, and the q/k norms and the core (`attention_core_bytes`)."""
     e = element_bytes(cfg)
-    replicated = norm_bytes(arch, cfg, n_tokens) + e * n_tokens * arch.hidden_size
+    readers = xp.where(arch.mla > 0, 2, 3)  # q, k, v (MLA: q_a and kv_a) read the norm
+    copies = norm_output_copies(cfg, readers) * _adapted(cfg, "q_proj", "k_proj", "v_proj")
+    replicated = norm_bytes(arch, cfg, n_tokens) + copies * e * n_tokens * arch.hidden_size
     replicated = replicated + arch.dropout * mask_bytes(cfg) * n_tokens * arch.hidden_size
     replicated = replicated + post_norm_bytes(arch, cfg, n_tokens)
     return (replicated / _sp_divisor(cfg) + qk_norm_bytes(arch, cfg, n_tokens)
@@ -153,17 +219,24 @@ def mlp_bytes(arch: Architecture, cfg: TrainConfig, n_tokens, inner):
 
     GeLU: the activation's input and output, 2·e·T·f/t. SwiGLU: the gate (SiLU's input), SiLU's
     output and the up projection (the product's operands) and the product (down's input),
-    4·e·T·f/t.
+    4·e·T·f/t. The down projection's input is saved only when it trains.
     """
-    per_token = xp.where(arch.gated_mlp > 0, 4, 2) * element_bytes(cfg) * inner / cfg.tp
-    return n_tokens * per_token
+    tensors = xp.where(arch.gated_mlp > 0, 3, 1) + _adapted(cfg, "down_proj")
+    return n_tokens * tensors * element_bytes(cfg) * inner / cfg.tp
+
+
+def mlp_input_bytes(arch: Architecture, cfg: TrainConfig, n_tokens):
+    """The pre-MLP norm's output, saved by the gate and up projections (n copies under
+    autocast) when they train."""
+    readers = 1 + arch.gated_mlp
+    copies = norm_output_copies(cfg, readers) * _adapted(cfg, "gate_proj", "up_proj")
+    return copies * element_bytes(cfg) * n_tokens * arch.hidden_size
 
 
 def mlp_block_bytes(arch: Architecture, cfg: TrainConfig, n_tokens):
     """MLP part of one dense block: pre-norm, its output, the MLP, residual dropout mask, a
     sandwich post-norm, less what a parallel block shares with its attention."""
-    e = element_bytes(cfg)
-    replicated = norm_bytes(arch, cfg, n_tokens) + e * n_tokens * arch.hidden_size
+    replicated = norm_bytes(arch, cfg, n_tokens) + mlp_input_bytes(arch, cfg, n_tokens)
     replicated = replicated + arch.dropout * mask_bytes(cfg) * n_tokens * arch.hidden_size
     replicated = replicated + _norm_changes_bytes(arch, cfg, n_tokens)
     return replicated / _sp_divisor(cfg) + mlp_bytes(arch, cfg, n_tokens, arch.ffn_hidden_size)
@@ -220,35 +293,42 @@ def layer_bytes(arch: Architecture, cfg: TrainConfig, moe):
     n_tokens = tokens(cfg)
     mlp = xp.where(moe > 0, moe_block_bytes(arch, cfg, n_tokens),
                    mlp_block_bytes(arch, cfg, n_tokens))
-    return attention_block_bytes(arch, cfg, n_tokens) + mlp
+    return attention_block_bytes(arch, cfg, n_tokens) + mlp + lora_adapter_bytes(arch, cfg,
+                                                                                  n_tokens)
 
 
 def layer_input_bytes(arch: Architecture, cfg: TrainConfig):
-    """A block's input e·T·h (/t with SP): all that full recompute keeps of a block."""
-    return element_bytes(cfg) * tokens(cfg) * arch.hidden_size / _sp_divisor(cfg)
+    """A block's input r·T·h (/t with SP): all that full recompute keeps of a block."""
+    return residual_bytes(cfg) * tokens(cfg) * arch.hidden_size / _sp_divisor(cfg)
 
 
 def embedding_bytes(arch: Architecture, cfg: TrainConfig):
     """Input side of the first stage: int64 token ids, learned position ids, embedding dropout
-    mask (as Megatron-LM's `compute_activation_memory`: 8sbp + sbhp)."""
+    mask (as Megatron-LM's `compute_activation_memory`: 8sbp + sbhp); nothing when the
+    embedding is frozen (LoRA/QLoRA, frozen leading blocks): nothing there requires grad."""
     n_tokens = tokens(cfg)
     ids = INT64_BYTES * n_tokens + arch.learned_position_embeddings * INT64_BYTES * cfg.seq_len
     dropout = arch.dropout * mask_bytes(cfg) * n_tokens * arch.hidden_size / _sp_divisor(cfg)
-    return ids + dropout
+    return xp.where(embedding_trains(cfg), ids + dropout, 0)
+
+
+def embedding_trains(cfg: TrainConfig):
+    return (cfg.finetune == FULL) & (cfg.frozen_layers <= 0)
 
 
 def rope_bytes(arch: Architecture, cfg: TrainConfig):
-    """cos and sin tables (s x d, dtype e) shared by every block: 2·e·s·d, once per stage."""
+    """cos and sin tables (s x d, dtype r) shared by every block: 2·r·s·d, once per stage."""
     rotary = 1 - arch.learned_position_embeddings
     d = xp.where(arch.mla > 0, arch.qk_rope_head_dim, arch.head_dim)
-    return rotary * 2 * element_bytes(cfg) * cfg.seq_len / cfg.cp * d
+    return rotary * 2 * residual_bytes(cfg) * cfg.seq_len / cfg.cp * d
 
 
 def head_bytes(arch: Architecture, cfg: TrainConfig):
-    """Output side of the last stage: final norm and its output (the head's input)."""
+    """Output side of the last stage: final norm and its output (the head's input; not saved
+    when the head is frozen)."""
     n_tokens = tokens(cfg)
-    norm = norm_bytes(arch, cfg, n_tokens) + element_bytes(cfg) * n_tokens * arch.hidden_size
-    return norm / _sp_divisor(cfg)
+    head_input = xp.where(_lora(cfg), 0, element_bytes(cfg) * n_tokens * arch.hidden_size)
+    return (norm_bytes(arch, cfg, n_tokens) + head_input) / _sp_divisor(cfg)
 
 
 def logits_saved_bytes(arch: Architecture, cfg: TrainConfig):
@@ -265,30 +345,42 @@ def logits_saved_bytes(arch: Architecture, cfg: TrainConfig):
 
 
 def logits_gradient_bytes(arch: Architecture, cfg: TrainConfig):
-    """The loss gradient w.r.t. the fp32 logits, 4·T·V/t, live beside the saved
-    log-probabilities when the backward pass starts (none with a fused loss)."""
-    grad = FP32_BYTES * tokens(cfg) * arch.vocab_size / cfg.tp
+    """The loss gradient's temporaries beside the saved softmax at the start of backward, per
+    logit T·V/t: 8 with PyTorch's cross_entropy, 2 with Megatron-LM's vocab-parallel one
+    (`PYTORCH_LOSS_GRADIENT_BYTES`, `MEGATRON_LOSS_GRADIENT_BYTES`); none with a fused loss."""
+    per_logit = xp.where(cfg.framework == MEGATRON, MEGATRON_LOSS_GRADIENT_BYTES,
+                         PYTORCH_LOSS_GRADIENT_BYTES)
+    grad = per_logit * tokens(cfg) * arch.vocab_size / cfg.tp
     return xp.where(cfg.fused_cross_entropy > 0, 0, grad)
 
 
-def in_flight_microbatches(cfg: TrainConfig):
-    """Micro-batches whose activations the first pipeline stage holds at once.
-
-    1F1B: min(p, m) with m = grad_accum micro-batches per step; interleaved with v virtual
-    stages: p·(1 + (p - 1)/(p·v)) (Korthikanti et al. 2022 §4.2.3; Megatron-LM
-    `compute_activation_memory`). Without pipelining, 1.
+def in_flight_microbatches(cfg: TrainConfig, stage: int = FIRST):
+    """Micro-batches (in whole-stage equivalents) whose activations the first or the last
+    pipeline stage holds at once, from Megatron-LM's warm-up counts
+    (megatron/core/pipeline_parallel/schedules.py, `get_pp_rank_microbatches` at
+    d98e8a64ddf34856e74b24714e3bedb2f5a39553), with m = grad_accum micro-batches per step and
+    rank r of p: 1F1B warms up p - r - 1 micro-batches, so rank r holds min(p - r, m): p on the
+    first stage (min(p, m)), 1 on the last. Interleaved with v model chunks of L/(p·v) layers:
+    min(2·(p - r - 1) + (v - 1)·p + 1, m·v) chunks, i.e. p + (p - 1)/v stages on the first
+    (Korthikanti et al. 2022 §4.2.3: p·(1 + (p - 1)/(p·v))) and ((v - 1)·p + 1)/v on the last.
+    Without pipelining, 1.
     """
-    one_f_one_b = xp.minimum(cfg.pp, cfg.grad_accum)
-    interleaved = cfg.pp * (1 + (cfg.pp - 1) / (cfg.pp * cfg.vpp))
-    return xp.where(cfg.vpp > 1, interleaved, one_f_one_b)
+    p, v, m = cfg.pp, cfg.vpp, cfg.grad_accum
+    rank_behind = p - 1 if stage == FIRST else 0  # p - r - 1
+    one_f_one_b = xp.minimum(rank_behind + 1, m)
+    interleaved = xp.minimum(2 * rank_behind + (v - 1) * p + 1, m * v) / v
+    return xp.where(v > 1, interleaved, one_f_one_b)
 
 
 def blocks_bytes(arch: Architecture, cfg: TrainConfig, layers, first_layer):
     """Saved bytes of `layers` blocks from `first_layer`, one micro-batch, with recompute.
 
     Full recompute keeps each recomputed block's input; `recompute_layers` (0 = all) blocks of
-    the stage are recomputed, the rest keep everything.
+    the stage are recomputed, the rest keep everything. Frozen leading blocks save nothing:
+    only the blocks from the first trainable one count.
     """
+    frozen = xp.minimum(xp.maximum(cfg.frozen_layers - first_layer, 0), layers)
+    first_layer, layers = first_layer + frozen, layers - frozen
     n_moe = moe_layer_count(arch, layers, first_layer)
     dense_block, moe_block = layer_bytes(arch, cfg, 0), layer_bytes(arch, cfg, 1)
     full = (layers - n_moe) * dense_block + n_moe * moe_block
@@ -314,7 +406,7 @@ def model_saved_bytes(arch: Architecture, cfg: TrainConfig):
     no pipelining: embedding side, every block (with recompute), RoPE tables, final norm and
     head input, and the loss's saved tensors. What `sweep/measure` counts."""
     return (
-        embedding_bytes(arch, cfg)
+        embedding_bytes(arch, cfg) - unsaved_first_norm_bytes(arch, cfg)
         + blocks_bytes(arch, cfg, arch.num_layers, 0)
         + rope_bytes(arch, cfg)
         + head_bytes(arch, cfg)
@@ -322,29 +414,51 @@ def model_saved_bytes(arch: Architecture, cfg: TrainConfig):
     )
 
 
-def stage_activation_bytes(arch: Architecture, cfg: TrainConfig, stage: int):
-    """Activations held by the first (`stage` 0) or last (1) pipeline stage at its peak.
+def mtp_bytes(arch: Architecture, cfg: TrainConfig):
+    """Multi-token-prediction modules on the last stage (DeepSeek-V3; Megatron-LM
+    `--mtp-num-layers`), each: its embedding and hidden norms (enorm, hnorm) and its head norm,
+    the projection's input (the two normed halves, 2·e·T·h), a block of the last block's kind
+    and the head's input."""
+    n_tokens = tokens(cfg)
+    moe = moe_layer_count(arch, 1, arch.num_layers - 1)
+    sides = 3 * (norm_bytes(arch, cfg, n_tokens)
+                 + element_bytes(cfg) * n_tokens * arch.hidden_size) / _sp_divisor(cfg)
+    per_module = layer_bytes(arch, cfg, moe) + sides
+    return arch.mtp_layers * per_module
 
-    First stage: its blocks, the embedding side and the RoPE tables for every micro-batch in
-    flight; last stage: one micro-batch, its blocks, RoPE tables, final norm and head input.
-    With full recompute, one block's activations are rebuilt at a time during backward.
-    """
+
+def unsaved_first_norm_bytes(arch: Architecture, cfg: TrainConfig):
+    """Under LoRA the model's first norm saves nothing: its input (the frozen embedding's
+    output) and its weight need no gradient."""
+    return xp.where(_lora(cfg), norm_bytes(arch, cfg, tokens(cfg)) / _sp_divisor(cfg), 0)
+
+
+def stage_saved_bytes(arch: Architecture, cfg: TrainConfig, stage: int):
+    """Saved activations the first (`stage` 0) or last (1) pipeline stage holds at the start
+    of backward: its blocks, the embedding side and the RoPE tables for every micro-batch in
+    flight (`in_flight_microbatches`); on the last stage the final norm, the head input and
+    any MTP modules. The loss side is `stage_loss_bytes`."""
     layers, first_layer = stage_layers(arch, cfg, stage)
-    in_flight = in_flight_microbatches(cfg) if stage == FIRST else 1
+    with_embedding = holds_embedding(cfg, stage)
     per_microbatch = (
         blocks_bytes(arch, cfg, layers, first_layer)
-        + holds_embedding(cfg, stage) * embedding_bytes(arch, cfg)
+        + with_embedding * (embedding_bytes(arch, cfg) - unsaved_first_norm_bytes(arch, cfg))
         + rope_bytes(arch, cfg)
     )
-    return (
-        in_flight * per_microbatch
-        + holds_head(cfg, stage) * head_bytes(arch, cfg)
-        + recompute_working_bytes(arch, cfg, layers, first_layer)
-    )
+    return (in_flight_microbatches(cfg, stage) * per_microbatch
+            + holds_head(cfg, stage) * (head_bytes(arch, cfg) + mtp_bytes(arch, cfg)))
 
 
-def stage_logits_bytes(arch: Architecture, cfg: TrainConfig, stage: int):
-    """Loss-side tensors on the stage holding the head: saved log-probabilities and targets,
-    and the loss gradient when backward starts."""
-    loss = logits_saved_bytes(arch, cfg) + logits_gradient_bytes(arch, cfg)
-    return holds_head(cfg, stage) * loss
+def stage_loss_bytes(arch: Architecture, cfg: TrainConfig, stage: int):
+    """Loss-side tensors at the start of backward on the stage holding the head: the saved
+    softmax and targets of the main loss and of each MTP module's loss, and one loss
+    gradient's temporaries (`logits_gradient_bytes`)."""
+    saved = (1 + arch.mtp_layers) * logits_saved_bytes(arch, cfg)
+    return holds_head(cfg, stage) * (saved + logits_gradient_bytes(arch, cfg))
+
+
+def stage_recompute_bytes(arch: Architecture, cfg: TrainConfig, stage: int):
+    """Full recompute rebuilds one block's activations at a time during backward, after the
+    loss gradient is freed (`recompute_working_bytes`)."""
+    layers, first_layer = stage_layers(arch, cfg, stage)
+    return recompute_working_bytes(arch, cfg, layers, first_layer)

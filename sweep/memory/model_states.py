@@ -11,11 +11,22 @@ Notation:
 | m      | fp32 master bytes per trainable parameter (4 in mixed precision, else 0)    |
 | o(T)   | optimizer-state bytes of T parameters (`bytes.optimizer_state_bytes`)       |
 | LL     | parameters of the largest module (DeepSpeed's `largest_layer_params`)       |
-| B      | parameters of one block (an FSDP unit)                                      |
+| B, U   | parameters of one block (an FSDP unit); U its bytes gathered (`unit_bytes`) |
+| R      | the root parameters on the stage: embedding, final norm, head               |
 
 Each framework profile is a function of (shard, cfg) returning a `ModelStates`; `model_states`
 selects the profile by the `framework` code. A sum over the dense and routed-expert parts is
 written `per_rank(dense, expert)`, each divided by its own N where it is sharded.
+
+A training step has two peaks (sweep/memory/total.py): the start of the backward pass (every
+saved activation and the loss gradient) and the end of backward / optimizer step (every
+gradient, no activation). What exists when is part of each profile: `weights`, `gradients`,
+`master_weights` and `optimizer_states` persist; `gathered` weights exist from the forward pass
+to the end of backward only (ZeRO-3/FSDP all-gathered units, autocast's bf16 casts);
+`transient_gradients` are created during backward (`param.grad`, gradient shards: with
+`zero_grad(set_to_none=True)`, PyTorch's default, none exist before it unless gradients
+accumulate over micro-batches); `backward_transient` is what only the end of backward holds
+(units gathered for backward, unsharded unit gradients, reduce-scatter copies).
 """
 
 from __future__ import annotations
@@ -34,10 +45,9 @@ from sweep.memory.shard import (
     StageShard,
     dense_shard_degree,
     expert_shard_degree,
-    expert_tp,
     gpus_on_node,
 )
-from sweep.model import NORM_WEIGHT, Architecture, moe_layer_count
+from sweep.model import Architecture
 
 GENERIC, DEEPSPEED, MEGATRON, FSDP = 0, 1, 2, 3  # codes of vocabulary.FRAMEWORKS
 NO_OFFLOAD, OFFLOAD_OPTIMIZER, OFFLOAD_PARAMS, OFFLOAD_NVME = 0, 1, 2, 3  # vocabulary.OFFLOADS
@@ -53,6 +63,9 @@ DEEPSPEED_INIT_BYTES = b.FP32_BYTES
 MEGATRON_MAIN_GRAD_BYTES = b.FP32_BYTES
 # FSDP2 and ZeRO-3 keep gathered the unit (module) being computed and the one prefetched.
 FSDP_LIVE_UNITS = 2
+# DeepSpeed ZeRO-3 `stage3_max_live_parameters` default (deepspeed/runtime/zero/config.py,
+# commit 1b88ac366fc922254d56abda5cf6b1f266556d19).
+DEEPSPEED_MAX_LIVE_PARAMETERS = 1e9
 # ZeRO-Infinity (offload to NVMe) swaps through pinned host buffers, DeepSpeed's defaults
 # (deepspeedai/DeepSpeed commit edaa7221267243c7be7fb49c5d5f5c4fb97b4641):
 # offload_optimizer.buffer_count 4 buffers of the largest optimizer sub-group in fp32
@@ -72,12 +85,18 @@ AUTOCAST = 5  # code of "bf16-autocast" in vocabulary.PRECISIONS
 @jax.tree_util.register_dataclass
 @dataclass(frozen=True)
 class ModelStates:
+    """Model-state bytes on one GPU, by when they exist (see the module docstring), and what
+    is offloaded to each node's host RAM and NVMe."""
+
     weights: object
     master_weights: object
     gradients: object
     optimizer_states: object
     host_bytes_per_node: object
     nvme_bytes_per_node: object
+    gathered: object = 0.0
+    transient_gradients: object = 0.0
+    backward_transient: object = 0.0
 
     def replace(self, **changes) -> ModelStates:
         return dataclasses.replace(self, **changes)
@@ -192,24 +211,32 @@ def generic(shard: StageShard, cfg: TrainConfig) -> ModelStates:
 
     stage 0: (w + g + m)Ψ + o;  1 (P_os): (w + g)Ψ + (mΨ + o)/N;  2 (P_os+g): wΨ + (gΨ + mΨ + o)/N;
     3 (P_os+g+p): (w + g + m)Ψ/N + o/N. With mixed-precision AdamW, w = g = 2 and m + o = KΨ,
-    K = 12. At stage 3 the block being computed and the one prefetched are gathered,
-    2·U (`unit_bytes`), beside the partitions. Offload (ZeRO-Offload, Ren et al. 2021):
-    `optimizer` moves master and states to host RAM; `optimizer+params` (stage 3,
+    K = 12. The gradients are created in backward (transient). At stage 3 the block being
+    computed and the one prefetched are gathered, 2·U, from the forward pass to the end of
+    backward, which also holds one unit's unreduced gradient; at stage 2 the end of backward
+    holds one unit's gradients before their reduce-scatter. Offload (ZeRO-Offload, Ren et al.
+    2021): `optimizer` moves master and states to host RAM; `optimizer+params` (stage 3,
     ZeRO-Infinity) also the weight and gradient partitions, the GPU keeping the two gathered
-    blocks and one module's gradient; `nvme` puts the partitions on NVMe, swapped through
-    pinned host buffers (`nvme_swap_buffer_bytes`). Under autocast the bf16 casts of the
-    weights are added (`autocast_cast_bytes`).
+    blocks and one module's gradient; `nvme` puts the partitions on NVMe, swapped through pinned
+    host buffers (`nvme_swap_buffer_bytes`). Under autocast the bf16 casts of the weights
+    (`autocast_cast_bytes`) are gathered too.
     """
     r = _rates(shard, cfg)
-    gathered = xp.where(cfg.zero_stage >= 3, FSDP_LIVE_UNITS * unit_bytes(shard, cfg), 0)
-    weights = _sharded(cfg, r.weights_dense, r.weights_expert, 3) + gathered
-    grads = _sharded(cfg, r.grads_dense, r.grads_expert, 2)
-    master = _sharded(cfg, r.master_dense, r.master_expert, 1)
-    states = _sharded(cfg, r.states_dense, r.states_expert, 1)
     g = b.gradient_bytes(cfg.precision)
-    live_grads = g * shard.largest_module
-    states = _offload(shard, cfg, weights, master, grads, states, gathered, live_grads)
-    return states.replace(weights=states.weights + autocast_cast_bytes(shard, cfg))
+    units = xp.where(cfg.zero_stage >= 3, FSDP_LIVE_UNITS * unit_bytes(shard, cfg), 0)
+    unit_grads = g * trainable_unit(shard, cfg)
+    states = ModelStates(
+        weights=_sharded(cfg, r.weights_dense, r.weights_expert, 3),
+        master_weights=_sharded(cfg, r.master_dense, r.master_expert, 1),
+        gradients=0,
+        optimizer_states=_sharded(cfg, r.states_dense, r.states_expert, 1),
+        host_bytes_per_node=0,
+        nvme_bytes_per_node=0,
+        gathered=units + autocast_cast_bytes(shard, cfg),
+        transient_gradients=_sharded(cfg, r.grads_dense, r.grads_expert, 2),
+        backward_transient=xp.where(cfg.zero_stage >= 2, units + unit_grads, 0),
+    )
+    return _offload(shard, cfg, states, g * shard.largest_module)
 
 
 def nvme_swap_buffer_bytes(shard: StageShard, cfg: TrainConfig):
@@ -227,24 +254,32 @@ def nvme_swap_buffer_bytes(shard: StageShard, cfg: TrainConfig):
     return optimizer + swapped_params
 
 
-def _offload(shard, cfg, weights, master, grads, states, live_weights, live_grads) -> ModelStates:
-    """Move offloaded per-GPU components to host RAM or NVMe (both reported per node: every
-    GPU of the run on the node moves its own partitions)."""
+def _offload(shard, cfg, states: ModelStates, live_grads) -> ModelStates:
+    """Move offloaded per-GPU partitions to host RAM or NVMe (both reported per node: every
+    GPU of the run on the node moves its own): the optimizer's master and states, and with
+    params (stage 3) the weight and gradient partitions, the GPU then keeping one module's
+    gradient (`live_grads`) as it is moved out."""
     optimizer_off = cfg.offload >= OFFLOAD_OPTIMIZER
     params_off = cfg.offload >= OFFLOAD_PARAMS
-    moved_optimizer = xp.where(optimizer_off, master + states, 0)
-    moved_params = xp.where(params_off, weights - live_weights + grads, 0)
+    moved_optimizer = xp.where(optimizer_off, states.master_weights + states.optimizer_states, 0)
+    moved_params = xp.where(params_off, states.weights + states.transient_gradients, 0)
     moved = (moved_optimizer + moved_params) * gpus_on_node(cfg)
     to_nvme = cfg.offload == OFFLOAD_NVME
     pinned = nvme_swap_buffer_bytes(shard, cfg) * gpus_on_node(cfg)
-    return ModelStates(
-        weights=xp.where(params_off, live_weights, weights),
-        master_weights=xp.where(optimizer_off, 0, master),
-        gradients=xp.where(params_off, live_grads, grads),
-        optimizer_states=xp.where(optimizer_off, 0, states),
+    return states.replace(
+        weights=xp.where(params_off, 0, states.weights),
+        master_weights=xp.where(optimizer_off, 0, states.master_weights),
+        optimizer_states=xp.where(optimizer_off, 0, states.optimizer_states),
+        transient_gradients=xp.where(params_off, live_grads, states.transient_gradients),
         host_bytes_per_node=xp.where(to_nvme, pinned, moved),
         nvme_bytes_per_node=xp.where(to_nvme, moved, 0),
     )
+
+
+def trainable_unit(shard: StageShard, cfg: TrainConfig):
+    """Trainable parameters of one unit (block): the block in full fine-tuning, its adapters
+    under LoRA/QLoRA."""
+    return xp.where(cfg.finetune == FULL, shard.block, shard.adapters_unit)
 
 
 def deepspeed(shard: StageShard, cfg: TrainConfig) -> ModelStates:
@@ -269,17 +304,18 @@ def deepspeed(shard: StageShard, cfg: TrainConfig) -> ModelStates:
     The ZeRO-2 estimator's offload figure, P·max(4·total_gpus, 16)·abf, is the per-node one
     only on a single node: for several nodes it counts every process's init copy and every
     node's partitions; the per-node figure is max(4·n_node, 16/nodes)·P·abf, as its ZeRO-3
-    sibling has it. Here 2 -> w, the fp16 grads -> g,
-    4 + 8 -> m + o(T); with bf16/fp16-mixed AdamW these are exactly DeepSpeed's numbers.
-    `nvme` (ZeRO-Infinity) puts the offloaded partitions on NVMe and pins swap buffers in host
-    RAM (`nvme_swap_buffer_bytes`). Stage 0 (no ZeRO) uses `generic`.
+    sibling has it. Here 2 -> w, the fp16 grads -> g, 4 + 8 -> m + o(T); with bf16/fp16-mixed
+    AdamW these are exactly DeepSpeed's numbers. The gradients are created in backward; at
+    ZeRO-3 the gathered parameters are the largest module 2LL and the live parameters up to
+    `stage3_max_live_parameters` (`runtime.deepspeed_live_parameters`). `nvme`
+    (ZeRO-Infinity) puts the offloaded partitions on NVMe and pins swap buffers in host RAM
+    (`nvme_swap_buffer_bytes`). Stage 0 (no ZeRO) uses `generic`.
     """
     r = _rates(shard, cfg)
     w, g = b.weight_bytes(cfg.precision), b.gradient_bytes(cfg.precision)
     ll = shard.largest_module
-    fp32_grads_dense = DEEPSPEED_FP32_GRAD_BYTES * r.trainable_dense
-    fp32_grads_expert = DEEPSPEED_FP32_GRAD_BYTES * r.trainable_expert
-    fp32_grads = _sharded(cfg, fp32_grads_dense, fp32_grads_expert)
+    fp32_grads = _sharded(cfg, DEEPSPEED_FP32_GRAD_BYTES * r.trainable_dense,
+                          DEEPSPEED_FP32_GRAD_BYTES * r.trainable_expert)
     grads16 = _sharded(cfg, r.grads_dense, r.grads_expert)
     master = _sharded(cfg, r.master_dense, r.master_expert)
     states = _sharded(cfg, r.states_dense, r.states_expert)
@@ -292,42 +328,42 @@ def deepspeed(shard: StageShard, cfg: TrainConfig) -> ModelStates:
     off_opt = cfg.offload >= OFFLOAD_OPTIMIZER
     off_params = cfg.offload >= OFFLOAD_PARAMS
     to_nvme = cfg.offload == OFFLOAD_NVME
+    stage3 = cfg.zero_stage >= 3
 
     # DeepSpeed's "16" (4 fp32 grads + 4 fp32 params + 8 states) and "18" (+ 2 fp16 params),
     # the partitions of every process on the node.
-    optimizer_part = fp32_grads + master + states
-    node_share = (optimizer_part + xp.where(off_params, weights_part, 0)) * on_node
-    pinned = nvme_swap_buffer_bytes(shard, cfg) * on_node
-    stage12 = ModelStates(
-        weights=r.weights_dense + r.weights_expert,
-        master_weights=xp.where(off_opt, 0, master),
-        gradients=xp.where(off_opt, 0, grads16 + fp32_grads),
-        optimizer_states=xp.where(off_opt, 0, states),
-        host_bytes_per_node=xp.where(off_opt, xp.maximum(init_host, node_share), init_host)
-        * abf,
-        nvme_bytes_per_node=0,
-    )
+    node_share = (fp32_grads + master + states + xp.where(off_params, weights_part, 0)) * on_node
     zero_init = cfg.zero_init > 0
-    init3 = xp.where(zero_init, DEEPSPEED_INIT_BYTES * ll * on_node, init_host)
-    stage3 = ModelStates(
-        weights=w * ll + xp.where(off_params, 0, weights_part),
+    init = xp.where(stage3 & zero_init, DEEPSPEED_INIT_BYTES * ll * on_node, init_host)
+    offloaded_host = xp.where(stage3 & zero_init, node_share, xp.maximum(init_host, node_share))
+    host = xp.where(to_nvme, xp.maximum(init * abf, nvme_swap_buffer_bytes(shard, cfg) * on_node),
+                    xp.where(off_opt, offloaded_host, init) * abf)
+    live = w * deepspeed_live_parameters(shard, cfg)
+    chosen = ModelStates(
+        weights=xp.where(stage3, xp.where(off_params, 0, weights_part),
+                         r.weights_dense + r.weights_expert),
         master_weights=xp.where(off_opt, 0, master),
-        gradients=g * ll + xp.where(off_opt, 0, fp32_grads),
+        gradients=0,
         optimizer_states=xp.where(off_opt, 0, states),
-        host_bytes_per_node=xp.where(
-            off_opt, xp.where(zero_init, node_share, xp.maximum(init_host, node_share)), init3)
-        * abf,
-        nvme_bytes_per_node=0,
-    )
-    chosen = _select(cfg.zero_stage >= 3, stage3, stage12)
-    init = xp.where(cfg.zero_stage >= 3, init3, init_host)
-    chosen = chosen.replace(
-        weights=chosen.weights + autocast_cast_bytes(shard, cfg),
-        host_bytes_per_node=xp.where(to_nvme, xp.maximum(init * abf, pinned),
-                                     chosen.host_bytes_per_node),
+        host_bytes_per_node=host,
         nvme_bytes_per_node=xp.where(to_nvme, node_share, 0),
+        gathered=xp.where(stage3, w * ll + live, 0) + autocast_cast_bytes(shard, cfg),
+        # Offloaded, the 16-bit gradients go to the host as they are reduced (GPU: 2P, 4LL).
+        transient_gradients=xp.where(stage3, g * ll, xp.where(off_opt, 0, grads16))
+        + xp.where(off_opt, 0, fp32_grads),
+        backward_transient=xp.where(stage3, w * ll, 0),
     )
     return _select(cfg.zero_stage == 0, generic(shard, cfg), chosen)
+
+
+def deepspeed_live_parameters(shard: StageShard, cfg: TrainConfig):
+    """ZeRO-3's gathered parameters beyond the largest module: up to
+    `stage3_max_live_parameters` (1e9, deepspeed/runtime/zero/config.py) stay resident, and with
+    `stage3_max_reuse_distance` (1e9) the last blocks of the forward pass stay gathered for the
+    backward pass: min(1e9, P) - LL, at least nothing."""
+    params = shard.base_dense + shard.base_expert + shard.adapters
+    live = xp.maximum(xp.minimum(DEEPSPEED_MAX_LIVE_PARAMETERS, params) - shard.largest_module, 0)
+    return xp.where(cfg.zero_stage >= 3, live, 0)
 
 
 def _select(condition, if_true: ModelStates, if_false: ModelStates) -> ModelStates:
@@ -345,87 +381,34 @@ def megatron_padded_vocab(arch: Architecture, cfg: TrainConfig):
     return xp.ceil(arch.vocab_size / multiple) * multiple
 
 
-@jax.tree_util.register_dataclass
-@dataclass(frozen=True)
-class MegatronShard:
-    """Megatron-LM's parameter counts on its most loaded shard (first pipeline stage)."""
+def megatron(shard: StageShard, cfg: TrainConfig) -> ModelStates:
+    """Megatron-LM's weight and optimizer memory on the stage's shard (counted from the
+    module shapes, with the vocabulary padded as Megatron pads it: `megatron_padded_vocab`,
+    applied in total.py).
 
-    dense: object  # tp-sharded + replicated: optimizer sharded over d = n/(t·p·c)
-    expert: object  # routed experts: optimizer sharded over n/(t_e·x·p)
-
-
-def megatron_shard(arch: Architecture, cfg: TrainConfig) -> MegatronShard:
-    """`compute_weight_and_optimizer_memory`'s parameter counts, term for term.
-
-    Source: megatron/training/theoretical_memory_usage.py in the expert-parallel version of
-    yuzhongw-nvidia/Megatron-LM commit e851e7d22d2ad4c936d90284b257912b76e84115 (ported as
-    Megatron-LM PR #4687): tp-sharded attention/MLP/embeddings, replicated norms and router,
-    routed experts split by etp·ep, the optimizer sharded over d and the expert d. The older
-    upstream version (NVIDIA/Megatron-LM commit 00caa53af30912914981c86f39db123961678bbd)
-    agrees for dense models at tp = 1; it divides norms by tp and leaves out the router.
-    No biases except the router's with `add_bias_linear`; norm_size = 1 (RMSNorm) or 2
-    (LayerNorm); gated multiplier 3/2; MTP blocks and latent MoE are absent from the catalog.
-    """
-    h, a, k, d = arch.hidden_size, arch.num_heads, arch.num_kv_heads, arch.head_dim
-    norm_size = NORM_WEIGHT + arch.norm_bias
-    gated = xp.where(arch.gated_mlp > 0, 3 / 2, 1)
-    q_head = arch.qk_nope_head_dim + arch.qk_rope_head_dim
-    q_term = xp.where(
-        arch.q_lora_rank > 0,
-        arch.q_lora_rank * (h + a * q_head + norm_size),
-        h * a * q_head,
-    )
-    mla_attention = (
-        q_term
-        + arch.kv_lora_rank * (h + a * (arch.qk_nope_head_dim + arch.v_head_dim) + norm_size)
-        + h * arch.qk_rope_head_dim
-        + a * arch.v_head_dim * h
-    )
-    # 2·h·h·((1 + k/a)·(a·d/h)) in the source.
-    standard_attention = 2 * h * (a * d + k * d)
-    attention = xp.where(arch.mla > 0, mla_attention, standard_attention)
-    dense_mlp = 2 * h * arch.ffn_hidden_size * gated
-    shared = 2 * h * arch.num_shared_experts * arch.shared_expert_ffn_hidden_size * gated
-    routed = 2 * h * arch.moe_ffn_hidden_size * arch.num_experts * gated
-    layernorms = 2 * h * norm_size
-    router = xp.where(arch.num_experts > 0, (h + arch.linear_bias) * arch.num_experts, 0)
-    n_moe = moe_layer_count(arch)
-    n_dense = arch.num_layers - n_moe
-    embedding = h * megatron_padded_vocab(arch, cfg)
-    tp_sharded_block = (attention + dense_mlp) * n_dense + (attention + shared) * n_moe
-    replicated_block = layernorms * n_dense + (layernorms + router) * n_moe + norm_size * h
-    untied_single_stage = (1 - arch.tied_embeddings) * (cfg.pp == 1)
-    tp_sharded = (tp_sharded_block / cfg.pp + embedding * (1 + untied_single_stage)) / cfg.tp
-    expert = routed * n_moe / cfg.pp / (expert_tp(cfg) * cfg.ep)
-    return MegatronShard(dense=tp_sharded + replicated_block / cfg.pp, expert=expert)
-
-
-def megatron(arch: Architecture, cfg: TrainConfig) -> ModelStates:
-    """Megatron-LM's weight and optimizer memory, split into our components.
-
-    The source's bytes per parameter: 18 without the distributed optimizer, 6 + 12/d with it
-    (zero_stage 1); "bf16 model params, fp32 main gradients, fp32 main params, and fp32 Adam
-    states", i.e. w = 2, main grad 4, m + o = 12. Other precisions and optimizers change w, m
-    and o alone. d is the group the distributed optimizer shards over: for dense parameters
-    the data-parallel ranks together with the context-parallel ones, n/(t·p) (Megatron-LM
-    megatron/core/distributed/distributed_data_parallel.py: `data_parallel_group =
-    self.intra_dp_cp_group`, and megatron/core/optimizer/__init__.py, commit
-    d98e8a64ddf34856e74b24714e3bedb2f5a39553), not the n/(t·p·c) of the source's estimate
+    Megatron-LM's bytes per parameter (megatron/training/theoretical_memory_usage.py,
+    NVIDIA/Megatron-LM commit d98e8a64ddf34856e74b24714e3bedb2f5a39553): 18 without the
+    distributed optimizer, 6 + 12/d with it (zero_stage 1); "bf16 model params, fp32 main
+    gradients, fp32 main params, and fp32 Adam states", i.e. w = 2 (fp8 in the blocks' linears
+    with fp8-mixed, `--fp8-param-gather`), main grad 4 in a buffer allocated with the model
+    (persistent), m + o = 12. Other precisions and optimizers change w, m and o alone. d is the
+    group the distributed optimizer shards over: for dense parameters the data-parallel ranks
+    together with the context-parallel ones, n/(t·p) (megatron/core/distributed/
+    distributed_data_parallel.py: `data_parallel_group = self.intra_dp_cp_group`;
+    megatron/core/optimizer/__init__.py), not the n/(t·p·c) of the source's estimate
     (`args.data_parallel_size`), which would make more context parallelism cost more memory;
     for routed experts the expert data-parallel group, n/(t_e·x·p).
     """
-    shard = megatron_shard(arch, cfg)
+    r = _rates(shard, cfg)
     distributed = cfg.zero_stage >= 1
     dense_dp = xp.where(distributed, dense_shard_degree(cfg), 1)
     expert_dp = xp.where(distributed, expert_shard_degree(cfg), 1)
-    params = shard.dense + shard.expert
-    states_per_param = b.optimizer_state_bytes(cfg.optimizer, cfg.precision, 1, 0)
-    optimizer_params = shard.dense / dense_dp + shard.expert / expert_dp
+    trainable = r.trainable_dense + r.trainable_expert
     return ModelStates(
-        weights=b.weight_bytes(cfg.precision) * params,
-        master_weights=b.master_bytes(cfg.precision) * optimizer_params,
-        gradients=MEGATRON_MAIN_GRAD_BYTES * params,
-        optimizer_states=states_per_param * optimizer_params,
+        weights=r.weights_dense + r.weights_expert,
+        master_weights=r.master_dense / dense_dp + r.master_expert / expert_dp,
+        gradients=MEGATRON_MAIN_GRAD_BYTES * trainable,
+        optimizer_states=r.states_dense / dense_dp + r.states_expert / expert_dp,
         host_bytes_per_node=0,
         nvme_bytes_per_node=0,
     )
@@ -435,73 +418,87 @@ def megatron(arch: Architecture, cfg: TrainConfig) -> ModelStates:
 
 
 def fsdp(shard: StageShard, cfg: TrainConfig) -> ModelStates:
-    """PyTorch FSDP2 (`fully_shard`), one unit per block, mixed precision as
-    `MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)`.
+    """PyTorch FSDP2 (`fully_shard` per block and on the root), mixed precision as
+    `MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)`; zero_stage 0 is FSDP2's
+    `replicate` (DDP).
 
     Sources (pytorch/pytorch, torch 2.13): torch/distributed/fsdp/_fully_shard/_fsdp_api.py,
-    _fsdp_param_group.py (`_init_mp_dtypes`: a uniform original dtype is required of the
-    trainable parameters only, so a frozen base may be stored in another dtype) and
-    _fsdp_collectives.py `foreach_reduce`. Every parameter is sharded over N ranks in its
-    original dtype: in mixed precision the trainable ones in fp32 (our master, 4T/N), with fp32
-    gradient shards (4T/N) and optimizer states o(T)/N, the frozen ones as stored
-    (`frozen_bytes`: a LoRA/QLoRA base at its compute bytes, frozen blocks in fp32). The
-    compute copy is the all-gathered unit: with `reshard_after_forward=True` (zero_stage 3,
-    FULL_SHARD) the unit computed and the one prefetched, 2·U; with False (zero_stage 2,
-    SHARD_GRAD_OP) every unit stays gathered from forward to backward, w·P. One unit's unsharded
-    gradient g·B (of its trainable parameters) is live before its reduce-scatter. In fp32 or
-    pure bf16 the shard is the parameters themselves (w·T/N + frozen/N). zero_stage 0 is DDP
-    under `torch.autocast`, whose cache keeps the bf16 cast of every weight for the backward
-    pass: w·P + fp32 parameters 4P + fp32 gradients 4P + o(T). `optimizer+params` is
-    `CPUOffloadPolicy`: parameter, gradient and optimizer-state shards in host RAM, the step on
-    the CPU.
+    _fsdp_state.py, _fsdp_param_group.py (`_init_mp_dtypes`: a uniform original dtype is
+    required of the trainable parameters only, so a frozen base may be stored in another
+    dtype), _fsdp_param.py and _fsdp_collectives.py `foreach_reduce`; measured with
+    FSDPMemTracker in sweep/measure/step.py. Every parameter is sharded over N ranks in its
+    original dtype: in mixed precision the trainable ones in fp32 (our master, 4T/N) with fp32
+    gradient shards (4T/N, created in backward) and optimizer states o(T)/N, the frozen ones as
+    stored (`frozen_bytes`: a LoRA/QLoRA base at its compute bytes, frozen blocks in fp32). In
+    fp32 or pure bf16 the shard is the parameters themselves (w·T/N + frozen/N).
+
+    Gathered: with `reshard_after_forward=True` (zero_stage 3) the root's parameters R stay
+    gathered from its forward to the end of backward (the root is not resharded) and at the
+    start of backward one block is being all-gathered: w·R + U; the end of backward holds the
+    root, two units (the one computed and the one prefetched) with one unit's unsharded
+    gradient g·B and its fp32 reduce-scatter input 4·B, or, at the root's own reduce, g·R +
+    4·R. With False (zero_stage 2) every unit stays gathered from forward to backward, w·P.
+    Non-float storage (QLoRA's NF4 codes) is all-gathered as it is (_fsdp_param.py: no cast).
+    `replicate`: fp32 parameters (4P) with bf16 copies through forward and backward (w·P), fp32
+    gradients (4T, created in backward) all-reduced one unit at a time through a 4·B buffer.
+    `optimizer+params` is `CPUOffloadPolicy`: parameter, gradient and optimizer-state shards
+    in host RAM, the step on the CPU.
     """
     r = _rates(shard, cfg)
     w, g = b.weight_bytes(cfg.precision), b.gradient_bytes(cfg.precision)
     mixed = b.master_bytes(cfg.precision) > 0
-    sharded = cfg.zero_stage >= 2
-    compute_copy = xp.where(
-        cfg.zero_stage >= 3, FSDP_LIVE_UNITS * unit_bytes(shard, cfg),
-        r.weights_dense + r.weights_expert,
-    )
-    trainable_shard = xp.where(mixed, 0, w * r.trainable_dense), xp.where(
-        mixed, 0, w * r.trainable_expert)
+    reduce_bytes = xp.where(mixed, b.FP32_BYTES, 0)  # the fp32 copy a reduce-scatter reads
+    stage = cfg.zero_stage
+    unit = unit_bytes(shard, cfg)
+    unit_grads = trainable_unit(shard, cfg)
+    root_grads = xp.where(cfg.finetune == FULL, shard.root_trainable, 0)
+    root = w * shard.root
+    all_weights = r.weights_dense + r.weights_expert
+    trainable_shard = _sharded(cfg, xp.where(mixed, 0, w * r.trainable_dense),
+                               xp.where(mixed, 0, w * r.trainable_expert), 2)
     frozen_shard = _sharded(cfg, r.frozen_dense, r.frozen_expert, 2)
-    weight_shard = xp.where(
-        sharded, _sharded(cfg, *trainable_shard, 2) + frozen_shard, 0)
-    master = _sharded(cfg, r.master_dense, r.master_expert, 2)
+    weight_shard = xp.where(stage >= 2, trainable_shard + frozen_shard, all_weights)
     grad_bytes = xp.where(mixed, b.FP32_BYTES, g)
     grad_shard = _sharded(cfg, grad_bytes * r.trainable_dense, grad_bytes * r.trainable_expert, 2)
-    states = _sharded(cfg, r.states_dense, r.states_expert, 2)
-    is_full = cfg.finetune == FULL
-    unit_grads = g * xp.where(is_full, shard.block, shard.adapters_unit)
+    gathered = xp.where(stage >= 3, root + unit, all_weights)
+    end_of_backward = xp.where(
+        stage >= 3,
+        root + xp.maximum((g + reduce_bytes) * root_grads,
+                          FSDP_LIVE_UNITS * unit + (g + reduce_bytes) * unit_grads),
+        all_weights + (g + reduce_bytes) * unit_grads)
+    replicate = stage < 2
     offloaded = cfg.offload >= OFFLOAD_PARAMS
-    on_host = (weight_shard + master + grad_shard + states) * gpus_on_node(cfg)
+    master = _sharded(cfg, r.master_dense, r.master_expert, 2)
+    states = _sharded(cfg, r.states_dense, r.states_expert, 2)
+    frozen_all = r.frozen_dense + r.frozen_expert
+    # `replicate` casts to bf16 only what is stored in fp32: a LoRA base is used as it is.
+    base_at_compute = xp.where(cfg.finetune == FULL, 0, frozen_all)
+    persistent = xp.where(replicate, xp.where(mixed, frozen_all, all_weights), weight_shard)
+    on_host = (persistent + master + grad_shard + states) * gpus_on_node(cfg)
     return ModelStates(
-        weights=compute_copy + xp.where(offloaded, 0, weight_shard)
-        + autocast_cast_bytes(shard, cfg),
+        weights=xp.where(offloaded, 0, persistent),
         master_weights=xp.where(offloaded, 0, master),
-        gradients=xp.where(sharded, unit_grads, 0) + xp.where(offloaded, 0, grad_shard),
+        gradients=0,
         optimizer_states=xp.where(offloaded, 0, states),
         host_bytes_per_node=xp.where(offloaded, on_host, 0),
         nvme_bytes_per_node=0,
+        gathered=xp.where(replicate, xp.where(mixed, all_weights - base_at_compute, 0), gathered)
+        + autocast_cast_bytes(shard, cfg),
+        transient_gradients=xp.where(offloaded, g * unit_grads, grad_shard),
+        backward_transient=xp.where(replicate, b.FP32_BYTES * unit_grads, end_of_backward),
     )
 
 
-PROFILES = {
-    GENERIC: lambda arch, shard, cfg: generic(shard, cfg),
-    DEEPSPEED: lambda arch, shard, cfg: deepspeed(shard, cfg),
-    MEGATRON: lambda arch, shard, cfg: megatron(arch, cfg),
-    FSDP: lambda arch, shard, cfg: fsdp(shard, cfg),
-}
+PROFILES = {GENERIC: generic, DEEPSPEED: deepspeed, MEGATRON: megatron, FSDP: fsdp}
 
 
-def model_states(arch: Architecture, shard: StageShard, cfg: TrainConfig,
+def model_states(shard: StageShard, cfg: TrainConfig,
                  frameworks=tuple(PROFILES)) -> ModelStates:
     """The profile named by `cfg.framework`: every profile in `frameworks` (the codes the
     framework can take; a sweep passes its grid's) is evaluated and one is selected, so that
     the framework can be a swept axis."""
     codes = sorted(frameworks)
-    chosen = PROFILES[codes[-1]](arch, shard, cfg)
+    chosen = PROFILES[codes[-1]](shard, cfg)
     for code in codes[:-1]:
-        chosen = _select(cfg.framework == code, PROFILES[code](arch, shard, cfg), chosen)
+        chosen = _select(cfg.framework == code, PROFILES[code](shard, cfg), chosen)
     return chosen

@@ -38,7 +38,8 @@ class StageShard:
     LoRA/QLoRA); largest_module and block: DeepSpeed's largest layer and one FSDP unit (the
     heaviest block), block_linear_unit the part of that block in linear weights, adapters_unit
     its LoRA adapters; head_linear: the output projection's weight on this stage (the input
-    embedding's when tied), V·h/t.
+    embedding's when tied), V·h/t; root: what FSDP's root unit holds on this stage (the input
+    embedding, final norm and head), root_trainable its part that trains in full fine-tuning.
     """
 
     base_dense: object
@@ -56,6 +57,8 @@ class StageShard:
     block_linear_unit: object = 0.0
     adapters_unit: object = 0.0
     head_linear: object = 0.0
+    root: object = 0.0
+    root_trainable: object = 0.0
 
 
 def dense_shard_degree(cfg: TrainConfig):
@@ -165,4 +168,6 @@ def stage_shard(arch: model.Architecture, cfg: TrainConfig, stage: int) -> Stage
         adapters_unit=xp.where(cfg.finetune == FULL, 0, model.layers_lora_params(
             arch, 1, arch.num_layers - 1, cfg.lora_rank, cfg.lora_targets, tp, ep, etp)),
         head_linear=with_head * arch.vocab_size * arch.hidden_size / tp,
+        root=embedding + head,
+        root_trainable=embedding * (cfg.frozen_layers <= 0) + head,
     )

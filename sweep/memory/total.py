@@ -16,7 +16,13 @@ from sweep.config import Hardware, TrainConfig
 from sweep.memory import activations as act
 from sweep.memory import inference as inf
 from sweep.memory import runtime
-from sweep.memory.model_states import PROFILES, ModelStates, model_states
+from sweep.memory.model_states import (
+    MEGATRON,
+    MEGATRON_VOCAB_DIVISOR,
+    PROFILES,
+    ModelStates,
+    model_states,
+)
 from sweep.memory.shard import FIRST, FULL, LAST, holds_head, stage_shard
 from sweep.model import Architecture
 from sweep.validity import checks as validity_checks
@@ -40,7 +46,8 @@ GPU_COMPONENTS = (
 @jax.tree_util.register_dataclass
 @dataclass(frozen=True)
 class Estimate:
-    """Memory of one configuration on its most loaded GPU (bytes unless named otherwise)."""
+    """Memory of one configuration on its most loaded GPU at its peak (bytes unless named
+    otherwise); the components are those of the peak phase (`PHASES`)."""
 
     weights: object
     master_weights: object
@@ -61,21 +68,51 @@ class Estimate:
     stage: object  # 0: first pipeline stage is the most loaded, 1: last
     invalid: object  # bit mask of validity.REASONS
     fits: object
+    phase: object = 0.0  # BACKWARD or STEP: when the peak is
+
+
+BACKWARD, STEP = 0, 1  # codes of PHASES
+PHASES = ("backward", "step")  # start of the backward pass; end of backward and optimizer step
 
 
 @dataclass(frozen=True)
 class StageParts:
-    """A stage's allocated bytes as static + max(dynamic, step) (see `_per_stage`)."""
+    """A stage's allocated bytes in its two peaks, max(backward + dynamic, step): `backward` the
+    static-side bytes at the start of backward (the model states, buffers and what the forward
+    pass gathered), `dynamic` the activations, loss side and KV cache, `step` the static-side
+    bytes at the end of backward and the optimizer step (every gradient, no activation)."""
 
-    static: object
+    backward: object
     dynamic: object
     step: object
 
 
 @dataclass(frozen=True)
+class Stage:
+    """One pipeline stage: its components in each phase, totals, node memory, parts."""
+
+    phases: tuple[dict, dict]  # components at the BACKWARD and STEP peaks
+    persistent: object  # what persists between steps: model states and buffers
+    allocated: object
+    total: object
+    peak_phase: object
+    host: object
+    nvme: object
+    params_on_gpu: object
+    parts: StageParts
+
+    @property
+    def components(self) -> dict:
+        """The components of the phase at which the stage peaks."""
+        backward, step = self.phases
+        at_step = self.peak_phase == STEP
+        return {k: xp.where(at_step, step[k], backward[k]) for k in GPU_COMPONENTS}
+
+
+@dataclass(frozen=True)
 class FitTerms:
     """What deciding `fits` needs, each term on the sub-grid of its own axes: per stage the
-    static and dynamic parts and the step, the allocatable bytes, host RAM, validity checks."""
+    backward, dynamic and step parts, the allocatable bytes, node memory, validity checks."""
 
     stages: tuple[StageParts, StageParts]
     allocatable_bytes: object
@@ -86,18 +123,14 @@ class FitTerms:
 def fit_terms(arch: Architecture, cfg: TrainConfig, hw: Hardware,
               frameworks=tuple(PROFILES)) -> FitTerms:
     """The terms of `estimate`'s fit decision, unsummed: total <= capacity is
-    static + max(dynamic, step) <= (capacity - runtime overhead)·(1 - fragmentation) on both
+    max(backward + dynamic, step) <= (capacity - runtime overhead)·(1 - fragmentation) on both
     stages. The sweep combines them with few operations per configuration."""
-    stages, host, nvme = [], [], []
-    for stage in (FIRST, LAST):
-        _, _, stage_host, stage_nvme, _, parts = _per_stage(arch, cfg, hw, stage, frameworks)
-        stages.append(parts)
-        host.append(stage_host)
-        nvme.append(stage_nvme)
+    first, last = (stage_memory(arch, cfg, hw, stage, frameworks) for stage in (FIRST, LAST))
     capacity = hw.memory_bytes * hw.usable_fraction
     allocatable = (capacity - hw.runtime_overhead_bytes) * (1 - cfg.fragmentation)
-    host_ok = node_fits(xp.maximum(host[0], host[1]), xp.maximum(nvme[0], nvme[1]), hw)
-    return FitTerms(tuple(stages), allocatable, host_ok, validity_checks(arch, cfg, hw))
+    host_ok = node_fits(xp.maximum(first.host, last.host), xp.maximum(first.nvme, last.nvme), hw)
+    return FitTerms((first.parts, last.parts), allocatable, host_ok,
+                    validity_checks(arch, cfg, hw))
 
 
 def node_fits(host_bytes, nvme_bytes, hw: Hardware):
@@ -105,62 +138,101 @@ def node_fits(host_bytes, nvme_bytes, hw: Hardware):
     return (host_bytes <= hw.host_memory_bytes_per_node) & (nvme_bytes <= hw.nvme_bytes_per_node)
 
 
-def _per_stage(arch: Architecture, cfg: TrainConfig, hw: Hardware, stage: int,
-               frameworks=tuple(PROFILES)):
-    """Every GPU component on one pipeline stage, training or inference, and its total.
+def framework_architecture(arch: Architecture, cfg: TrainConfig) -> Architecture:
+    """The architecture as the framework builds it: Megatron-LM pads the vocabulary to a
+    multiple of vocab_multiple·t (128·t by default; `_vocab_size_with_padding`,
+    megatron/training/tokenizer/tokenizer.py), which grows the embedding, head and logits."""
+    multiple = xp.where(arch.vocab_multiple > 0, arch.vocab_multiple,
+                        MEGATRON_VOCAB_DIVISOR) * cfg.tp
+    padded = xp.ceil(arch.vocab_size / multiple) * multiple
+    return arch.replace(vocab_size=xp.where(cfg.framework == MEGATRON, padded, arch.vocab_size))
 
-    The total is written so that it splits by the axes its terms depend on: `static` (model
-    states and communication buffers: parallel layout, ZeRO, precision, ...), `dynamic`
-    (activations, logits, KV cache: batch, context, recompute, ...) and the optimizer step's
-    transient, which runs once the activations are freed:
-    total = (static + max(dynamic, step))/(1 - fragmentation) + runtime overhead,
-    the sum of the components below. `xp.materialize` keeps each part on its own sub-grid
-    in a sweep, so that only this last line is evaluated per configuration.
+
+def stage_memory(arch: Architecture, cfg: TrainConfig, hw: Hardware, stage: int,
+                 frameworks=tuple(PROFILES)) -> Stage:
+    """Every GPU component of one pipeline stage in the step's two peaks, and the total.
+
+    The start of the backward pass holds the model states and buffers that persist, what the
+    forward pass gathered (ZeRO-3/FSDP units, autocast's weight casts), the gradients of
+    earlier micro-batches when they accumulate (grad_accum > 1), and the dynamic part: the
+    saved activations, and the larger of the loss gradient's peak and (with full recompute)
+    one recomputed block. The end of backward and the optimizer step hold every gradient, the
+    end of backward's buffers or the step's transient, no activation:
+    allocated = max(backward + dynamic, step),
+    total = allocated/(1 - fragmentation) + runtime overhead. `backward` and `step` depend on
+    the static axes (parallel layout, ZeRO, precision, ...), `dynamic` on batch, context and
+    recompute; `xp.materialize` keeps each part on its own sub-grid in a sweep, so that only
+    the last line is evaluated per configuration. Inference holds the weights, the decode
+    workspace, the next-token logits and the KV cache.
     """
+    arch = framework_architecture(arch, cfg)
     shard = stage_shard(arch, cfg, stage)
-    states: ModelStates = model_states(arch, shard, cfg, frameworks)
+    states: ModelStates = model_states(shard, cfg, frameworks)
     inference = cfg.mode == INFERENCE
-    training_only = lambda value: xp.where(inference, 0, value)  # noqa: E731
-    activations = xp.where(inference, inf.decode_workspace_bytes(arch, cfg),
-                           act.stage_activation_bytes(arch, cfg, stage))
-    logits = xp.where(inference, holds_head(cfg, stage) * inf.decode_logits_bytes(arch, cfg),
-                      act.stage_logits_bytes(arch, cfg, stage))
-    kv_cache = xp.where(inference, inf.kv_cache_bytes(arch, cfg), 0)
-    communication = training_only(runtime.communication_bytes(shard, cfg))
-    step = xp.materialize(training_only(runtime.optimizer_step_bytes(shard, cfg)))
-    components = {
-        "weights": states.weights,
-        "master_weights": training_only(states.master_weights),
-        "gradients": training_only(states.gradients),
-        "optimizer_states": training_only(states.optimizer_states),
-        "activations": activations,
-        "logits": logits,
-        "kv_cache": kv_cache,
+    training = 1 - inference
+    communication = runtime.communication_bytes(shard, cfg)
+    accumulating = states.transient_gradients * (cfg.grad_accum > 1)
+    persistent = (states.weights + states.master_weights + states.gradients
+                  + states.optimizer_states + communication)
+    saved = act.stage_saved_bytes(arch, cfg, stage)
+    loss = act.stage_loss_bytes(arch, cfg, stage)
+    recompute = act.stage_recompute_bytes(arch, cfg, stage)
+    # What is built in backward and what the step needs are alive at different times.
+    step_transient = xp.maximum(runtime.optimizer_step_bytes(shard, cfg),
+                                states.backward_transient)
+    backward_phase = {
+        "weights": states.weights + training * states.gathered,
+        "master_weights": training * states.master_weights,
+        "gradients": training * (states.gradients + accumulating),
+        "optimizer_states": training * states.optimizer_states,
+        "activations": xp.where(inference, inf.decode_workspace_bytes(arch, cfg),
+                                saved + xp.maximum(recompute - loss, 0)),
+        "logits": xp.where(inference, holds_head(cfg, stage) * inf.decode_logits_bytes(arch, cfg),
+                           loss),
+        "kv_cache": xp.where(inference, inf.kv_cache_bytes(arch, cfg), 0),
+        "buffers": training * communication,
     }
-    static = xp.materialize(
-        states.weights + components["master_weights"] + components["gradients"]
-        + components["optimizer_states"] + communication
+    step_phase = {
+        "weights": training * states.weights,
+        "master_weights": training * states.master_weights,
+        "gradients": training * (states.gradients + states.transient_gradients),
+        "optimizer_states": training * states.optimizer_states,
+        "activations": 0.0, "logits": 0.0, "kv_cache": 0.0,
+        "buffers": training * (communication + step_transient),
+    }
+    backward = xp.materialize(xp.where(inference, states.weights,
+                                       persistent + states.gathered + accumulating))
+    dynamic = xp.materialize(backward_phase["activations"] + backward_phase["logits"]
+                             + backward_phase["kv_cache"])
+    step = xp.materialize(training * (persistent + states.transient_gradients + step_transient))
+    allocated = xp.maximum(backward + dynamic, step)
+    peak_phase = xp.where(step > backward + dynamic, STEP, BACKWARD)
+    phases = []
+    for components, phase_allocated in ((backward_phase, backward + dynamic), (step_phase, step)):
+        components = dict(components)
+        components["overhead"] = runtime.overhead_bytes(phase_allocated, cfg, hw)
+        phases.append(components)
+    return Stage(
+        phases=tuple(phases),
+        persistent=training * persistent + inference * states.weights,
+        allocated=allocated,
+        total=runtime.reserved_bytes(allocated, cfg, hw),
+        peak_phase=peak_phase,
+        host=training * states.host_bytes_per_node,
+        nvme=training * states.nvme_bytes_per_node,
+        params_on_gpu=shard.base_dense + shard.base_expert + shard.adapters,
+        parts=StageParts(backward=backward, dynamic=dynamic, step=step),
     )
-    dynamic = xp.materialize(activations + logits + kv_cache)
-    components["buffers"] = communication + xp.maximum(step - dynamic, 0)
-    allocated = static + xp.maximum(dynamic, step)
-    components["overhead"] = runtime.overhead_bytes(allocated, cfg, hw)
-    total = runtime.reserved_bytes(allocated, cfg, hw)
-    params_on_gpu = shard.base_dense + shard.base_expert + shard.adapters
-    host = training_only(states.host_bytes_per_node)
-    nvme = training_only(states.nvme_bytes_per_node)
-    parts = StageParts(static=static, dynamic=dynamic, step=step)
-    return components, total, host, nvme, params_on_gpu, parts
 
 
 def stage_components(arch: Architecture, cfg: TrainConfig, hw: Hardware, stage: int) -> dict:
-    """Every GPU component of one given pipeline stage (`FIRST` or `LAST`), with `allocated`
-    (the peak allocated bytes: every tensor component, the total less the overhead), `static`
-    (model states and buffers) and `total`: `_per_stage` for comparing with a measurement
+    """Every GPU component of one given pipeline stage (`FIRST` or `LAST`) at its peak, with
+    `allocated` (the peak allocated bytes: every tensor component), `static` (what persists
+    between steps: model states and buffers) and `total`: for comparing with a measurement
     taken on a known rank."""
-    components, total, *_, parts = _per_stage(arch, cfg, hw, stage)
-    allocated = parts.static + xp.maximum(parts.dynamic, parts.step)
-    return {**components, "allocated": allocated, "static": parts.static, "total": total}
+    memory = stage_memory(arch, cfg, hw, stage)
+    return {**memory.components, "allocated": memory.allocated, "static": memory.persistent,
+            "total": memory.total}
 
 
 def trainable_params(arch: Architecture, cfg: TrainConfig):
@@ -177,20 +249,21 @@ def trainable_params(arch: Architecture, cfg: TrainConfig):
 
 
 def estimate(arch: Architecture, cfg: TrainConfig, hw: Hardware) -> Estimate:
-    """Every memory component on the most loaded GPU, its total, capacity and fit.
+    """Every memory component on the most loaded GPU at its peak, its total, capacity and fit.
 
     The first and the last pipeline stage are evaluated; the larger total is reported, and
     host RAM (and NVMe) per node is the larger of the two stages'.
     fits = valid and total <= memory_bytes·usable_fraction and host bytes <= host RAM and
     NVMe bytes <= the node's NVMe.
     """
-    first, first_total, first_host, first_nvme, first_params, _ = _per_stage(arch, cfg, hw, FIRST)
-    last, last_total, last_host, last_nvme, last_params, _ = _per_stage(arch, cfg, hw, LAST)
-    use_last = last_total > first_total
-    components = {k: xp.where(use_last, last[k], first[k]) for k in GPU_COMPONENTS}
-    total = xp.maximum(first_total, last_total)
-    host = xp.materialize(xp.maximum(first_host, last_host))
-    nvme = xp.maximum(first_nvme, last_nvme)
+    first, last = (stage_memory(arch, cfg, hw, stage) for stage in (FIRST, LAST))
+    use_last = last.total > first.total
+    first_components, last_components = first.components, last.components
+    components = {k: xp.where(use_last, last_components[k], first_components[k])
+                  for k in GPU_COMPONENTS}
+    total = xp.maximum(first.total, last.total)
+    host = xp.materialize(xp.maximum(first.host, last.host))
+    nvme = xp.maximum(first.nvme, last.nvme)
     capacity = hw.memory_bytes * hw.usable_fraction
     invalid = xp.materialize(invalid_reasons(arch, cfg, hw))
     fits = (invalid == 0) & (total <= capacity) & node_fits(host, nvme, hw)
@@ -202,8 +275,9 @@ def estimate(arch: Architecture, cfg: TrainConfig, hw: Hardware) -> Estimate:
         gpu_capacity_bytes=capacity,
         params_total=model.total_params(arch),
         params_trainable=trainable_params(arch, cfg),
-        params_per_gpu=xp.where(use_last, last_params, first_params),
+        params_per_gpu=xp.where(use_last, last.params_on_gpu, first.params_on_gpu),
         stage=xp.where(use_last, LAST, FIRST),
         invalid=invalid,
         fits=fits,
+        phase=xp.where(use_last, last.peak_phase, first.peak_phase),
     )
