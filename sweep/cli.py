@@ -57,6 +57,17 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         help="with --recompute full: blocks per stage recomputed (0: all)")
     add("--fused-cross-entropy", action=argparse.BooleanOptionalAction, default=False,
         help="chunked/fused loss that keeps no vocabulary-sized logits")
+    add("--first-stage-layers", type=int, default=0,
+        help="blocks on the first pipeline stage (0: the even split; Megatron-LM "
+             "--decoder-first-pipeline-num-layers)")
+    add("--last-stage-layers", type=int, default=0,
+        help="blocks on the last pipeline stage (0: the even split)")
+    add("--embedding-in-split", action=argparse.BooleanOptionalAction, default=False,
+        help="count the embedding as a layer of the pipeline split")
+    add("--loss-in-split", action=argparse.BooleanOptionalAction, default=False,
+        help="count the loss as a layer of the pipeline split")
+    add("--loss-fusion", action=argparse.BooleanOptionalAction, default=False,
+        help="Megatron-LM's --cross-entropy-loss-fusion (a fused kernel, not chunked)")
     add("--capacity-factor", type=float, default=0.0, help="MoE expert capacity (0: dropless)")
     add("--fragmentation", type=float, default=DEFAULT_FRAGMENTATION,
         help="share of reserved memory lost to allocator fragmentation")

@@ -51,11 +51,19 @@ class TrainConfig:
     additional_buffer_factor: float = DEEPSPEED_ADDITIONAL_BUFFER_FACTOR
     recompute_layers: float = 0  # with recompute = full: blocks per stage recomputed, 0 = all
     fused_cross_entropy: float = 0  # chunked/fused loss: no V-sized logits are kept
+    loss_fusion: float = 0  # Megatron-LM --cross-entropy-loss-fusion: a fused kernel, not chunked
     capacity_factor: float = 0  # MoE expert capacity; 0 = dropless (exactly top-k per token)
     mode: float = 0  # train, inference
     kv_cache_dtype: float = 0  # bf16, fp8, int8 (inference)
     device: float = 0  # cuda, cpu: where byte layouts differ (dropout masks, norm statistics)
     fragmentation: float = DEFAULT_FRAGMENTATION
+    # Uneven pipeline stages (Megatron-LM --decoder-first/last-pipeline-num-layers; 0: the even
+    # split) and the embedding or loss counted as a layer in the split
+    # (--account-for-embedding-in-pipeline-split, --account-for-loss-in-pipeline-split).
+    first_stage_layers: float = 0
+    last_stage_layers: float = 0
+    embedding_in_split: float = 0
+    loss_in_split: float = 0
 
     def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)
@@ -100,7 +108,9 @@ class Hardware:
     memory_bytes: float
     usable_fraction: float  # of memory_bytes, what the driver exposes to the framework
     host_memory_bytes_per_node: float
-    runtime_overhead_bytes: float = 0.0  # CUDA context, cuBLAS workspaces, NCCL buffers
+    runtime_overhead_bytes: float = 0.0  # CUDA context, NCCL buffers: outside the allocator
+    blas_workspace_bytes: float = 0.0  # cuBLAS workspaces, allocated from PyTorch's allocator
+    te_workspace_bytes: float = 0.0  # Transformer Engine's cuBLASLt workspace
     bf16_dense_flops: float = 0.0  # peak dense tensor FLOP/s
     fp8_dense_flops: float = 0.0  # 0: no native fp8 matmul
     matmul_efficiency: float = 0.0  # best-shape GEMM FLOP/s / peak (mamf-finder)

@@ -45,7 +45,8 @@ from sweep.model import Architecture, ModelSpec, total_params
 from sweep.outdir import check_name, check_path, safe_name
 
 CONFIG_KEYS = tuple(f.name for f in fields(TrainConfig))
-BOOLEAN_KEYS = ("sp", "flash_attention", "fused_cross_entropy", "zero_init")
+BOOLEAN_KEYS = ("sp", "flash_attention", "fused_cross_entropy", "loss_fusion", "zero_init",
+                "embedding_in_split", "loss_in_split")
 AXIS_KEYS = ("model", "gpu", *CONFIG_KEYS)
 # Canonical axis order: the order of dimensions in the evaluated arrays (outer first).
 AXIS_ORDER = AXIS_KEYS

@@ -35,7 +35,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sweep.errors import SweepError
-from sweep.model import Architecture, ModelSpec
+from sweep.model import (
+    ACTIVATION_DEFAULT,
+    ACTIVATION_RELU2,
+    QK_NORM_HEAD,
+    QK_NORM_NONE,
+    Architecture,
+    ModelSpec,
+)
 from sweep.vocabulary import did_you_mean
 
 PREFIX = "megatron:"
@@ -140,17 +147,11 @@ BOOL_FLAGS = (
 # Flags that set memory-relevant Megatron behaviour our vocabulary has no key for: kept in
 # `settings` and reported with what we assume.
 UNMODELLED_FLAGS = {
-    "--squared-relu": "squared-ReLU MLP: counted as a GeLU MLP (same shapes; the saved "
-                      "activation tensors differ)",
     "--apply-layernorm-1p": "zero-centred norm weights: no memory effect",
     "--rotary-percent": "partial RoPE: RoPE tables taken at the full head dimension",
-    "--qk-layernorm": "q/k norms (2 norms of width kv-channels per layer and their saved "
-                      "inputs) are not counted",
     "--moe-latent-size": "MoE latent projections are not counted",
     "--moe-shared-expert-gate": "the shared-expert gate (h parameters per MoE layer) is not "
                                 "counted",
-    "--mtp-num-layers": "multi-token-prediction layers (one transformer layer, two norms and a "
-                        "2h x h projection each, on the last pipeline stage) are not counted",
     "--window-size": "sliding-window attention is counted as full attention",
     "--overlap-grad-reduce": "gradient reduce overlapped with backward: no extra buffer "
                              "counted (Megatron's buckets are views of the grad buffer)",
@@ -165,8 +166,6 @@ UNMODELLED_FLAGS = {
     "--moe-pad-expert-input-to-capacity": "padding to capacity: counted only with a capacity "
                                           "factor",
     "--overlap-moe-expert-parallel-comm": "overlapped expert all-to-all: not modelled",
-    "--cross-entropy-loss-fusion": "Megatron's fused cross-entropy still materialises the "
-                                   "vocab-parallel logits: counted as the unfused loss",
     "--cross-entropy-fusion-impl": "counted as the unfused loss",
     "--tp-comm-overlap": "TP communication-overlap userbuffers are not counted",
     "--enable-cuda-graph": "CUDA-graph static buffers and private pools are not counted",
@@ -176,10 +175,6 @@ UNMODELLED_FLAGS = {
     "--cuda-graph-modules": "CUDA-graph static buffers and private pools are not counted",
     "--pipeline-model-parallel-layout": "custom pipeline layout: layers taken as L/pp per "
                                         "stage",
-    "--decoder-first-pipeline-num-layers": "uneven pipeline: layers taken as L/pp per stage",
-    "--decoder-last-pipeline-num-layers": "uneven pipeline: layers taken as L/pp per stage",
-    "--account-for-embedding-in-pipeline-split": "layers taken as L/pp per stage",
-    "--account-for-loss-in-pipeline-split": "layers taken as L/pp per stage",
     "--fp8-recipe": "fp8 scaling recipe: its scale/amax buffers are not counted",
     "--first-last-layers-bf16": "fp8 weights are counted in every block",
     "--fine-grained-activation-offloading": "activation offloading is not modelled",
@@ -858,6 +853,12 @@ def _architecture(f: _Flags, tp: int, notes: list[Note]) -> Architecture:
         qkv_bias=float(f.bool("--add-qkv-bias")),
         learned_position_embeddings=float(position == "learned_absolute"),
         dropout=float(hidden_dropout > 0 or attention_dropout > 0),
+        # --qk-layernorm: a norm over each head's kv-channels on q and on k (TENorm per head,
+        # megatron/core/models/gpt/gpt_layer_specs.py); MLA's latent norms are its own.
+        qk_norm=float(QK_NORM_HEAD if f.bool("--qk-layernorm")
+                      and not f.bool("--multi-latent-attention") else QK_NORM_NONE),
+        mtp_layers=f.int("--mtp-num-layers") or 0,
+        mlp_activation=float(ACTIVATION_RELU2 if f.bool("--squared-relu") else ACTIVATION_DEFAULT),
     )
     values |= _moe_fields(f, layers, ffn, notes)
     values |= _mla_fields(f, heads, notes)
@@ -1017,6 +1018,11 @@ def _train(f: _Flags, arch: Architecture, notes: list[Note]) -> dict:
         recompute=recompute, recompute_layers=recompute_layers,
         flash_attention=_flash_attention(f),
         capacity_factor=f.float("--moe-expert-capacity-factor", 0.0),
+        loss_fusion=int(f.bool("--cross-entropy-loss-fusion")),
+        first_stage_layers=f.int("--decoder-first-pipeline-num-layers") or 0,
+        last_stage_layers=f.int("--decoder-last-pipeline-num-layers") or 0,
+        embedding_in_split=int(f.bool("--account-for-embedding-in-pipeline-split")),
+        loss_in_split=int(f.bool("--account-for-loss-in-pipeline-split")),
     )
     seq_len = f.int("--seq-length")
     if seq_len is not None:

@@ -84,9 +84,8 @@ def split_terms(grid: Grid, arch, cfg, hw) -> Sides:
     cfg, allowed = constrain(grid, cfg)
     frameworks = tuple(int(code) for code in grid.axis("framework").values)
     terms = fit_terms(arch, cfg, hw, frameworks)
-    first, last = terms.stages
-    static_dims = _dims(first.backward, last.backward, first.step, last.step)
-    dynamic_dims = _dims(first.dynamic, last.dynamic)
+    static_dims = _dims(*[p.backward for p in terms.stages], *[p.step for p in terms.stages])
+    dynamic_dims = _dims(*[p.dynamic for p in terms.stages])
     static_ok, dynamic_ok, leftover = True, True, True
     for check in [*terms.checks.values(), terms.host_ok, allowed]:
         dims = _dims(check)
@@ -98,7 +97,7 @@ def split_terms(grid: Grid, arch, cfg, hw) -> Sides:
             leftover = leftover & check
     allocatable = terms.allocatable_bytes
     static, step, dynamic = [], [], []
-    for parts in (first, last):
+    for parts in terms.stages:
         static.append(xp.materialize(xp.where(static_ok, parts.backward - allocatable, np.inf)))
         step.append(xp.materialize(xp.where(static_ok, parts.step - allocatable, np.inf)))
         dynamic.append(xp.materialize(xp.where(dynamic_ok, parts.dynamic, np.inf)))

@@ -17,14 +17,18 @@ from sweep.memory.model_states import (
     OFFLOAD_OPTIMIZER,
     OFFLOAD_PARAMS,
 )
-from sweep.memory.shard import FULL, QLORA, expert_tp
+from sweep.memory.shard import FULL, QLORA, expert_tp, stage_layer_counts
 from sweep.model import Architecture
 
 # (key, explanation) per bit, in bit order. Keys are stable: they are Parquet column values.
 REASONS = (
     ("degrees", "n_gpus must be a multiple of tp·pp·cp"),
     ("heads_tp", "num_heads and num_kv_heads must be multiples of tp"),
-    ("layers_pp", "num_layers must be a multiple of pp·vpp"),
+    ("layers_pp", "every pipeline stage needs a whole number of blocks, a multiple of vpp: "
+                  "num_layers (plus the embedding and loss when counted in the split) a "
+                  "multiple of pp·vpp, or with first/last_stage_layers the rest a multiple of "
+                  "the other stages (Megatron-LM get_num_layers_to_build); uneven stages need "
+                  "pp > 1 and no embedding/loss in the split"),
     ("experts_ep", "ep must divide num_experts (and be 1 for a dense model)"),
     ("expert_ranks", "n_gpus/pp must be a multiple of ep·etp"),
     ("vpp", "vpp > 1 needs pp > 1"),
@@ -92,7 +96,7 @@ def checks(arch: Architecture, cfg: TrainConfig, hw: Hardware | None = None) -> 
     passed = {
         "degrees": xp.divides(cfg.tp * cfg.pp * cfg.cp, cfg.n_gpus),
         "heads_tp": xp.divides(cfg.tp, arch.num_heads) & xp.divides(cfg.tp, arch.num_kv_heads),
-        "layers_pp": xp.divides(cfg.pp * cfg.vpp, arch.num_layers),
+        "layers_pp": pipeline_split_ok(arch, cfg),
         "experts_ep": xp.where(moe, xp.divides(cfg.ep, arch.num_experts), cfg.ep == 1),
         "expert_ranks": ~moe | xp.divides(cfg.ep * expert_tp(cfg), cfg.n_gpus / cfg.pp),
         "vpp": (cfg.vpp == 1) | (cfg.pp > 1),
@@ -115,6 +119,23 @@ def checks(arch: Architecture, cfg: TrainConfig, hw: Hardware | None = None) -> 
     if hw is not None:
         passed["platform"] = (hw.platform == GPU_PLATFORM) | (framework == GENERIC)
     return passed
+
+
+def pipeline_split_ok(arch: Architecture, cfg: TrainConfig):
+    """Megatron-LM's checks of the split (transformer_block.py `get_num_layers_to_build`):
+    whole, non-negative block counts on every stage, each a multiple of vpp."""
+    first, middle, last = stage_layer_counts(arch, cfg)
+    uneven = (cfg.first_stage_layers > 0) | (cfg.last_stage_layers > 0)
+    in_split = (cfg.embedding_in_split > 0) | (cfg.loss_in_split > 0)
+    counts_ok = True
+    for count in (first, middle, last):
+        counts_ok = counts_ok & (count >= 0) & xp.divides(cfg.vpp, count) & xp.divides(1, count)
+    given = (cfg.first_stage_layers > 0) * 1 + (cfg.last_stage_layers > 0) * 1
+    rest = arch.num_layers - cfg.first_stage_layers - cfg.last_stage_layers
+    flags_ok = ((cfg.first_stage_layers >= 0) & (cfg.last_stage_layers >= 0)
+                & ((cfg.pp - given > 0) | (rest == 0))
+                & ~(uneven & in_split) & ~((uneven | in_split) & (cfg.pp == 1)))
+    return counts_ok & flags_ok
 
 
 def invalid_reasons(arch: Architecture, cfg: TrainConfig, hw: Hardware | None = None):

@@ -156,3 +156,68 @@ def test_cases_cover_the_grid(measured_rows):
     # Sandwich and post norms, q/k norms, parallel blocks, GeGLU and squared ReLU.
     assert {r["style"] for r in measured_rows} >= {"gemma", "olmo2", "falcon", "falcon2",
                                                     "relu2"}
+
+
+def megatron_layers_to_build(num_layers, pp, pp_rank, first=None, last=None, embedding=False,
+                             loss=False):
+    """Megatron-LM's `get_num_layers_to_build` (megatron/core/transformer/transformer_block.py
+    @d98e8a64), its uneven and pipeline-split branches, without virtual stages."""
+    if first is not None or last is not None:
+        layers_to_distribute, stages_left = num_layers, pp
+        if first is not None:
+            layers_to_distribute -= first
+            stages_left -= 1
+        if last is not None:
+            layers_to_distribute -= last
+            stages_left -= 1
+        per_rank = layers_to_distribute // stages_left if stages_left > 0 else 0
+        if pp_rank == 0 and first is not None:
+            per_rank = first
+        if pp_rank == pp - 1 and last is not None:
+            per_rank = last
+        return per_rank
+    per_rank = (num_layers + embedding + loss) // pp
+    return per_rank - (embedding and pp_rank == 0) - (loss and pp_rank == pp - 1)
+
+
+SPLITS = [
+    dict(num_layers=61, pp=4, first=16),  # DeepSeek-V3: 16, 15, 15, 15
+    dict(num_layers=12, pp=4, first=2, last=2),
+    dict(num_layers=30, pp=8, last=2),
+    dict(num_layers=31, pp=4, embedding=True),
+    dict(num_layers=30, pp=4, embedding=True, loss=True),
+]
+
+
+@pytest.mark.parametrize("split", SPLITS)
+def test_uneven_pipeline_stages_follow_megatron(split):
+    from sweep.memory.shard import stage_layer_counts
+    from sweep.model import Architecture
+
+    arch = Architecture(hidden_size=64.0, num_layers=float(split["num_layers"]), num_heads=4.0,
+                        num_kv_heads=4.0, head_dim=16.0, ffn_hidden_size=128.0, vocab_size=100.0)
+    cfg = config(pp=split["pp"], n_gpus=split["pp"], first_stage_layers=split.get("first", 0),
+                 last_stage_layers=split.get("last", 0),
+                 embedding_in_split=split.get("embedding", False),
+                 loss_in_split=split.get("loss", False))
+    pp = split["pp"]
+    args = dict(first=split.get("first"), last=split.get("last"),
+                embedding=split.get("embedding", False), loss=split.get("loss", False))
+    expected = [megatron_layers_to_build(split["num_layers"], pp, r, **args)
+                for r in (0, 1, pp - 1)]
+    assert [float(x) for x in stage_layer_counts(arch, cfg)] == expected
+
+
+def test_the_most_loaded_stage_is_found():
+    """12 blocks on pp = 4 with 2 on the first and last stage (a 1000-token vocabulary, so
+    that the head and logits weigh little): the second stage's 4 blocks with 3 micro-batches in
+    flight outweigh the first's 2 blocks with 4 and the last's 2 with 1."""
+    from sweep.memory.shard import MIDDLE
+    from sweep.memory.total import estimate
+
+    arch = catalog.model("llama-3.1-8b").arch.replace(num_layers=12.0, vocab_size=1000.0)
+    cfg = config(n_gpus=4, pp=4, grad_accum=8, first_stage_layers=2, last_stage_layers=2)
+    est = estimate(arch, cfg, catalog.gpu("h100-sxm-80gb").hardware())
+    assert int(est.stage) == MIDDLE and int(est.invalid) == 0
+    bad = config(n_gpus=4, pp=4, first_stage_layers=3, last_stage_layers=2)  # 7 over 2 stages
+    assert int(estimate(arch, bad, catalog.gpu("h100-sxm-80gb").hardware()).invalid) != 0

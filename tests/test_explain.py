@@ -83,7 +83,7 @@ def test_table_output(capsys):
     (["--model", "llama-2-7b", "--gpu", "a100-80gb", "--n-gpus", "12", "--tp", "8"],
      "multiple of tp·pp·cp"),
     (["--model", "llama-2-7b", "--gpu", "a100-80gb", "--pp", "3", "--n-gpus", "3"],
-     "num_layers must be a multiple of pp"),
+     "multiple of pp·vpp"),
     (["--model", "llama-3.1-8b", "--gpu", "a100-80gb", "--tp", "16", "--n-gpus", "16"],
      "num_kv_heads must be multiples of tp"),
     (["--model", "llama-2-7b", "--gpu", "a100-80gb", "--framework", "megatron",

@@ -151,7 +151,8 @@ def test_profile_counts_the_stage_s_own_parameters():
     """GPT-3 175B at t = 8, p = 16: 18 bytes per parameter of each stage as the module shapes
     give it: the first stage 6 blocks, the 50257-token vocabulary padded to 51200 (a multiple
     of 128·8), split by t, and the 2048 learned positions (replicated); the last 6 blocks and
-    the final LayerNorm (the head is tied: the embedding's weight on the first stage)."""
+    the final LayerNorm and the head, tied to the embedding but with pp > 1 a copy of its
+    weight kept on the last stage (`share_embeddings_and_output_weights`)."""
     h, f, layers, t = 12288, 4 * 12288, 6, 8
     # q, k, v, o and the MLP split by t with their biases (column ones split, row ones
     # replicated: o and down), two LayerNorms with biases.
@@ -159,7 +160,7 @@ def test_profile_counts_the_stage_s_own_parameters():
     first, _ = _profile("gpt3-175b", FIRST, n_gpus=1024, tp=8, pp=16, distributed=False)
     last, _ = _profile("gpt3-175b", LAST, n_gpus=1024, tp=8, pp=16, distributed=False)
     assert gpu_bytes(first) == pytest.approx(18 * (layers * block + 51200 * h / t + 2048 * h))
-    assert gpu_bytes(last) == pytest.approx(18 * (layers * block + 2 * h))
+    assert gpu_bytes(last) == pytest.approx(18 * (layers * block + 2 * h + 51200 * h / t))
 
 
 @pytest.mark.parametrize("name", ["llama-3.1-70b", "mixtral-8x7b"])

@@ -23,7 +23,7 @@ from sweep.megatron_args import (
     padded_vocab_size,
     read_launch,
 )
-from sweep.model import total_params
+from sweep.model import ACTIVATION_RELU2, QK_NORM_HEAD, total_params
 
 # The Llama-3 8B recipe's flags (examples/llama/train_llama3_8b_h100_fp8.sh), mock-data branch.
 LLAMA3_8B_SCRIPT = """#!/bin/bash
@@ -226,9 +226,11 @@ def test_gpt2_tokenizer_default_and_unmodelled_flags(tmp_path):
     launch = read_launch(_write(tmp_path, "a.txt", text))
     # pretrain_gpt.py defaults to GPT2BPETokenizer: 50,257 padded to 128 -> 50,304.
     assert launch.architecture.vocab_size == 50304
-    assert {"--squared-relu", "--qk-layernorm", "--moe-latent-size"} <= _notes(launch, UNMODELLED)
+    assert {"--moe-latent-size"} <= _notes(launch, UNMODELLED)
     assert _notes(launch, UNKNOWN) == {"--my-new-flag"}
-    assert launch.architecture.gated_mlp == 0  # squared ReLU counted as a 2-matrix MLP
+    a = launch.architecture
+    assert a.gated_mlp == 0 and a.mlp_activation == ACTIVATION_RELU2  # squared ReLU, 2 matrices
+    assert a.qk_norm == QK_NORM_HEAD  # a norm over each head of q and k
 
 
 @pytest.mark.parametrize("text,message", [

@@ -104,15 +104,16 @@ def test_fsdp_full_shard():
     to the start of backward the root stays gathered in bf16 and one block is being gathered,
     2·R + 2·B; the fp32 gradient shards 4P/8 are made in backward, whose end holds the root,
     two gathered units, one unit's bf16 gradient and its fp32 reduce-scatter copy, or the
-    root's own gradient and copy."""
+    root's own gradient and copy (its parameters resharded, before its own gradient shard)."""
     p = TINY_TOTAL
     s, _ = states_of(TINY, fsdp, n_gpus=8, zero_stage=3, framework="fsdp")
     assert float(s.weights) == 0  # in mixed precision the shards are the fp32 master
     assert float(s.master_weights) == 4 * p / 8
     assert float(s.gathered) == 2 * TINY_ROOT + 2 * TINY_BLOCK
     assert float(s.transient_gradients) == 4 * p / 8
-    assert float(s.backward_transient) == 2 * TINY_ROOT + max(
-        (2 + 4) * TINY_ROOT, 2 * 2 * TINY_BLOCK + (2 + 4) * TINY_BLOCK)
+    assert float(s.backward_transient) == max(
+        (2 + 4) * TINY_ROOT - 4 * TINY_ROOT / 8,
+        2 * TINY_ROOT + 2 * 2 * TINY_BLOCK + (2 + 4) * TINY_BLOCK)
     assert float(s.optimizer_states) == 8 * p / 8
 
 

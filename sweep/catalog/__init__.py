@@ -43,6 +43,8 @@ class GpuSpec:
     source: str
     runtime_overhead_bytes: int
     runtime_overhead_source: str
+    blas_workspace_bytes: int
+    te_workspace_bytes: int
     matmul_efficiency: float
     matmul_efficiency_note: str
     pcie_bandwidth_bytes_per_s: float
@@ -62,6 +64,8 @@ class GpuSpec:
             usable_fraction=float(self.usable_fraction),
             host_memory_bytes_per_node=float(self.host_memory_bytes_per_node),
             runtime_overhead_bytes=float(self.runtime_overhead_bytes),
+            blas_workspace_bytes=float(self.blas_workspace_bytes),
+            te_workspace_bytes=float(self.te_workspace_bytes),
             bf16_dense_flops=float(self.bf16_dense_flops),
             fp8_dense_flops=float(self.fp8_dense_flops),
             matmul_efficiency=float(self.matmul_efficiency),

@@ -42,7 +42,7 @@ from __future__ import annotations
 from sweep import xp
 from sweep.config import TrainConfig
 from sweep.memory import bytes as b
-from sweep.memory.shard import FIRST, FULL, holds_embedding, holds_head, stage_layers
+from sweep.memory.shard import FIRST, FULL, MIDDLE, holds_embedding, holds_head, stage_layers
 from sweep.model import (
     PARALLEL_SHARED_NORM,
     PARALLEL_TWO_NORMS,
@@ -68,6 +68,10 @@ MEGATRON = 2  # code of "megatron" in vocabulary.FRAMEWORKS
 # reference/megatron).
 PYTORCH_LOSS_GRADIENT_BYTES = 2 * b.FP32_BYTES
 MEGATRON_LOSS_GRADIENT_BYTES = b.BF16_BYTES
+# Megatron-LM's fused kernel (`--cross-entropy-loss-fusion`, megatron/core/fusions/
+# fused_cross_entropy.py) builds the fp32 gradient anew in `calculate_gradients` before the
+# 16-bit cast: 4 more per logit (the functional tests' peaks, reference/megatron).
+MEGATRON_FUSED_LOSS_GRADIENT_BYTES = b.FP32_BYTES + b.BF16_BYTES
 INT64_BYTES = 8  # token ids and routing indices
 FP32_BYTES = b.FP32_BYTES
 BOOL_BYTES = 1
@@ -346,10 +350,12 @@ def logits_saved_bytes(arch: Architecture, cfg: TrainConfig):
 
 def logits_gradient_bytes(arch: Architecture, cfg: TrainConfig):
     """The loss gradient's temporaries beside the saved softmax at the start of backward, per
-    logit T·V/t: 8 with PyTorch's cross_entropy, 2 with Megatron-LM's vocab-parallel one
-    (`PYTORCH_LOSS_GRADIENT_BYTES`, `MEGATRON_LOSS_GRADIENT_BYTES`); none with a fused loss."""
-    per_logit = xp.where(cfg.framework == MEGATRON, MEGATRON_LOSS_GRADIENT_BYTES,
-                         PYTORCH_LOSS_GRADIENT_BYTES)
+    logit T·V/t: 8 with PyTorch's cross_entropy, 2 with Megatron-LM's vocab-parallel one, 6
+    with its fused kernel (`PYTORCH_LOSS_GRADIENT_BYTES`, `MEGATRON_LOSS_GRADIENT_BYTES`,
+    `MEGATRON_FUSED_LOSS_GRADIENT_BYTES`); none with a chunked loss (`fused_cross_entropy`)."""
+    megatron = xp.where(cfg.loss_fusion > 0, MEGATRON_FUSED_LOSS_GRADIENT_BYTES,
+                        MEGATRON_LOSS_GRADIENT_BYTES)
+    per_logit = xp.where(cfg.framework == MEGATRON, megatron, PYTORCH_LOSS_GRADIENT_BYTES)
     grad = per_logit * tokens(cfg) * arch.vocab_size / cfg.tp
     return xp.where(cfg.fused_cross_entropy > 0, 0, grad)
 
@@ -366,7 +372,7 @@ def in_flight_microbatches(cfg: TrainConfig, stage: int = FIRST):
     Without pipelining, 1.
     """
     p, v, m = cfg.pp, cfg.vpp, cfg.grad_accum
-    rank_behind = p - 1 if stage == FIRST else 0  # p - r - 1
+    rank_behind = {FIRST: p - 1, MIDDLE: p - 2}.get(stage, 0)  # p - r - 1, r = 0, 1, p - 1
     one_f_one_b = xp.minimum(rank_behind + 1, m)
     interleaved = xp.minimum(2 * rank_behind + (v - 1) * p + 1, m * v) / v
     return xp.where(v > 1, interleaved, one_f_one_b)

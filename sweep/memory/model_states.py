@@ -436,8 +436,8 @@ def fsdp(shard: StageShard, cfg: TrainConfig) -> ModelStates:
     gathered from its forward to the end of backward (the root is not resharded) and at the
     start of backward one block is being all-gathered: w·R + U; the end of backward holds the
     root, two units (the one computed and the one prefetched) with one unit's unsharded
-    gradient g·B and its fp32 reduce-scatter input 4·B, or, at the root's own reduce, g·R +
-    4·R. With False (zero_stage 2) every unit stays gathered from forward to backward, w·P.
+    gradient g·B and its fp32 reduce-scatter input 4·B, or, at the root's own reduce (its
+    parameters resharded, its gradient shard not yet made), g·R + 4·R. With False (zero_stage 2) every unit stays gathered from forward to backward, w·P.
     Non-float storage (QLoRA's NF4 codes) is all-gathered as it is (_fsdp_param.py: no cast).
     `replicate`: fp32 parameters (4P) with bf16 copies through forward and backward (w·P), fp32
     gradients (4T, created in backward) all-reduced one unit at a time through a 4·B buffer.
@@ -461,10 +461,13 @@ def fsdp(shard: StageShard, cfg: TrainConfig) -> ModelStates:
     grad_bytes = xp.where(mixed, b.FP32_BYTES, g)
     grad_shard = _sharded(cfg, grad_bytes * r.trainable_dense, grad_bytes * r.trainable_expert, 2)
     gathered = xp.where(stage >= 3, root + unit, all_weights)
+    # The root reduces last, its parameters already resharded and its own gradient shard not
+    # yet made; a block reduces with the root and two units gathered.
+    root_reduce = (g + reduce_bytes) * root_grads - _sharded(cfg, grad_bytes * root_grads, 0, 2)
     end_of_backward = xp.where(
         stage >= 3,
-        root + xp.maximum((g + reduce_bytes) * root_grads,
-                          FSDP_LIVE_UNITS * unit + (g + reduce_bytes) * unit_grads),
+        xp.maximum(root_reduce,
+                   root + FSDP_LIVE_UNITS * unit + (g + reduce_bytes) * unit_grads),
         all_weights + (g + reduce_bytes) * unit_grads)
     replicate = stage < 2
     offloaded = cfg.offload >= OFFLOAD_PARAMS

@@ -51,6 +51,22 @@ def communication_bytes(shard: StageShard, cfg: TrainConfig):
     return xp.where((cfg.framework == MEGATRON) | (cfg.framework == FSDP), 0, generic)
 
 
+# Transformer Engine's grouped GEMM (MoE experts) gives each of its streams its own cuBLASLt
+# workspace (TransformerEngine module/base.py `get_multi_stream_cublas_workspace`,
+# `_NUM_MAX_CUBLAS_STREAMS` = 4).
+TE_GROUPED_GEMM_STREAMS = 4
+
+
+def workspace_bytes(arch, cfg: TrainConfig, hw: Hardware):
+    """Library workspaces inside PyTorch's allocator: the BLAS workspaces of every process
+    (`blas_workspace_bytes`: one per cuBLAS handle and stream, PyTorch's CublasHandlePool.cpp),
+    and with Megatron-LM Transformer Engine's (`te_workspace_bytes`), four more for its grouped
+    GEMM when the model has routed experts."""
+    te = 1 + TE_GROUPED_GEMM_STREAMS * (arch.num_experts > 0)
+    return hw.blas_workspace_bytes + xp.where(cfg.framework == MEGATRON,
+                                              te * hw.te_workspace_bytes, 0)
+
+
 def optimizer_step_bytes(shard: StageShard, cfg: TrainConfig):
     """The step's transient: PyTorch's foreach AdamW (`_multi_tensor_adamw`) materialises
     sqrt(v) for every parameter of the shard, one state-sized temporary. DeepSpeed's FusedAdam,

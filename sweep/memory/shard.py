@@ -6,9 +6,11 @@ d·c = n/(t·p) ranks (Megatron-LM's distributed optimizer uses the data-paralle
 context parallelism), the routed experts over n/(t_e·p·x) ranks, t_e the expert
 tensor-parallel degree.
 
-A pipeline stage holds L/p consecutive blocks; the first also holds the input embedding, the
-last the final norm and the head (with p = 1 one stage holds all). Memory is evaluated for the
-first and the last stage and the larger total is reported (the most loaded rank).
+A pipeline stage holds L/p consecutive blocks, or the uneven split `stage_layer_counts` gives;
+the first also holds the input embedding, the last the final norm and the head (with p = 1 one
+stage holds all). Memory is evaluated for the first, the last and, when the split is uneven,
+the second stage (the middle stage with the most micro-batches in flight), and the largest
+total is reported (the most loaded rank).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import jax
 from sweep import model, xp
 from sweep.config import TrainConfig
 
-FIRST, LAST = 0, 1
+FIRST, LAST, MIDDLE = 0, 1, 2  # MIDDLE: the second stage, rank 1 of p
 FULL, LORA, QLORA = 0, 1, 2  # codes of vocabulary.FINETUNES
 
 
@@ -86,11 +88,36 @@ def data_parallel_degree(cfg: TrainConfig):
     return cfg.n_gpus / (cfg.tp * cfg.pp * cfg.cp)
 
 
+def stage_layer_counts(arch: model.Architecture, cfg: TrainConfig):
+    """Blocks on the (first, middle, last) pipeline stages, as Megatron-LM's
+    `get_num_layers_to_build` (megatron/core/transformer/transformer_block.py, commit
+    d98e8a64ddf34856e74b24714e3bedb2f5a39553). Uneven: the first and/or last stage hold the
+    layers given, the other stages the rest evenly. Else L/p each, or with the embedding and/or
+    the loss counted as layers, (L + 1 or 2)/p each, the first (last) stage one block fewer."""
+    L, p = arch.num_layers, cfg.pp
+    first_given, last_given = cfg.first_stage_layers > 0, cfg.last_stage_layers > 0
+    rest = L - first_given * cfg.first_stage_layers - last_given * cfg.last_stage_layers
+    stages_left = p - first_given - last_given
+    middle_uneven = rest / xp.maximum(stages_left, 1)
+    even = (L + cfg.embedding_in_split + cfg.loss_in_split) / p
+    uneven = first_given | last_given
+    first = xp.where(uneven, xp.where(first_given, cfg.first_stage_layers, middle_uneven),
+                     even - cfg.embedding_in_split)
+    last = xp.where(uneven, xp.where(last_given, cfg.last_stage_layers, middle_uneven),
+                    even - cfg.loss_in_split)
+    middle = xp.where(uneven, middle_uneven, even)
+    single = p == 1
+    return (xp.where(single, L, first), xp.where(single, L, middle), xp.where(single, L, last))
+
+
 def stage_layers(arch: model.Architecture, cfg: TrainConfig, stage: int):
-    """(number of blocks, index of the first block) on the first or last pipeline stage."""
-    layers = arch.num_layers / cfg.pp
-    first_layer = 0 if stage == FIRST else arch.num_layers - layers
-    return layers, first_layer
+    """(number of blocks, index of the first block) on the first, middle or last stage."""
+    first, middle, last = stage_layer_counts(arch, cfg)
+    if stage == FIRST:
+        return first, 0
+    if stage == MIDDLE:
+        return middle, first
+    return last, arch.num_layers - last
 
 
 def holds_embedding(cfg: TrainConfig, stage: int):
@@ -111,7 +138,12 @@ def stage_shard(arch: model.Architecture, cfg: TrainConfig, stage: int) -> Stage
     blocks = model.layers_params(arch, layers, first_layer, tp, ep, etp)
     embedding = with_embedding * model.embedding_params(arch, tp)
     # The head's vocabulary dimension is split; its hidden dimension is the factored column.
-    head = with_head * (model.head_params(arch, tp) + model.final_norm_params(arch))
+    # Tied to the embedding, the head is the embedding's weight on a single stage; with pp > 1
+    # the last stage keeps its own copy, kept equal by an all-reduce of their gradients
+    # (Megatron-LM `share_embeddings_and_output_weights`, DeepSpeed `TiedLayerSpec`).
+    head_weight = xp.where(cfg.pp > 1, model.head_params(arch.replace(tied_embeddings=0), tp),
+                           model.head_params(arch, tp))
+    head = with_head * (head_weight + model.final_norm_params(arch))
     # Multi-token-prediction modules sit with the head (Megatron-LM: on the last stage).
     mtp = model.mtp_params(arch, tp, ep, etp)
     mtp_dense, mtp_expert = with_head * mtp.dense, with_head * mtp.expert
@@ -139,9 +171,9 @@ def stage_shard(arch: model.Architecture, cfg: TrainConfig, stage: int) -> Stage
         vocab_rows + arch.hidden_size
         + arch.learned_position_embeddings * (arch.max_position_embeddings + arch.hidden_size)
     )
+    untied_here = xp.where(cfg.pp > 1, 1, 1 - arch.tied_embeddings)
     factored_head = with_head * (
-        (1 - arch.tied_embeddings) * (vocab_rows + arch.hidden_size)
-        + model.final_norm_params(arch)
+        untied_here * (vocab_rows + arch.hidden_size) + model.final_norm_params(arch)
     )
     factored_mtp = with_head * model.mtp_factored_second_moment(arch, tp, ep, etp)
     full_factored = factored_blocks + factored_embedding + factored_head + factored_mtp

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import jax
+import numpy as np
 
 from sweep import model, xp
 from sweep.config import Hardware, TrainConfig
@@ -23,7 +24,7 @@ from sweep.memory.model_states import (
     ModelStates,
     model_states,
 )
-from sweep.memory.shard import FIRST, FULL, LAST, holds_head, stage_shard
+from sweep.memory.shard import FIRST, FULL, LAST, MIDDLE, holds_head, stage_shard
 from sweep.model import Architecture
 from sweep.validity import checks as validity_checks
 from sweep.validity import invalid_reasons
@@ -72,6 +73,9 @@ class Estimate:
 
 
 BACKWARD, STEP = 0, 1  # codes of PHASES
+# The bytes of a stage that does not exist (the middle one with pp <= 2): never the largest, and
+# finite, so that adding an infinite (invalid) part still gives +inf in float32.
+ABSENT_BYTES = -1e30
 PHASES = ("backward", "step")  # start of the backward pass; end of backward and optimizer step
 
 
@@ -125,12 +129,31 @@ def fit_terms(arch: Architecture, cfg: TrainConfig, hw: Hardware,
     """The terms of `estimate`'s fit decision, unsummed: total <= capacity is
     max(backward + dynamic, step) <= (capacity - runtime overhead)·(1 - fragmentation) on both
     stages. The sweep combines them with few operations per configuration."""
-    first, last = (stage_memory(arch, cfg, hw, stage, frameworks) for stage in (FIRST, LAST))
+    stages = [stage_memory(arch, cfg, hw, stage, frameworks) for stage in evaluated_stages(cfg)]
     capacity = hw.memory_bytes * hw.usable_fraction
     allocatable = (capacity - hw.runtime_overhead_bytes) * (1 - cfg.fragmentation)
-    host_ok = node_fits(xp.maximum(first.host, last.host), xp.maximum(first.nvme, last.nvme), hw)
-    return FitTerms((first.parts, last.parts), allocatable, host_ok,
+    host_ok = node_fits(_largest(s.host for s in stages), _largest(s.nvme for s in stages), hw)
+    return FitTerms(tuple(s.parts for s in stages), allocatable, host_ok,
                     validity_checks(arch, cfg, hw))
+
+
+def evaluated_stages(cfg: TrainConfig) -> tuple[int, ...]:
+    """The pipeline stages that can be the most loaded: the first and the last, and the second
+    (MIDDLE) unless the split is even, where it never exceeds the first (as many blocks, fewer
+    micro-batches in flight, no embedding). Decided from the values when they are constants
+    (a sweep's unswept axes are Python numbers), else the middle stage is evaluated."""
+    split = (cfg.first_stage_layers, cfg.last_stage_layers, cfg.embedding_in_split,
+             cfg.loss_in_split)
+    even = all(isinstance(v, int | float | np.floating) and float(v) == 0 for v in split)
+    return (FIRST, LAST) if even else (FIRST, LAST, MIDDLE)
+
+
+def _largest(values):
+    values = list(values)
+    out = values[0]
+    for value in values[1:]:
+        out = xp.maximum(out, value)
+    return out
 
 
 def node_fits(host_bytes, nvme_bytes, hw: Hardware):
@@ -170,7 +193,8 @@ def stage_memory(arch: Architecture, cfg: TrainConfig, hw: Hardware, stage: int,
     states: ModelStates = model_states(shard, cfg, frameworks)
     inference = cfg.mode == INFERENCE
     training = 1 - inference
-    communication = runtime.communication_bytes(shard, cfg)
+    communication = (runtime.communication_bytes(shard, cfg)
+                     + runtime.workspace_bytes(arch, cfg, hw))
     accumulating = states.transient_gradients * (cfg.grad_accum > 1)
     persistent = (states.weights + states.master_weights + states.gradients
                   + states.optimizer_states + communication)
@@ -205,6 +229,12 @@ def stage_memory(arch: Architecture, cfg: TrainConfig, hw: Hardware, stage: int,
     dynamic = xp.materialize(backward_phase["activations"] + backward_phase["logits"]
                              + backward_phase["kv_cache"])
     step = xp.materialize(training * (persistent + states.transient_gradients + step_transient))
+    host = training * states.host_bytes_per_node
+    nvme = training * states.nvme_bytes_per_node
+    if stage == MIDDLE:  # a middle stage exists only with pp > 2
+        exists = cfg.pp > 2
+        backward, step = (xp.where(exists, x, ABSENT_BYTES) for x in (backward, step))
+        dynamic, host, nvme = (xp.where(exists, x, 0) for x in (dynamic, host, nvme))
     allocated = xp.maximum(backward + dynamic, step)
     peak_phase = xp.where(step > backward + dynamic, STEP, BACKWARD)
     phases = []
@@ -218,8 +248,8 @@ def stage_memory(arch: Architecture, cfg: TrainConfig, hw: Hardware, stage: int,
         allocated=allocated,
         total=runtime.reserved_bytes(allocated, cfg, hw),
         peak_phase=peak_phase,
-        host=training * states.host_bytes_per_node,
-        nvme=training * states.nvme_bytes_per_node,
+        host=host,
+        nvme=nvme,
         params_on_gpu=shard.base_dense + shard.base_expert + shard.adapters,
         parts=StageParts(backward=backward, dynamic=dynamic, step=step),
     )
@@ -251,19 +281,27 @@ def trainable_params(arch: Architecture, cfg: TrainConfig):
 def estimate(arch: Architecture, cfg: TrainConfig, hw: Hardware) -> Estimate:
     """Every memory component on the most loaded GPU at its peak, its total, capacity and fit.
 
-    The first and the last pipeline stage are evaluated; the larger total is reported, and
-    host RAM (and NVMe) per node is the larger of the two stages'.
+    The first and the last pipeline stage are evaluated, and the second with an uneven split
+    (`evaluated_stages`); the largest total is reported, and host RAM (and NVMe) per node is
+    the largest of the stages'.
     fits = valid and total <= memory_bytes·usable_fraction and host bytes <= host RAM and
     NVMe bytes <= the node's NVMe.
     """
-    first, last = (stage_memory(arch, cfg, hw, stage) for stage in (FIRST, LAST))
-    use_last = last.total > first.total
-    first_components, last_components = first.components, last.components
-    components = {k: xp.where(use_last, last_components[k], first_components[k])
-                  for k in GPU_COMPONENTS}
-    total = xp.maximum(first.total, last.total)
-    host = xp.materialize(xp.maximum(first.host, last.host))
-    nvme = xp.maximum(first.nvme, last.nvme)
+    codes = evaluated_stages(cfg)
+    stages = [stage_memory(arch, cfg, hw, stage) for stage in codes]
+    chosen = stages[0]
+    components, code = chosen.components, FIRST
+    total, params_on_gpu, phase = chosen.total, chosen.params_on_gpu, chosen.peak_phase
+    for stage, memory in zip(codes[1:], stages[1:], strict=True):
+        heavier = memory.total > total
+        candidate = memory.components
+        components = {k: xp.where(heavier, candidate[k], components[k]) for k in GPU_COMPONENTS}
+        code = xp.where(heavier, stage, code)
+        params_on_gpu = xp.where(heavier, memory.params_on_gpu, params_on_gpu)
+        phase = xp.where(heavier, memory.peak_phase, phase)
+        total = xp.maximum(total, memory.total)
+    host = xp.materialize(_largest(m.host for m in stages))
+    nvme = _largest(m.nvme for m in stages)
     capacity = hw.memory_bytes * hw.usable_fraction
     invalid = xp.materialize(invalid_reasons(arch, cfg, hw))
     fits = (invalid == 0) & (total <= capacity) & node_fits(host, nvme, hw)
@@ -275,9 +313,9 @@ def estimate(arch: Architecture, cfg: TrainConfig, hw: Hardware) -> Estimate:
         gpu_capacity_bytes=capacity,
         params_total=model.total_params(arch),
         params_trainable=trainable_params(arch, cfg),
-        params_per_gpu=xp.where(use_last, last.params_on_gpu, first.params_on_gpu),
-        stage=xp.where(use_last, LAST, FIRST),
+        params_per_gpu=params_on_gpu,
+        stage=code,
         invalid=invalid,
         fits=fits,
-        phase=xp.where(use_last, last.peak_phase, first.peak_phase),
+        phase=phase,
     )
