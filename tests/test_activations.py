@@ -221,3 +221,33 @@ def test_the_most_loaded_stage_is_found():
     assert int(est.stage) == MIDDLE and int(est.invalid) == 0
     bad = config(n_gpus=4, pp=4, first_stage_layers=3, last_stage_layers=2)  # 7 over 2 stages
     assert int(estimate(arch, bad, catalog.gpu("h100-sxm-80gb").hardware()).invalid) != 0
+
+
+def test_mla_attention_saves_192_wide_q_and_k():
+    """DeepSeek-V3 per token, tp = 1, bf16, SDPA: q and k 128 heads x (128 + 64), v and the
+    output 128 x 128, the fp32 logsumexp per head; the q and kv latents (1536, 512) each saved
+    by their RMSNorm (input and fp32 rstd) and by the up-projection (the norm's output)."""
+    arch = catalog.model("deepseek-v3").arch
+    cfg = config(seq_len=1, micro_batch=1)
+    core = 2 * (2 * 128 * 192 + 2 * 128 * 128) + 4 * 128
+    latents = 2 * 2 * (1536 + 512) + 4 * 2
+    assert float(act.attention_core_bytes(arch, cfg, 1.0)) == core
+    assert float(act.mla_latent_bytes(arch, cfg, 1.0)) == latents
+
+
+def test_megatron_fused_swiglu_and_grouped_experts():
+    """Megatron-LM's fused SwiGLU saves fc1's 2f output and fc2's f input (3 f-wide tensors, not
+    PyTorch's 4); its experts save the fc1 input, that MLP and an fp32 probability per routed
+    pair, Mixtral-style PyTorch the gathered input, expert and weighted outputs, the int64
+    token and slot indices, the routing weight and the 4-tensor MLP."""
+    llama = catalog.model("llama-3.1-8b").arch
+    pytorch, megatron = config(), config(framework="megatron")
+    f = 14336
+    assert float(act.mlp_bytes(llama, pytorch, 1.0, f)) == 4 * 2 * f
+    assert float(act.mlp_bytes(llama, megatron, 1.0, f)) == 3 * 2 * f
+    mixtral = catalog.model("mixtral-8x7b").arch  # h 4096, f_e 14336, top-2 of 8
+    h, k = 4096, 2
+    difference = act.moe_block_bytes(mixtral, pytorch, 1.0) - act.moe_block_bytes(
+        mixtral, megatron, 1.0)
+    assert float(difference) == k * ((3 * 2 * h + 2 * 8 + 2 + 4 * 2 * f)
+                                     - (2 * h + 4 + 3 * 2 * f))

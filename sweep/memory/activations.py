@@ -179,17 +179,19 @@ def attention_core_bytes(arch: Architecture, cfg: TrainConfig, n_tokens):
 
     FlashAttention/SDPA: q, k, v, the output and the fp32 logsumexp, e·T·(2a + 2k)·d + 4·T·a;
     the out-projection's input is a view of that output (the kernel writes the (b, s, a, d)
-    layout of its transposed query). Explicit: q, k and v expanded to a heads,
-    the softmax output e·T·a·s, with dropout its mask and output (m + e)·T·a·s, and the
-    out-projection's input, a copy of the (b, a, s, d) product: 4·e·T·a·d + scores.
-    Selective recompute (Korthikanti et al. 2022 §4.2) keeps only the core's inputs q, k, v and
-    its output (the out-projection's input): e·T·(2a + 2k)·d.
+    layout of its transposed query). With MLA (DeepSeek-V2/V3) q and k are d_nope + d_rope
+    wide per head (192) and v and the output d_v (128), a heads each. Explicit: q, k and v
+    expanded to a heads, the softmax output e·T·a·s, with dropout its mask and output
+    (m + e)·T·a·s, and the out-projection's input, a copy of the (b, a, s, d) product:
+    4·e·T·a·d + scores. Selective recompute (Korthikanti et al. 2022 §4.2) keeps only the
+    core's inputs q, k, v and its output (the out-projection's input): e·T·(2a + 2k)·d.
     """
     e = element_bytes(cfg)
     heads, kv_heads = arch.num_heads / cfg.tp, arch.num_kv_heads / cfg.tp
-    d = arch.head_dim
-    q_k_v_out = e * n_tokens * (2 * heads + 2 * kv_heads) * d
-    head_out = e * n_tokens * heads * d
+    qk_width = xp.where(arch.mla > 0, arch.qk_nope_head_dim + arch.qk_rope_head_dim,
+                        arch.head_dim)
+    v_width = xp.where(arch.mla > 0, arch.v_head_dim, arch.head_dim)
+    q_k_v_out = e * n_tokens * ((heads + kv_heads) * qk_width + (kv_heads + heads) * v_width)
     flash = q_k_v_out + FP32_BYTES * n_tokens * heads
     # The softmax output (fp32 under autocast: the mask and scores promote), the dropout mask,
     # and the probabilities' copy that probs @ v saves: the dropout output, or autocast's cast.
@@ -197,11 +199,24 @@ def attention_core_bytes(arch: Architecture, cfg: TrainConfig, n_tokens):
     copy = xp.where(autocast | (arch.dropout > 0), e, 0)
     scores = n_tokens * heads * cfg.seq_len * (residual_bytes(cfg) + arch.dropout
                                                * mask_bytes(cfg) + copy)
-    # The out-projection's input, a copy of the (b, a, s, d) product, is saved only when the
-    # projection trains (flash attention's output is saved by the kernel anyway).
-    explicit = (3 + _adapted(cfg, "o_proj")) * head_out + scores
-    core = xp.where(cfg.flash_attention > 0, flash, explicit)
+    # q and k, v expanded to a heads, and the out-projection's input, a copy of the (b, a, s, d)
+    # product saved only when the projection trains (flash attention's output is saved by the
+    # kernel anyway).
+    explicit = e * n_tokens * heads * (2 * qk_width + (1 + _adapted(cfg, "o_proj")) * v_width)
+    core = xp.where(cfg.flash_attention > 0, flash, explicit + scores)
     return xp.where(cfg.recompute == SELECTIVE, q_k_v_out, core)
+
+
+def mla_latent_bytes(arch: Architecture, cfg: TrainConfig, n_tokens):
+    """MLA's compressed q and kv (DeepSeek-V3 `DeepseekV3Attention`): each latent's RMSNorm saves
+    its input and fp32 rstd and the up-projection saves the norm's output, 2·e·T·r + 4·T per
+    latent (q_lora_rank when q is compressed, kv_lora_rank), replicated across t (the down
+    projections are)."""
+    e = element_bytes(cfg)
+    q_latent = arch.q_lora_rank > 0
+    per_token = 2 * e * (arch.q_lora_rank * q_latent + arch.kv_lora_rank) \
+        + FP32_BYTES * (1 + q_latent)
+    return xp.where(arch.mla > 0, n_tokens * per_token, 0)
 
 
 def attention_block_bytes(arch: Architecture, cfg: TrainConfig, n_tokens):
@@ -215,7 +230,7 @@ def attention_block_bytes(arch: Architecture, cfg: TrainConfig, n_tokens):
     replicated = replicated + arch.dropout * mask_bytes(cfg) * n_tokens * arch.hidden_size
     replicated = replicated + post_norm_bytes(arch, cfg, n_tokens)
     return (replicated / _sp_divisor(cfg) + qk_norm_bytes(arch, cfg, n_tokens)
-            + attention_core_bytes(arch, cfg, n_tokens))
+            + mla_latent_bytes(arch, cfg, n_tokens) + attention_core_bytes(arch, cfg, n_tokens))
 
 
 def mlp_bytes(arch: Architecture, cfg: TrainConfig, n_tokens, inner):
@@ -223,10 +238,19 @@ def mlp_bytes(arch: Architecture, cfg: TrainConfig, n_tokens, inner):
 
     GeLU: the activation's input and output, 2·e·T·f/t. SwiGLU: the gate (SiLU's input), SiLU's
     output and the up projection (the product's operands) and the product (down's input),
-    4·e·T·f/t. The down projection's input is saved only when it trains.
+    4·e·T·f/t; Megatron-LM's fused SwiGLU (`SwiGLUFunction`, megatron/core/fusions/
+    fused_bias_swiglu.py, on by default) saves the fused fc1 output 2f and fc2 its output f:
+    3·e·T·f/t (`mlp_inner_tensors`). The down projection's input is saved only when it trains.
     """
-    tensors = xp.where(arch.gated_mlp > 0, 3, 1) + _adapted(cfg, "down_proj")
+    tensors = mlp_inner_tensors(arch, cfg) - 1 + _adapted(cfg, "down_proj")
     return n_tokens * tensors * element_bytes(cfg) * inner / cfg.tp
+
+
+def mlp_inner_tensors(arch: Architecture, cfg: TrainConfig):
+    """Saved inner-width tensors per token of a (dense or expert) MLP: 4 for SwiGLU as PyTorch
+    runs it, 3 with Megatron-LM's fused SwiGLU, 2 for GeLU."""
+    gated = xp.where(cfg.framework == MEGATRON, 3, 4)
+    return xp.where(arch.gated_mlp > 0, gated, 2)
 
 
 def mlp_input_bytes(arch: Architecture, cfg: TrainConfig, n_tokens):
@@ -253,29 +277,33 @@ def routed_slots(arch: Architecture, cfg: TrainConfig, n_tokens):
 
 
 def moe_block_bytes(arch: Architecture, cfg: TrainConfig, n_tokens):
-    """MoE part of one block (routing as Mixtral's sparse MoE block, dropless by default).
+    """MoE part of one block (dropless by default; capacity_factor pads the routed slots).
 
-    Router: the fp32 softmax over E, the top-k indices (int64) and weights (fp32) with their
-    per-token sum: T·(4E + 8k + 4k + 4). Each routed token-expert pair: its gathered input,
+    Router: its input (the pre-MLP norm's output) and the fp32 softmax over E, the top-k
+    indices (int64) and weights (fp32) with their per-token sum: e·T·h + T·(4E + 8k + 4k + 4).
+    Each routed token-expert pair as Mixtral's sparse MoE block runs it: its gathered input,
     the expert's output and the weighted output (kept by `index_add`) 3·e·h, its token and
     slot indices (one int64 (n, 2) `nonzero` storage) 2·8, its routing weight e, and the
-    expert's MLP (4·e·f_e/t_e for SwiGLU). With expert parallelism the all-to-all brings each
-    rank as many pairs as it sends (balanced routing). Shared experts save as a dense MLP of
-    width S·f_s.
+    expert's MLP (4·e·f_e/t_e for SwiGLU); as Megatron-LM's grouped experts run it
+    (megatron/core/transformer/moe/experts.py, the probabilities applied in the fused
+    activation, `weighted_bias_swiglu_impl`, and unpermutation by index): the fc1 input e·h,
+    the MLP (3·e·f_e/t_e) and the fp32 probability. With expert parallelism the all-to-all
+    brings each rank as many pairs as it sends (balanced routing). Shared experts save as a
+    dense MLP of width S·f_s.
     """
     e = element_bytes(cfg)
     top_k = arch.num_experts_per_tok
-    replicated = norm_bytes(arch, cfg, n_tokens) + e * n_tokens * arch.hidden_size
+    replicated = norm_bytes(arch, cfg, n_tokens) + mlp_input_bytes(arch, cfg, n_tokens)
     replicated = replicated + _norm_changes_bytes(arch, cfg, n_tokens)
     router = n_tokens * (
         FP32_BYTES * arch.num_experts + (INT64_BYTES + FP32_BYTES) * top_k + FP32_BYTES
     )
     slots = routed_slots(arch, cfg, n_tokens)
     expert_tp = xp.where(cfg.etp > 0, cfg.etp, cfg.tp)
-    per_slot = (
-        3 * e * arch.hidden_size + 2 * INT64_BYTES + e
-        + mlp_matrices_activation(arch) * e * arch.moe_ffn_hidden_size / expert_tp
-    )
+    expert_mlp = mlp_inner_tensors(arch, cfg) * e * arch.moe_ffn_hidden_size / expert_tp
+    pytorch_slot = 3 * e * arch.hidden_size + 2 * INT64_BYTES + e
+    megatron_slot = e * arch.hidden_size + FP32_BYTES
+    per_slot = xp.where(cfg.framework == MEGATRON, megatron_slot, pytorch_slot) + expert_mlp
     shared = mlp_bytes(
         arch, cfg, n_tokens, arch.num_shared_experts * arch.shared_expert_ffn_hidden_size
     )
@@ -285,11 +313,6 @@ def moe_block_bytes(arch: Architecture, cfg: TrainConfig, n_tokens):
 def _norm_changes_bytes(arch: Architecture, cfg: TrainConfig, n_tokens):
     """The MLP side's sandwich post-norm less what a parallel block shares."""
     return post_norm_bytes(arch, cfg, n_tokens) - parallel_shared_bytes(arch, cfg, n_tokens)
-
-
-def mlp_matrices_activation(arch: Architecture):
-    """Saved inner-width tensors per token: 4 for SwiGLU, 2 for GeLU."""
-    return xp.where(arch.gated_mlp > 0, 4, 2)
 
 
 def layer_bytes(arch: Architecture, cfg: TrainConfig, moe):

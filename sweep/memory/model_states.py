@@ -437,7 +437,8 @@ def fsdp(shard: StageShard, cfg: TrainConfig) -> ModelStates:
     start of backward one block is being all-gathered: w·R + U; the end of backward holds the
     root, two units (the one computed and the one prefetched) with one unit's unsharded
     gradient g·B and its fp32 reduce-scatter input 4·B, or, at the root's own reduce (its
-    parameters resharded, its gradient shard not yet made), g·R + 4·R. With False (zero_stage 2) every unit stays gathered from forward to backward, w·P.
+    parameters resharded, its gradient shard not yet made), g·R + 4·R. With False
+    (zero_stage 2) every unit stays gathered from forward to backward, w·P.
     Non-float storage (QLoRA's NF4 codes) is all-gathered as it is (_fsdp_param.py: no cast).
     `replicate`: fp32 parameters (4P) with bf16 copies through forward and backward (w·P), fp32
     gradients (4T, created in backward) all-reduced one unit at a time through a 4·B buffer.
