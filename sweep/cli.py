@@ -130,6 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
     kind.add_argument("--public", action="store_true",
                       help="our peak allocated vs the measured peaks of public runs "
                            "(reference/); rewrites docs/public_measurements.md")
+    kind.add_argument("--gpu", action="store_true",
+                      help="the whole-step cases with real tensors on this machine's CUDA GPU "
+                           "(torch.cuda.max_memory_allocated/reserved); rewrites "
+                           "docs/gpu_accuracy.md")
     kind.add_argument("--time", action="store_true",
                       help="step times against published runs (no torch needed); rewrites "
                            "docs/time_accuracy.md")
@@ -200,7 +204,7 @@ def _fewest(args) -> None:
     print(f"output: {grid.output_dir}/fewest.parquet")
 
 
-def _validate(out: str | None, step: bool, public: bool, time: bool) -> None:
+def _validate(out: str | None, step: bool, public: bool, time: bool, gpu: bool) -> None:
     from pathlib import Path
 
     if public:
@@ -215,7 +219,9 @@ def _validate(out: str | None, step: bool, public: bool, time: bool) -> None:
         print(f"wrote {write_time(Path(out) if out else DOC)}")
         return
     try:
-        if step:
+        if gpu:
+            from sweep.measure.gpu import DOC, write
+        elif step:
             from sweep.measure.step_report import DOC, write
         else:
             from sweep.measure.report import DOC, write
@@ -294,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
 
             print(f"wrote {write_report(args.run)}")
         elif args.command == "validate":
-            _validate(args.out, args.step, args.public, args.time)
+            _validate(args.out, args.step, args.public, args.time, args.gpu)
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
