@@ -57,9 +57,9 @@ def _sample(grid, layout, n: int) -> np.ndarray:
 def numpy_part(grid_path: str, n: int) -> dict:
     """The NumPy twin: decode flat indices, evaluate, decide, reduce per kept cell."""
     from sweep.engine import evaluate_flat
+    from sweep.engine.frontier import Kept
     from sweep.enumerate import Layout, Tables
     from sweep.grid import load
-    from sweep.reduce import Kept
 
     grid = load(grid_path)
     layout, kept, tables = Layout.of(grid), Kept.of(grid), Tables(grid)

@@ -178,40 +178,32 @@ def decode(layout: Layout, flat: np.ndarray) -> dict[str, np.ndarray]:
     return dict(zip(layout.names, coords, strict=True))
 
 
-def constrain(grid: Grid, cfg: TrainConfig):
-    """Apply the grid's constraints: (cfg with derived grad_accum, constraint mask).
-
-    tp_within_node: tp <= gpus_per_node; whole_nodes: n_gpus a multiple of gpus_per_node;
-    global_batch_tokens G: grad_accum = G/(micro_batch·seq_len·d), d = n/(tp·pp·cp), whole.
-    """
+def layout_constraints(grid: Grid, cfg: TrainConfig):
+    """The grid's constraints on the parallel layout: tp_within_node (tp <= gpus_per_node)
+    and whole_nodes (n_gpus a multiple of gpus_per_node)."""
     ok = True
     if grid.tp_within_node:
         ok = ok & (cfg.tp <= cfg.gpus_per_node)
     if grid.whole_nodes:
         ok = ok & xp.divides(cfg.gpus_per_node, cfg.n_gpus)
+    return ok
+
+
+def global_batch_split(grid: Grid, cfg: TrainConfig):
+    """With a fixed global batch of G tokens, grad_accum = per_replica/replicas:
+    per_replica = G/(micro_batch·seq_len) micro-batches, replicas = n/(tp·pp·cp)."""
+    return (grid.global_batch_tokens / (cfg.micro_batch * cfg.seq_len),
+            cfg.n_gpus / (cfg.tp * cfg.pp * cfg.cp))
+
+
+def constrain(grid: Grid, cfg: TrainConfig):
+    """Apply the grid's constraints: (cfg with derived grad_accum, constraint mask):
+    `layout_constraints`, and with global_batch_tokens grad_accum from `global_batch_split`,
+    a whole number >= 1."""
+    ok = layout_constraints(grid, cfg)
     if grid.global_batch_tokens:
-        replicas = cfg.n_gpus / (cfg.tp * cfg.pp * cfg.cp)
-        per_step = cfg.micro_batch * cfg.seq_len * replicas
-        accum = grid.global_batch_tokens / per_step
+        per_replica, replicas = global_batch_split(grid, cfg)
+        accum = per_replica / replicas
         ok = ok & (accum >= 1) & xp.divides(1.0, accum)
         cfg = cfg.replace(grad_accum=accum)
     return cfg, ok
-
-
-def derived_objective(grid: Grid, cfg: TrainConfig, est):
-    """The one non-axis objective, oriented so that larger is better (0 when there is none).
-
-    tokens_per_gpu = micro_batch·seq_len/(tp·pp·cp): tokens a GPU holds per micro-step.
-    (`est` is only read for the memory objectives.)
-    """
-    for objective in grid.objectives:
-        if objective.key == "tokens_per_gpu":
-            value = cfg.micro_batch * cfg.seq_len / (cfg.tp * cfg.pp * cfg.cp)
-        elif objective.key == "per_gpu_total_bytes":
-            value = est.per_gpu_total_bytes
-        elif objective.key == "headroom_bytes":
-            value = est.gpu_capacity_bytes - est.per_gpu_total_bytes
-        else:
-            continue
-        return value if objective.maximize else -value
-    return 0.0

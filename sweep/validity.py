@@ -113,12 +113,22 @@ def checks(arch: Architecture, cfg: TrainConfig, hw: Hardware | None = None) -> 
         & (cfg.fragmentation >= 0) & (cfg.fragmentation < 1),
         "batch": (cfg.micro_batch >= 1) & (cfg.seq_len >= 1),
         "pipeline_zero": (framework != DEEPSPEED) | (cfg.pp == 1) | (zero <= 1),
-        "interleaved_microbatches": (framework != MEGATRON) | (cfg.vpp <= 1)
-        | ((cfg.grad_accum >= cfg.pp) & xp.divides(cfg.pp, cfg.grad_accum)),
+        "interleaved_microbatches": microbatches_ok(grouped_microbatches(cfg), cfg.pp,
+                                                    cfg.grad_accum),
     }
     if hw is not None:
         passed["platform"] = (hw.platform == GPU_PLATFORM) | (framework == GENERIC)
     return passed
+
+
+def grouped_microbatches(cfg: TrainConfig):
+    """Megatron-LM's interleaved schedule (vpp > 1) runs micro-batches in groups of pp."""
+    return (cfg.framework == MEGATRON) & (cfg.vpp > 1)
+
+
+def microbatches_ok(grouped, pp, grad_accum):
+    """Where micro-batches run in groups of pp, grad_accum is a whole number of groups."""
+    return ~grouped | ((grad_accum >= pp) & xp.divides(pp, grad_accum))
 
 
 def pipeline_split_ok(arch: Architecture, cfg: TrainConfig):

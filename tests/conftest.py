@@ -10,6 +10,16 @@ from sweep.memory.shard import StageShard
 jax.config.update("jax_platforms", "cpu")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def kernel_cache(tmp_path_factory):
+    """Compiled kernels cached for this session only (never in the user's cache), shared by
+    the tests (and the subprocesses they start) that run the same grid."""
+    folder = tmp_path_factory.mktemp("kernel-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LLM_MEMORY_SWEEP_CACHE", str(folder))
+        yield folder
+
+
 def synthetic_shard(params, largest_module=0.0, block=0.0, trainable=None) -> StageShard:
     """A shard of `params` dense parameters, all trainable unless said, as the papers assume."""
     trainable = params if trainable is None else trainable

@@ -14,10 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sweep import engine
+from sweep.engine.frontier import frontier_cells, pareto_mask
 from sweep.enumerate import Layout, Tables
 from sweep.errors import SweepError
 from sweep.grid import parse
-from sweep.reduce import frontier_cells, pareto_mask
 
 ROOT = Path(__file__).resolve().parents[1]
 

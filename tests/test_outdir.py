@@ -19,6 +19,7 @@ from test_engine import SMALL, _files
 
 from sweep import engine, outdir
 from sweep.cli import main
+from sweep.engine import orchestrate
 from sweep.errors import SweepError
 from sweep.grid import parse
 
@@ -189,7 +190,7 @@ def test_disk_full_is_one_clear_error_and_resumable(tmp_path, monkeypatch, refer
 
 def test_ctrl_c_is_one_line_and_keeps_the_work(tmp_path, monkeypatch, capsys):
     calls = {"n": 0}
-    real = engine.jax.device_get
+    real = orchestrate.jax.device_get
 
     def interrupted(value):
         calls["n"] += 1
@@ -197,7 +198,7 @@ def test_ctrl_c_is_one_line_and_keeps_the_work(tmp_path, monkeypatch, capsys):
             raise KeyboardInterrupt
         return real(value)
 
-    monkeypatch.setattr(engine.jax, "device_get", interrupted)
+    monkeypatch.setattr(orchestrate.jax, "device_get", interrupted)
     Path("g.toml").write_text(SMALL.replace("OUT", "out"))
     assert main(["g.toml", "--no-progress"]) == 130
     lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("interrupted")]

@@ -383,22 +383,24 @@ def logits_gradient_bytes(arch: Architecture, cfg: TrainConfig):
     return xp.where(cfg.fused_cross_entropy > 0, 0, grad)
 
 
-def in_flight_microbatches(cfg: TrainConfig, stage: int = FIRST):
-    """Micro-batches (in whole-stage equivalents) whose activations the first or the last
-    pipeline stage holds at once, from Megatron-LM's warm-up counts
-    (megatron/core/pipeline_parallel/schedules.py, `get_pp_rank_microbatches` at
-    d98e8a64ddf34856e74b24714e3bedb2f5a39553), with m = grad_accum micro-batches per step and
-    rank r of p: 1F1B warms up p - r - 1 micro-batches, so rank r holds min(p - r, m): p on the
-    first stage (min(p, m)), 1 on the last. Interleaved with v model chunks of L/(p·v) layers:
-    min(2·(p - r - 1) + (v - 1)·p + 1, m·v) chunks, i.e. p + (p - 1)/v stages on the first
-    (Korthikanti et al. 2022 §4.2.3: p·(1 + (p - 1)/(p·v))) and ((v - 1)·p + 1)/v on the last.
-    Without pipelining, 1.
-    """
-    p, v, m = cfg.pp, cfg.vpp, cfg.grad_accum
+def in_flight_cap(cfg: TrainConfig, stage: int = FIRST):
+    """R such that the first, middle or last pipeline stage holds min(R, m) micro-batches'
+    activations at once (in whole-stage equivalents), m = grad_accum micro-batches per step,
+    from Megatron-LM's warm-up counts (megatron/core/pipeline_parallel/schedules.py,
+    `get_pp_rank_microbatches` at d98e8a64ddf34856e74b24714e3bedb2f5a39553). Rank r of p: 1F1B
+    warms up p - r - 1 micro-batches, so R = p - r: p on the first stage, p - 1 on the second,
+    1 on the last. Interleaved with v model chunks of L/(p·v) layers the rank holds
+    min(2·(p - r - 1) + (v - 1)·p + 1, m·v) chunks: R = (2·(p - r - 1) + (v - 1)·p + 1)/v,
+    p + (p - 1)/v stages on the first (Korthikanti et al. 2022 §4.2.3: p·(1 + (p - 1)/(p·v)))
+    and ((v - 1)·p + 1)/v on the last. Without pipelining R = 1."""
+    p, v = cfg.pp, cfg.vpp
     rank_behind = {FIRST: p - 1, MIDDLE: p - 2}.get(stage, 0)  # p - r - 1, r = 0, 1, p - 1
-    one_f_one_b = xp.minimum(rank_behind + 1, m)
-    interleaved = xp.minimum(2 * rank_behind + (v - 1) * p + 1, m * v) / v
-    return xp.where(v > 1, interleaved, one_f_one_b)
+    return xp.where(v > 1, (2 * rank_behind + (v - 1) * p + 1) / v, rank_behind + 1)
+
+
+def in_flight_microbatches(cfg: TrainConfig, stage: int = FIRST):
+    """Micro-batches in flight on a pipeline stage: min(`in_flight_cap`, grad_accum)."""
+    return xp.minimum(in_flight_cap(cfg, stage), cfg.grad_accum)
 
 
 def blocks_bytes(arch: Architecture, cfg: TrainConfig, layers, first_layer):
@@ -462,20 +464,27 @@ def unsaved_first_norm_bytes(arch: Architecture, cfg: TrainConfig):
     return xp.where(_lora(cfg), norm_bytes(arch, cfg, tokens(cfg)) / _sp_divisor(cfg), 0)
 
 
-def stage_saved_bytes(arch: Architecture, cfg: TrainConfig, stage: int):
-    """Saved activations the first (`stage` 0) or last (1) pipeline stage holds at the start
-    of backward: its blocks, the embedding side and the RoPE tables for every micro-batch in
-    flight (`in_flight_microbatches`); on the last stage the final norm, the head input and
-    any MTP modules. The loss side is `stage_loss_bytes`."""
+def stage_microbatch_bytes(arch: Architecture, cfg: TrainConfig, stage: int):
+    """Saved activations of one micro-batch in flight on a pipeline stage: its blocks, the
+    embedding side on the first stage, the RoPE tables."""
     layers, first_layer = stage_layers(arch, cfg, stage)
     with_embedding = holds_embedding(cfg, stage)
-    per_microbatch = (
-        blocks_bytes(arch, cfg, layers, first_layer)
-        + with_embedding * (embedding_bytes(arch, cfg) - unsaved_first_norm_bytes(arch, cfg))
-        + rope_bytes(arch, cfg)
-    )
-    return (in_flight_microbatches(cfg, stage) * per_microbatch
-            + holds_head(cfg, stage) * (head_bytes(arch, cfg) + mtp_bytes(arch, cfg)))
+    return (blocks_bytes(arch, cfg, layers, first_layer)
+            + with_embedding * (embedding_bytes(arch, cfg) - unsaved_first_norm_bytes(arch, cfg))
+            + rope_bytes(arch, cfg))
+
+
+def stage_head_bytes(arch: Architecture, cfg: TrainConfig, stage: int):
+    """Saved once, on the stage holding the head: the final norm and head input, MTP modules."""
+    return holds_head(cfg, stage) * (head_bytes(arch, cfg) + mtp_bytes(arch, cfg))
+
+
+def stage_saved_bytes(arch: Architecture, cfg: TrainConfig, stage: int):
+    """Saved activations the first (`stage` 0) or last (1) pipeline stage holds at the start
+    of backward: `stage_microbatch_bytes` for every micro-batch in flight
+    (`in_flight_microbatches`) and `stage_head_bytes`. The loss side is `stage_loss_bytes`."""
+    return (in_flight_microbatches(cfg, stage) * stage_microbatch_bytes(arch, cfg, stage)
+            + stage_head_bytes(arch, cfg, stage))
 
 
 def stage_loss_bytes(arch: Architecture, cfg: TrainConfig, stage: int):

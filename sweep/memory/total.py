@@ -92,6 +92,27 @@ class StageParts:
 
 
 @dataclass(frozen=True)
+class StagePieces:
+    """`StageParts` as functions of m = grad_accum, the micro-batches per step:
+    backward = base + [m > 1]·accumulated (earlier micro-batches' gradients),
+    dynamic = min(in_flight_cap, m)·per_microbatch + once. With a fixed global batch m is
+    known only per configuration (it depends on the batch and on the data-parallel size), so
+    the sweep combines these pieces itself."""
+
+    base: object
+    accumulated: object
+    per_microbatch: object
+    once: object
+    in_flight_cap: object
+    step: object
+
+    def parts(self, grad_accum) -> StageParts:
+        backward = self.base + (grad_accum > 1) * self.accumulated
+        dynamic = xp.minimum(self.in_flight_cap, grad_accum) * self.per_microbatch + self.once
+        return StageParts(xp.materialize(backward), xp.materialize(dynamic), self.step)
+
+
+@dataclass(frozen=True)
 class Stage:
     """One pipeline stage: its components in each phase, totals, node memory, parts."""
 
@@ -103,7 +124,7 @@ class Stage:
     host: object
     nvme: object
     params_on_gpu: object
-    parts: StageParts
+    pieces: StagePieces
 
     @property
     def components(self) -> dict:
@@ -115,10 +136,10 @@ class Stage:
 
 @dataclass(frozen=True)
 class FitTerms:
-    """What deciding `fits` needs, each term on the sub-grid of its own axes: per stage the
-    backward, dynamic and step parts, the allocatable bytes, node memory, validity checks."""
+    """What deciding `fits` needs, each term on the sub-grid of its own axes: per stage its
+    pieces, the allocatable bytes, node memory, validity checks."""
 
-    stages: tuple[StageParts, StageParts]
+    stages: tuple[StagePieces, ...]
     allocatable_bytes: object
     host_ok: object
     checks: dict
@@ -133,7 +154,7 @@ def fit_terms(arch: Architecture, cfg: TrainConfig, hw: Hardware,
     capacity = hw.memory_bytes * hw.usable_fraction
     allocatable = (capacity - hw.runtime_overhead_bytes) * (1 - cfg.fragmentation)
     host_ok = node_fits(_largest(s.host for s in stages), _largest(s.nvme for s in stages), hw)
-    return FitTerms(tuple(s.parts for s in stages), allocatable, host_ok,
+    return FitTerms(tuple(s.pieces for s in stages), allocatable, host_ok,
                     validity_checks(arch, cfg, hw))
 
 
@@ -198,22 +219,26 @@ def stage_memory(arch: Architecture, cfg: TrainConfig, hw: Hardware, stage: int,
     accumulating = states.transient_gradients * (cfg.grad_accum > 1)
     persistent = (states.weights + states.master_weights + states.gradients
                   + states.optimizer_states + communication)
-    saved = act.stage_saved_bytes(arch, cfg, stage)
+    per_microbatch = act.stage_microbatch_bytes(arch, cfg, stage)
     loss = act.stage_loss_bytes(arch, cfg, stage)
-    recompute = act.stage_recompute_bytes(arch, cfg, stage)
+    # Full recompute's working block is alive after the loss gradient is freed.
+    after_loss = (act.stage_head_bytes(arch, cfg, stage)
+                  + xp.maximum(act.stage_recompute_bytes(arch, cfg, stage) - loss, 0))
+    in_flight = act.in_flight_microbatches(cfg, stage)
     # What is built in backward and what the step needs are alive at different times.
     step_transient = xp.maximum(runtime.optimizer_step_bytes(shard, cfg),
                                 states.backward_transient)
+    decode_logits = holds_head(cfg, stage) * inf.decode_logits_bytes(arch, cfg)
+    kv_cache = xp.where(inference, inf.kv_cache_bytes(arch, cfg), 0)
     backward_phase = {
         "weights": states.weights + training * states.gathered,
         "master_weights": training * states.master_weights,
         "gradients": training * (states.gradients + accumulating),
         "optimizer_states": training * states.optimizer_states,
         "activations": xp.where(inference, inf.decode_workspace_bytes(arch, cfg),
-                                saved + xp.maximum(recompute - loss, 0)),
-        "logits": xp.where(inference, holds_head(cfg, stage) * inf.decode_logits_bytes(arch, cfg),
-                           loss),
-        "kv_cache": xp.where(inference, inf.kv_cache_bytes(arch, cfg), 0),
+                                in_flight * per_microbatch + after_loss),
+        "logits": xp.where(inference, decode_logits, loss),
+        "kv_cache": kv_cache,
         "buffers": training * communication,
     }
     step_phase = {
@@ -224,17 +249,25 @@ def stage_memory(arch: Architecture, cfg: TrainConfig, hw: Hardware, stage: int,
         "activations": 0.0, "logits": 0.0, "kv_cache": 0.0,
         "buffers": training * (communication + step_transient),
     }
-    backward = xp.materialize(xp.where(inference, states.weights,
-                                       persistent + states.gathered + accumulating))
-    dynamic = xp.materialize(backward_phase["activations"] + backward_phase["logits"]
-                             + backward_phase["kv_cache"])
-    step = xp.materialize(training * (persistent + states.transient_gradients + step_transient))
+    pieces = {
+        "base": xp.where(inference, states.weights, persistent + states.gathered),
+        "accumulated": training * states.transient_gradients,
+        "per_microbatch": training * per_microbatch,
+        "once": xp.where(inference, inf.decode_workspace_bytes(arch, cfg) + decode_logits
+                         + kv_cache, after_loss + loss),
+        "in_flight_cap": act.in_flight_cap(cfg, stage),
+        "step": training * (persistent + states.transient_gradients + step_transient),
+    }
     host = training * states.host_bytes_per_node
     nvme = training * states.nvme_bytes_per_node
     if stage == MIDDLE:  # a middle stage exists only with pp > 2
         exists = cfg.pp > 2
-        backward, step = (xp.where(exists, x, ABSENT_BYTES) for x in (backward, step))
-        dynamic, host, nvme = (xp.where(exists, x, 0) for x in (dynamic, host, nvme))
+        pieces = {k: xp.where(exists, v, ABSENT_BYTES if k in ("base", "step") else 0)
+                  for k, v in pieces.items()}
+        host, nvme = (xp.where(exists, x, 0) for x in (host, nvme))
+    pieces = StagePieces(**{k: xp.materialize(v) for k, v in pieces.items()})
+    parts = pieces.parts(cfg.grad_accum)
+    backward, dynamic, step = parts.backward, parts.dynamic, parts.step
     allocated = xp.maximum(backward + dynamic, step)
     peak_phase = xp.where(step > backward + dynamic, STEP, BACKWARD)
     phases = []
@@ -251,7 +284,7 @@ def stage_memory(arch: Architecture, cfg: TrainConfig, hw: Hardware, stage: int,
         host=host,
         nvme=nvme,
         params_on_gpu=shard.base_dense + shard.base_expert + shard.adapters,
-        parts=StageParts(backward=backward, dynamic=dynamic, step=step),
+        pieces=pieces,
     )
 
 

@@ -1,0 +1,503 @@
+"""The chunk kernel: one chunk of a grid (its outer axes fixed) decided and reduced on device.
+
+Sides. `fit_terms` gives each pipeline stage's pieces on the sub-grid of the axes they depend
+on. `split_terms` regroups them into a static side (terms of the parallel layout, ZeRO,
+precision, GPU, ...), laid out as a matrix of (shared, static-only) dimensions, and a dynamic
+side (batch, context, recompute, ...) as (shared, dynamic-only); `shared` are the inner axes
+both depend on. A configuration is one shared index, one static row and one dynamic column,
+and its fit margin is a few operations on them:
+
+    margin = max over stages of max(backward + dynamic, step) - A
+
+with A the allocatable bytes (folded into `backward` and `step`), or with a fixed global batch,
+where m = grad_accum is known only per configuration (it needs both the batch and the
+data-parallel size), m = per_replica/replicas and
+
+    margin = max over stages of max(base + [m > 1]·accumulated + min(cap, m)·per_microbatch
+                                    + once, step) - A.
+
+A check that fails is +inf on its side. A configuration surely fits when
+margin <= -NEAR·A; within ±NEAR·A float32 cannot tell, and the host decides in float64.
+The computed objective is `value = scale·margin + static·dynamic` (`outputs.Quantity.device`).
+
+Pruning. A static row is dead when even the smallest dynamic column cannot fit (a failed
+check, a model too large for the shard); live rows are sorted first and evaluated in blocks
+of about `ROWS_PER_BLOCK_CONFIGS` configurations until they run out.
+
+Results (`ChunkResult`): per kept inner cell the best value among the configurations that
+fit and the rank (inner canonical index) of the first configuration reaching it, the count
+of those that fit per inner group cell, and the near-capacity configurations as a packed
+mask in `KernelPlan.permutation` order.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sweep import xp
+from sweep.engine.frontier import Kept, computed_objective
+from sweep.enumerate import (
+    Layout,
+    Tables,
+    broadcast_inputs,
+    global_batch_split,
+    layout_constraints,
+)
+from sweep.grid import Grid
+from sweep.memory.total import fit_terms
+from sweep.outputs import OfMargin
+from sweep.validity import grouped_microbatches, microbatches_ok
+
+NEAR = 1e-5
+ROWS_PER_BLOCK_CONFIGS = 1 << 18  # configurations evaluated per block of static rows
+NO_RANK = np.iinfo(np.int32).max  # the rank of a cell where nothing fits
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class StageSides:
+    """One stage's terms. Static: `backward` (base, plus the accumulated gradients when m is
+    known) - A, `step` - A, both +inf where a static check fails; with a global batch also
+    `accumulated` and `cap`. Dynamic: `dynamic` (the whole dynamic part when m is known, else
+    `once`), +inf where a dynamic check fails; with a global batch `per_microbatch`."""
+
+    backward: object
+    step: object
+    dynamic: object
+    accumulated: object = 0.0
+    cap: object = 1.0
+    per_microbatch: object = 0.0
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class GlobalBatch:
+    """m = per_replica/replicas (dynamic over static), a whole number >= 1; where `grouped`
+    (static) also a multiple of `pp` (Megatron's interleaved schedule)."""
+
+    per_replica: object
+    inverse_replicas: object
+    replicas: object
+    grouped: object
+    pp: object
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class Value:
+    """The computed objective, larger is better: scale·margin + static·dynamic (`scale` None
+    when the objective does not read the margin)."""
+
+    scale: object
+    static: object
+    dynamic: object
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class Sides:
+    stages: tuple[StageSides, ...]
+    tolerance: object  # static: NEAR·A
+    value: Value
+    batch: GlobalBatch | None
+
+    def map(self, static: Callable, dynamic: Callable) -> Sides:
+        """The sides with `static` applied to every static term and `dynamic` to every
+        dynamic one."""
+        stages = tuple(StageSides(static(s.backward), static(s.step), dynamic(s.dynamic),
+                                  static(s.accumulated), static(s.cap),
+                                  dynamic(s.per_microbatch)) for s in self.stages)
+        value = Value(None if self.value.scale is None else static(self.value.scale),
+                      static(self.value.static), dynamic(self.value.dynamic))
+        batch = None if self.batch is None else GlobalBatch(
+            dynamic(self.batch.per_replica), static(self.batch.inverse_replicas),
+            static(self.batch.replicas), static(self.batch.grouped), static(self.batch.pp))
+        return Sides(stages, static(self.tolerance), value, batch)
+
+    def side_dims(self) -> tuple[set[int], set[int]]:
+        """The dimensions the static terms vary along, and those the dynamic ones do."""
+        static, dynamic = set(), set()
+        self.map(lambda a: static.update(dims(a)), lambda a: dynamic.update(dims(a)))
+        return static, dynamic
+
+
+def dims(*arrays) -> set[int]:
+    """Dimensions along which any of the arrays varies."""
+    out = set()
+    for a in arrays:
+        shape = a.shape if hasattr(a, "shape") else np.shape(a)  # arrays and their shapes
+        out |= {i for i, size in enumerate(shape) if size > 1}
+    return out
+
+
+def _place_checks(checks, static_dims: set, dynamic_dims: set):
+    """(static_ok, dynamic_ok): each check joins the side that has all its axes; one that
+    needs axes of both sides joins the static side, whose rows then span those axes too (they
+    become shared)."""
+    static_ok, dynamic_ok = True, True
+    for check in checks:
+        need = dims(check)
+        if not need & (dynamic_dims - static_dims):
+            static_ok = static_ok & check
+        elif not need & (static_dims - dynamic_dims):
+            dynamic_ok = dynamic_ok & check
+        else:
+            static_ok = static_ok & check
+            static_dims |= need
+    return static_ok, dynamic_ok
+
+
+def _objective_value(grid: Grid, cfg, hw, dynamic_only: set) -> Value:
+    """The computed objective's device form (`outputs.Quantity.device`): a product's factors
+    go to the dynamic side when they vary along an axis only the dynamic side has."""
+    objective = computed_objective(grid)
+    if objective is None:
+        return Value(None, 0.0, 0.0)
+    quantity, sign = objective
+    form = quantity.device
+    if isinstance(form, OfMargin):
+        return Value(xp.materialize(sign * form.scale(cfg, hw)),
+                     xp.materialize(sign * form.offset(cfg, hw)), 1.0)
+    static, dynamic = sign, 1.0
+    for factor in form.factors:
+        term = factor(cfg, hw)
+        if dims(term) & dynamic_only:
+            dynamic = dynamic * term
+        else:
+            static = static * term
+    return Value(None, xp.materialize(static), xp.materialize(dynamic))
+
+
+def split_terms(grid: Grid, arch, cfg, hw) -> Sides:
+    """`fit_terms` regrouped so that each term stays on the sub-grid of its own axes."""
+    frameworks = tuple(int(code) for code in grid.axis("framework").values)
+    batch = None
+    if grid.global_batch_tokens:
+        per_replica, replicas = global_batch_split(grid, cfg)
+        # The interleaved schedule's check needs m; it is made per configuration below.
+        cfg = cfg.replace(grad_accum=cfg.pp)
+        batch = GlobalBatch(xp.materialize(per_replica * 1.0),
+                            xp.materialize(1 / replicas), xp.materialize(replicas * 1.0),
+                            xp.materialize(grouped_microbatches(cfg) * 1.0), cfg.pp * 1.0)
+    terms = fit_terms(arch, cfg, hw, frameworks)
+    known_m = batch is None
+    parts = [p.parts(cfg.grad_accum) for p in terms.stages] if known_m else None
+    if known_m:
+        static_dims = dims(*[p.backward for p in parts], *[p.step for p in parts])
+        dynamic_dims = dims(*[p.dynamic for p in parts])
+    else:
+        static_dims = dims(*[p.base for p in terms.stages], *[p.step for p in terms.stages],
+                           *[p.accumulated for p in terms.stages],
+                           *[p.in_flight_cap for p in terms.stages], batch.replicas)
+        dynamic_dims = dims(*[p.per_microbatch for p in terms.stages],
+                            *[p.once for p in terms.stages], batch.per_replica)
+    checks = [*terms.checks.values(), terms.host_ok, layout_constraints(grid, cfg)]
+    static_ok, dynamic_ok = _place_checks(checks, static_dims, dynamic_dims)
+    allocatable = terms.allocatable_bytes
+
+    def static_side(a):
+        return xp.materialize(xp.where(static_ok, a - allocatable, np.inf))
+
+    def dynamic_side(a):
+        return xp.materialize(xp.where(dynamic_ok, a, np.inf))
+
+    stages = []
+    for i, pieces in enumerate(terms.stages):
+        if known_m:
+            stages.append(StageSides(static_side(parts[i].backward), static_side(parts[i].step),
+                                     dynamic_side(parts[i].dynamic)))
+        else:
+            stages.append(StageSides(static_side(pieces.base), static_side(pieces.step),
+                                     dynamic_side(pieces.once), pieces.accumulated,
+                                     pieces.in_flight_cap, pieces.per_microbatch))
+    value = _objective_value(grid, cfg, hw, dynamic_dims - static_dims)
+    return Sides(tuple(stages), xp.materialize(NEAR * allocatable), value, batch)
+
+
+class ChunkResult(NamedTuple):
+    """One chunk's reduction (kept dimensions in canonical order)."""
+
+    best: jax.Array  # per kept inner cell: the best value where something fits, else -inf
+    rank: jax.Array  # per kept inner cell: inner canonical index reaching it, else NO_RANK
+    count: jax.Array  # per inner group cell: configurations that surely fit
+    n_near: jax.Array  # configurations the host decides (near capacity)
+    near_bits: jax.Array  # their mask, packed, dimensions in `KernelPlan.permutation` order
+
+
+@dataclass(frozen=True)
+class KernelPlan:
+    """How a kernel lays a chunk out: the inner dimensions that are shared, static-only and
+    dynamic-only (in the order of the near mask), and rows (shared, static-only indices)
+    per block."""
+
+    shared: tuple[int, ...]
+    static_only: tuple[int, ...]
+    dynamic_only: tuple[int, ...]
+    rows_per_block: int
+
+    @property
+    def permutation(self) -> tuple[int, ...]:
+        return (*self.shared, *self.static_only, *self.dynamic_only)
+
+
+def plan_of(sides: Sides, shape, keep: frozenset) -> KernelPlan:
+    """The split of the inner dimensions (from the sides or their shapes), kept ones first
+    within each group (reductions run over trailing dimensions)."""
+    static, dynamic = sides.side_dims()
+
+    def ordered(group):
+        return tuple(sorted(group, key=lambda d: (d not in keep, d)))
+
+    shared = ordered(static & dynamic)
+    static_only = ordered(set(range(len(shape))) - dynamic)  # with the axes nothing reads
+    dynamic_only = ordered(dynamic - static)
+    c_size, s_size, d_size = (math.prod(shape[i] for i in g)
+                              for g in (shared, static_only, dynamic_only))
+    rows = max(1, min(c_size * s_size, ROWS_PER_BLOCK_CONFIGS // max(d_size, 1)))
+    return KernelPlan(shared, static_only, dynamic_only, rows)
+
+
+def _matrix(array, rows, cols, shape):
+    """`array` (broadcastable to `shape`) as a prod(rows) x prod(cols) matrix."""
+    n = len(shape)
+    a = jnp.asarray(array, jnp.float32)
+    a = a.reshape((1,) * (n - a.ndim) + a.shape)
+    full = tuple(shape[i] if i in rows or i in cols else 1 for i in range(n))
+    a = jnp.broadcast_to(a, full)
+    rest = [i for i in range(n) if i not in rows and i not in cols]
+    a = jnp.transpose(a, [*rows, *cols, *rest])
+    return a.reshape(math.prod(shape[i] for i in rows), math.prod(shape[i] for i in cols))
+
+
+def _ranks(group, shape) -> np.ndarray:
+    """Each index of a matrix dimension over `group`'s dimensions, as its part of the inner
+    canonical index (row-major over `shape`)."""
+    strides = [math.prod(shape[i + 1:]) for i in range(len(shape))]
+    if not group:
+        return np.zeros(1, np.int32)
+    grids = np.indices([shape[i] for i in group]).reshape(len(group), -1)
+    return (np.array([strides[i] for i in group])[:, None] * grids).sum(0).astype(np.int32)
+
+
+def _microbatches(batch: GlobalBatch):
+    """(m, ok): micro-batches per step, exact in float32 where whole (products of integers
+    below 2^24 are exact), and whether the configuration's batch is valid
+    (`validity.microbatches_ok` where micro-batches run in groups of pp)."""
+    m = jnp.round(batch.per_replica * batch.inverse_replicas)
+    ok = (m >= 1) & (m * batch.replicas == batch.per_replica)
+    return m, ok & microbatches_ok(batch.grouped > 0, batch.pp, m)
+
+
+def _margin(sides: Sides, m=None):
+    """The fit margin of every configuration the (broadcastable) sides span."""
+    margin = -jnp.inf
+    for s in sides.stages:
+        allocated = s.backward + s.dynamic
+        if m is not None:
+            allocated = (allocated + jnp.where(m > 1, s.accumulated, 0)
+                         + jnp.minimum(s.cap, m) * s.per_microbatch)
+        margin = jnp.maximum(margin, jnp.maximum(allocated, s.step))
+    return margin
+
+
+def _cells(safe, near, value, rank, axes):
+    """Over `axes`, in one pass: the best value where it fits and the smallest rank reaching
+    it, the count that fit, the count near capacity."""
+
+    def combine(a, b):
+        take = (b[0] > a[0]) | ((b[0] == a[0]) & (b[1] < a[1]))
+        return (jnp.where(take, b[0], a[0]), jnp.where(take, b[1], a[1]), a[2] + b[2],
+                a[3] + b[3])
+
+    return jax.lax.reduce(
+        (jnp.where(safe, value, -jnp.inf).astype(jnp.float32),
+         jnp.where(safe, rank, NO_RANK).astype(jnp.int32), safe.astype(jnp.int32),
+         near.astype(jnp.int32)),
+        (np.float32(-np.inf), np.int32(NO_RANK), np.int32(0), np.int32(0)), combine, axes)
+
+
+def reduce_chunk(sides: Sides, plan: KernelPlan, shape, inner, kept: Kept) -> ChunkResult:
+    """The chunk's reduction over its live rows only (see the module docstring). A row is one
+    (shared, static-only) index: static terms are one value per row, dynamic ones a vector of
+    columns per shared index."""
+    shared, static_only, dynamic_only = plan.shared, plan.static_only, plan.dynamic_only
+    keep = {i for i, n in enumerate(inner) if n in kept.names}
+    size = math.prod(shape)
+    c_size, s_size, d_size = (math.prod(shape[i] for i in g)
+                              for g in (shared, static_only, dynamic_only))
+    n_rows = c_size * s_size
+    mats = sides.map(lambda a: _matrix(a, shared, static_only, shape).reshape(-1),
+                     lambda a: _matrix(a, shared, dynamic_only, shape))
+    rank_c, rank_s, rank_d = (jnp.asarray(_ranks(g, shape))
+                              for g in (shared, static_only, dynamic_only))
+
+    # Dead rows: even the smallest column cannot fit. With a global batch m >= 1 and
+    # min(cap, m) >= 1, so per_microbatch + once bounds the dynamic part from below.
+    best_case = -jnp.inf
+    for stage in mats.stages:
+        low = stage.dynamic + (stage.per_microbatch if sides.batch is not None else 0)
+        low = jnp.repeat(jnp.min(low, axis=1), s_size)  # per row: its shared index's minimum
+        best_case = jnp.maximum(best_case, jnp.maximum(stage.backward + low, stage.step))
+    alive = best_case <= mats.tolerance
+    n_alive = jnp.sum(alive, dtype=jnp.int32)
+    order = jnp.nonzero(alive, size=n_rows, fill_value=0)[0].astype(jnp.int32)
+    rows_per_block = plan.rows_per_block
+    n_blocks = (n_alive + rows_per_block - 1) // rows_per_block
+    order = jnp.concatenate([order, jnp.zeros(rows_per_block, jnp.int32)])
+
+    def sizes(group):
+        return [shape[i] for i in group]
+
+    ck, sk, dk = ([i for i in g if i in keep] for g in (shared, static_only, dynamic_only))
+    c_kept, s_kept, d_kept = (math.prod(sizes(g)) for g in (ck, sk, dk))
+    # Kept dimensions lead their group's index: the kept cell of an index is a quotient.
+    c_rest, s_rest, d_rest = c_size // c_kept, s_size // s_kept, d_size // d_kept
+
+    def body(block, carry):
+        best, rank, count, n_near, near_mask = carry
+        index = block * rows_per_block + jnp.arange(rows_per_block)
+        rows = jax.lax.dynamic_slice(order, (block * rows_per_block,), (rows_per_block,))
+        c, s = rows // s_size, rows % s_size
+        one = mats.map(lambda a: a[rows][:, None], lambda a: a[c])
+        ok = (index < n_alive)[:, None]
+        m = None
+        if sides.batch is not None:
+            m, batch_ok = _microbatches(one.batch)
+            ok = ok & batch_ok
+        margin = _margin(one, m)
+        safe = (margin <= -one.tolerance) & ok
+        near = (margin <= one.tolerance) & ~safe & ok
+        value = one.value.static * one.value.dynamic
+        if one.value.scale is not None:
+            value = value + one.value.scale * margin
+        rank_of = (rank_c[c] + rank_s[s])[:, None] + rank_d[None, :]
+        shape3 = (rows_per_block, d_kept, d_rest)
+        b_best, b_rank, b_count, b_near = _cells(
+            *(jnp.broadcast_to(x, safe.shape).reshape(shape3)
+              for x in (safe, near, value, rank_of)), (2,))
+        cell = (s // s_rest, c // c_rest)  # the kept static and shared cell of each row
+        new_best = best.at[cell].max(b_best)
+        candidate = jnp.where(b_best == new_best[cell], b_rank, NO_RANK)
+        rank = jnp.where(best == new_best, rank, NO_RANK).at[cell].min(candidate)
+        count = count.at[cell].add(b_count)
+        near_mask = near_mask.at[rows].max(near)
+        return new_best, rank, count, n_near + jnp.sum(b_near), near_mask
+
+    cells = (s_kept, c_kept, d_kept)
+    carry = (jnp.full(cells, -jnp.inf, jnp.float32), jnp.full(cells, NO_RANK, jnp.int32),
+             jnp.zeros(cells, jnp.int32), jnp.int32(0), jnp.zeros((n_rows, d_size), bool))
+    best, rank, count, n_near, near_mask = jax.lax.fori_loop(0, n_blocks, body, carry)
+    # (kept static, kept shared, kept dynamic) -> kept dims in canonical order.
+    back = np.argsort([*sk, *ck, *dk])
+    kept_shape = sizes(sk) + sizes(ck) + sizes(dk)
+    best, rank, count = (jnp.transpose(x.reshape(kept_shape), back) for x in (best, rank, count))
+    packed = (size + 7) // 8
+
+    def pack(mask):
+        return jnp.packbits(jnp.pad(mask.reshape(-1), (0, packed * 8 - size)))
+
+    bits = jax.lax.cond(n_near > 0, pack, lambda _: jnp.zeros(packed, jnp.uint8), near_mask)
+    return ChunkResult(best, rank, count, n_near, bits)
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """A grid's compiled kernel for a set of devices, one chunk per device per call:
+    `terms` (outer indices n_dev x outer, swept tables) -> `Sides` per device, `reduce`
+    (those sides) -> `ChunkResult` per device (a leading device dimension on every leaf).
+    Two programs, so that the plan is read from the traced terms' shapes."""
+
+    plan: KernelPlan
+    terms: Callable
+    reduce: Callable
+    compile_seconds: float
+
+    def __call__(self, indices, arrays) -> ChunkResult:
+        return self.reduce(self.terms(indices, arrays))
+
+
+def compile_kernel(grid: Grid, layout: Layout, kept: Kept, devices) -> Kernel:
+    """Trace and compile the kernel of `grid` for `devices`, or load it from the cache
+    (`engine.cache`: a hit skips tracing and compiling)."""
+    import time
+
+    from jax.experimental import serialize_executable
+
+    from sweep.engine import cache
+
+    if layout.chunk_configs >= NO_RANK:
+        raise ValueError(f"a chunk of {layout.chunk_configs:,} configurations is too large "
+                         "(ranks are int32); lower output.chunk_size")
+    started = time.perf_counter()
+    tables = Tables(grid)
+    key = cache.kernel_key(
+        layout, kept, ROWS_PER_BLOCK_CONFIGS, NEAR, [o.text for o in grid.objectives],
+        grid.group_by, grid.tp_within_node, grid.whole_nodes, grid.global_batch_tokens,
+        grid.gpus_per_node_from_gpu, [(d.platform, d.device_kind, d.id) for d in devices],
+        tables.arrays)
+    # Under jax.distributed a reloaded executable refuses its inputs (jax 0.10: "CopyArrays
+    # only supports destination device list of the same size"): compile every time.
+    cached = cache.load(key) if jax.process_count() == 1 else None
+    if cached is not None:
+        try:
+            plan, terms, reduce = cached
+            return Kernel(plan, serialize_executable.deserialize_and_load(*terms),
+                          serialize_executable.deserialize_and_load(*reduce),
+                          time.perf_counter() - started)
+        except Exception as err:  # noqa: BLE001 - a stale entry: compile again
+            print(f"note: recompiling the kernel ({type(err).__name__})", file=sys.stderr)
+    plan, terms, reduce = _compile(grid, layout, kept, devices, tables)
+    if jax.process_count() == 1:
+        cache.store(key, (plan, serialize_executable.serialize(terms),
+                          serialize_executable.serialize(reduce)))
+    return Kernel(plan, terms, reduce, time.perf_counter() - started)
+
+
+def _compile(grid: Grid, layout: Layout, kept: Kept, devices, tables: Tables):
+    """(plan, terms, reduce): the two compiled programs of `Kernel` and the plan read from the
+    traced terms' shapes."""
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    inner, shape = layout.inner_names, layout.inner_shape
+    kept_inner = [n for n in inner if n in kept.names]
+    not_group = tuple(k for k, n in enumerate(kept_inner) if n not in kept.group)
+    keep = frozenset(i for i, n in enumerate(inner) if n in kept.names)
+    mesh = Mesh(np.array(devices), ("chunks",))
+    by_chunk = NamedSharding(mesh, P("chunks"))
+
+    def per_device(function, in_specs):
+        # One chunk per device: index the block's single row instead of vmapping, so that
+        # lax.cond stays a branch.
+        return jax.jit(jax.shard_map(function, mesh=mesh, in_specs=in_specs,
+                                     out_specs=P("chunks"), check_vma=False))
+
+    def terms(indices, arrays):
+        arch, cfg, hw = broadcast_inputs(tables, layout, indices[0], arrays, jnp)
+        sides = split_terms(grid, arch, cfg, hw)
+        return jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32)[None], sides)
+
+    indices = jax.ShapeDtypeStruct((len(devices), layout.outer), jnp.int32)
+    traced = per_device(terms, (P("chunks"), P())).trace(indices,
+                                                         tables.swept_arrays(layout))
+    plan = plan_of(jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype),
+                                          traced.out_info), shape, keep)
+
+    def reduce(sides):
+        result = reduce_chunk(jax.tree_util.tree_map(lambda x: x[0], sides), plan, shape,
+                              inner, kept)
+        count = jnp.sum(result.count, axis=not_group) if not_group else result.count
+        return jax.tree_util.tree_map(lambda x: x[None], result._replace(count=count))
+
+    sides_in = jax.tree_util.tree_map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=by_chunk), traced.out_info)
+    reduce_exec = per_device(reduce, P("chunks")).trace(sides_in).lower().compile()
+    return plan, traced.lower().compile(), reduce_exec

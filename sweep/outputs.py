@@ -1,0 +1,187 @@
+"""The one registry of output quantities: every number the tool reports about a configuration,
+named once, with its unit, dtype and how it is computed from the evaluated configuration.
+
+The registry builds the Parquet columns of frontier and feasible rows (after the axis columns),
+the keys of `explain --json`, the objectives a grid may name (those marked `objective`), and
+the data dictionary in the README (`python -m sweep.outputs` rewrites it between its markers;
+a test checks it is current). A quantity is computed from an `Evaluation`: the configuration
+as evaluated (`TrainConfig`, grad_accum derived), its `Estimate` and the `Hardware`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sweep.memory.total import GPU_COMPONENTS, PHASES
+
+GIB = 2**30
+STAGE_NAMES = ("first", "last", "second")  # codes of memory.shard FIRST, LAST, MIDDLE
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What a quantity is computed from (NumPy arrays or scalars, float64)."""
+
+    cfg: object  # TrainConfig, grad_accum and gpus_per_node as evaluated
+    est: object  # memory.total.Estimate
+    hw: object  # config.Hardware
+
+
+@dataclass(frozen=True)
+class Product:
+    """On device: the quantity as a product of factors, each a function of (cfg, hw) that the
+    kernel evaluates on the sub-grid of its own axes (`engine.kernel`)."""
+
+    factors: tuple[Callable, ...]
+
+
+@dataclass(frozen=True)
+class OfMargin:
+    """On device: scale·margin + offset, margin = the largest stage's allocated bytes minus the
+    allocatable bytes (the kernel's fit margin); scale and offset functions of (cfg, hw)."""
+
+    scale: Callable
+    offset: Callable
+
+
+@dataclass(frozen=True)
+class Quantity:
+    name: str  # Parquet column, explain --json key, objective key
+    unit: str
+    dtype: str  # "float64", "int64" or "string"
+    doc: str
+    compute: Callable[[Evaluation], object]
+    device: Product | OfMargin | None = None  # how the kernel computes it: an objective
+
+
+def _component(key: str) -> Quantity:
+    docs = {
+        "weights": "parameters on the GPU at the peak: shards, gathered units, casts",
+        "master_weights": "fp32 master copy in mixed precision",
+        "gradients": "gradients at the peak (persistent and made in backward)",
+        "optimizer_states": "optimizer states (AdamW m and v, ...)",
+        "activations": "tensors saved for backward at the peak",
+        "logits": "loss side: the fp32 softmax and the loss gradient's temporaries",
+        "kv_cache": "inference: the KV cache",
+        "buffers": "communication buckets, library workspaces, end-of-backward transients",
+        "overhead": "CUDA context, NCCL and the allocator's fragmentation",
+    }
+    return Quantity(f"{key}_bytes", "bytes", "float64", docs[key],
+                    lambda ev, k=key: getattr(ev.est, k))
+
+
+def _binding(ev: Evaluation):
+    """gpu_memory or host_memory: whichever is closer to its limit."""
+    total, capacity = ev.est.per_gpu_total_bytes, ev.est.gpu_capacity_bytes
+    host, host_capacity = ev.est.host_bytes_per_node, ev.hw.host_memory_bytes_per_node
+    gpu_share = np.asarray(total, float) / np.asarray(capacity, float)
+    host_share = np.divide(host, host_capacity, out=np.zeros(np.shape(gpu_share)),
+                           where=np.asarray(host_capacity) > 0)
+    return np.where(host_share > gpu_share, "host_memory", "gpu_memory")
+
+
+def tokens_per_gpu(cfg):
+    """micro_batch·seq_len/(tp·pp·cp): tokens a GPU holds per micro-step."""
+    return cfg.micro_batch * cfg.seq_len / (cfg.tp * cfg.pp * cfg.cp)
+
+
+def _inverse_free_fraction(cfg, hw):
+    """1/(1 - fragmentation): reserved bytes per allocated byte."""
+    return 1 / (1 - cfg.fragmentation)
+
+
+def _capacity(cfg, hw):
+    return hw.memory_bytes * hw.usable_fraction
+
+
+# total = allocated/(1 - f) + overhead and allocatable = (capacity - overhead)·(1 - f), so
+# total = margin/(1 - f) + capacity and headroom = capacity - total = -margin/(1 - f).
+TOTAL_ON_DEVICE = OfMargin(_inverse_free_fraction, _capacity)
+HEADROOM_ON_DEVICE = OfMargin(lambda cfg, hw: -_inverse_free_fraction(cfg, hw),
+                              lambda cfg, hw: 0.0)
+
+
+QUANTITIES: tuple[Quantity, ...] = (
+    Quantity("grad_accum", "count", "float64",
+             "micro-batches per step (derived from global_batch_tokens when the grid sets it)",
+             lambda ev: ev.cfg.grad_accum),
+    Quantity("gpus_per_node", "count", "float64", "GPUs per node (the GPU's node when unset)",
+             lambda ev: ev.cfg.gpus_per_node),
+    Quantity("params", "count", "float64", "parameters of the model (1e9 = 1B)",
+             lambda ev: ev.est.params_total),
+    Quantity("params_trainable", "count", "float64", "trainable parameters of the model",
+             lambda ev: ev.est.params_trainable),
+    Quantity("params_per_gpu", "count", "float64",
+             "parameters one GPU holds before ZeRO/FSDP sharding",
+             lambda ev: ev.est.params_per_gpu),
+    Quantity("tokens_per_gpu", "tokens", "float64", tokens_per_gpu.__doc__,
+             lambda ev: tokens_per_gpu(ev.cfg),
+             Product((lambda cfg, hw: cfg.micro_batch * cfg.seq_len,
+                      lambda cfg, hw: 1 / (cfg.tp * cfg.pp * cfg.cp)))),
+    *(_component(k) for k in GPU_COMPONENTS),
+    Quantity("per_gpu_total_bytes", "bytes", "float64",
+             "estimated reserved memory per GPU at the peak", lambda ev: ev.est.per_gpu_total_bytes,
+             TOTAL_ON_DEVICE),
+    Quantity("per_gpu_total_gib", "GiB", "float64", "the same in GiB (2^30 bytes)",
+             lambda ev: ev.est.per_gpu_total_bytes / GIB),
+    Quantity("gpu_capacity_bytes", "bytes", "float64",
+             "GPU memory x the fraction the driver exposes", lambda ev: ev.est.gpu_capacity_bytes),
+    Quantity("headroom_bytes", "bytes", "float64", "capacity - total",
+             lambda ev: ev.est.gpu_capacity_bytes - ev.est.per_gpu_total_bytes, HEADROOM_ON_DEVICE),
+    Quantity("host_bytes_per_node", "bytes", "float64", "host RAM per node for offloaded states",
+             lambda ev: ev.est.host_bytes_per_node),
+    Quantity("host_capacity_bytes", "bytes", "float64", "the node's RAM",
+             lambda ev: ev.hw.host_memory_bytes_per_node),
+    Quantity("nvme_bytes_per_node", "bytes", "float64", "NVMe per node for offloaded states",
+             lambda ev: ev.est.nvme_bytes_per_node),
+    Quantity("peak_phase", "", "string",
+             "when the peak is: backward (start of backward) or step (end of backward, "
+             "optimizer step)", lambda ev: np.asarray(PHASES)[np.asarray(ev.est.phase, int)]),
+    Quantity("peak_stage", "", "string",
+             "the most loaded pipeline stage: first, last or second",
+             lambda ev: np.asarray(STAGE_NAMES)[np.asarray(ev.est.stage, int)]),
+    Quantity("binding_constraint", "", "string", _binding.__doc__, _binding),
+)
+BY_NAME = {q.name: q for q in QUANTITIES}
+OBJECTIVES = tuple(q.name for q in QUANTITIES if q.device is not None)
+
+
+def values(ev: Evaluation, n: int | None = None) -> dict:
+    """Every quantity's value (broadcast to n rows when n is given)."""
+    out = {}
+    for q in QUANTITIES:
+        value = np.asarray(q.compute(ev))
+        if n is not None:
+            value = np.broadcast_to(value, (n,))
+        out[q.name] = value if q.dtype == "string" else value.astype(np.float64)
+    return out
+
+
+# ---- the README's data dictionary -----------------------------------------------------------
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+BEGIN, END = "<!-- outputs:begin -->", "<!-- outputs:end -->"
+
+
+def data_dictionary() -> str:
+    """The markdown table of the quantities (after the axis columns)."""
+    rows = ["| column | unit | type | meaning |", "|---|---|---|---|"]
+    for q in QUANTITIES:
+        rows.append(f"| `{q.name}` | {q.unit or '-'} | {q.dtype} | {q.doc}"
+                    + (" (objective)" if q.device else "") + " |")
+    return "\n".join(rows)
+
+
+def update_readme(path: Path = README) -> None:
+    text = path.read_text("utf-8")
+    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
+    path.write_text(text[:start] + "\n" + data_dictionary() + "\n" + text[end:], "utf-8")
+
+
+if __name__ == "__main__":
+    update_readme()
+    print(f"rewrote the data dictionary in {README}")
