@@ -173,7 +173,10 @@ def flat_inputs(tables: Tables, layout: Layout, indices: dict[str, np.ndarray]):
 
 
 def decode(layout: Layout, flat: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-axis indices of flat configuration indices (mixed radix, int64: past 2^31)."""
+    """Per-axis indices of flat configuration indices (mixed radix, int64: past 2^31); none
+    when nothing is swept (the one configuration)."""
+    if not layout.sizes:
+        return {}
     coords = np.unravel_index(np.asarray(flat, dtype=np.int64), layout.sizes)
     return dict(zip(layout.names, coords, strict=True))
 

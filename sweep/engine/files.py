@@ -79,12 +79,14 @@ def sorted_frame(frame: pl.DataFrame, grid: Grid) -> pl.DataFrame:
 def summary_frame(grid: Grid, group: tuple[str, ...], count: np.ndarray,
                   frame: pl.DataFrame) -> pl.DataFrame:
     """Per group: configurations, feasible count, frontier size and the best point (first in
-    the objectives' order, ties to the lowest configuration index)."""
+    the objectives' order, ties to the lowest configuration index). `count` is over `group`
+    (canonical order); the columns follow the grid's group_by."""
     rows = []
     group_sizes = [len(grid.axis(n)) for n in group]
     per_group = grid.size // max(math.prod(group_sizes), 1)
     for cell in np.ndindex(*group_sizes):
-        labels = {n: grid.axis(n).labels[i] for n, i in zip(group, cell, strict=True)}
+        at = dict(zip(group, cell, strict=True))
+        labels = {n: grid.axis(n).labels[at[n]] for n in grid.group_by}
         points = frame
         for name, label in labels.items():
             points = points.filter(pl.col(name) == label)

@@ -30,7 +30,7 @@ class Kept:
     """The axes a reduction keeps: group axes then objective axes, in canonical order."""
 
     names: tuple[str, ...]  # every kept axis (swept or not), canonical order
-    group: tuple[str, ...]
+    group: tuple[str, ...]  # the group axes, canonical order (the order of count arrays)
     objective_axes: tuple[str, ...]
 
     @classmethod
@@ -39,7 +39,8 @@ class Kept:
                                if a is not None)
         wanted = set(grid.group_by) | set(objective_axes)
         names = tuple(a.name for a in grid.axes if a.name in wanted)
-        return cls(names, tuple(grid.group_by), objective_axes)
+        group = tuple(n for n in names if n in grid.group_by)
+        return cls(names, group, objective_axes)
 
     def shape(self, grid: Grid) -> tuple[int, ...]:
         return tuple(len(grid.axis(n)) for n in self.names)

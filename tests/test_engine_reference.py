@@ -1,0 +1,249 @@
+"""The engine against a reference that shares none of its machinery: every configuration of a
+grid enumerated with `itertools.product` over the axes, `estimate` called on the whole list in
+float64, the constraints and objectives written again here, the frontier found by pairwise
+dominance. Grids of every shape (no axis swept, one, many), every kind of computed objective
+(none, a product, a memory value), a fixed global batch, and the kernel's multi-block path
+forced on small grids."""
+
+import itertools
+
+import jax
+import numpy as np
+import polars as pl
+import pytest
+
+from sweep import engine
+from sweep.config import Hardware, TrainConfig
+from sweep.engine import kernel
+from sweep.grid import parse
+from sweep.memory.total import estimate
+from sweep.vocabulary import FRAMEWORKS, MODES
+
+MEGATRON = FRAMEWORKS.index("megatron")
+
+
+def reference(grid):
+    """(rows, feasible per group): every configuration that fits, in grid order, with its
+    group, objective values and index; counts of those that fit per group."""
+    swept = [a for a in grid.axes if len(a) > 1]
+    combos = list(itertools.product(*[range(len(a)) for a in swept]))
+    n = len(combos)
+    index = {a.name: np.array([c[i] for c in combos], int) if n and swept else np.zeros(n, int)
+             for i, a in enumerate(swept)}
+    if not swept:
+        n, index = 1, {}
+
+    def column(name):
+        axis = grid.axis(name)
+        return axis.values[index[name]] if name in index else np.full(n, axis.values[0])
+
+    model = index.get("model", np.zeros(n, int))
+    gpu = index.get("gpu", np.zeros(n, int))
+    archs = [m.arch for m in grid.models]
+    arch = jax.tree_util.tree_map(lambda *xs: np.array(xs, float)[model], *archs)
+    hardware = [g.hardware() for g in grid.gpus]
+    hw = Hardware(**{f: np.array([float(getattr(h, f)) for h in hardware])[gpu]
+                     for f in Hardware.__dataclass_fields__})
+    values = {f: column(f).astype(float) for f in TrainConfig.__dataclass_fields__}
+    if grid.gpus_per_node_from_gpu:
+        values["gpus_per_node"] = np.array([float(g.devices_per_node) for g in grid.gpus])[gpu]
+    allowed = np.ones(n, bool)
+    if grid.tp_within_node:
+        allowed &= values["tp"] <= values["gpus_per_node"]
+    if grid.whole_nodes:
+        allowed &= values["n_gpus"] % values["gpus_per_node"] == 0
+    if grid.global_batch_tokens:
+        data_parallel = values["n_gpus"] / (values["tp"] * values["pp"] * values["cp"])
+        accum = grid.global_batch_tokens / (values["micro_batch"] * values["seq_len"]
+                                            * data_parallel)
+        allowed &= (accum >= 1) & (accum == np.round(accum))
+        values["grad_accum"] = accum
+    est = estimate(arch, TrainConfig(**values), hw)
+    fits = allowed & np.broadcast_to(est.fits, (n,))
+    total = np.broadcast_to(est.per_gpu_total_bytes, (n,))
+    computed = {
+        "tokens_per_gpu": values["micro_batch"] * values["seq_len"]
+        / (values["tp"] * values["pp"] * values["cp"]),
+        "per_gpu_total_bytes": total,
+        "headroom_bytes": np.broadcast_to(est.gpu_capacity_bytes, (n,)) - total,
+        "params": np.broadcast_to(est.params_total, (n,)),
+    }
+    frame = {"config_index": np.arange(n)}
+    for name in {*grid.group_by, *(o.key for o in grid.objectives)}:
+        if name in computed:
+            frame[name] = computed[name]
+        elif name in grid.group_by:  # groups by their labels, as the files show them
+            frame[name] = np.array(grid.axis(name).labels)[index.get(name, np.zeros(n, int))]
+        else:
+            frame[name] = column(name)
+    rows = pl.DataFrame(frame).filter(pl.Series(fits))
+    counts = rows.group_by(list(grid.group_by)).len() if grid.group_by else None
+    return rows, counts
+
+
+def dominated(points: np.ndarray, up: list[bool]) -> np.ndarray:
+    """points[i] is dominated by another point (>= everywhere after orientation, > once)."""
+    p = points * np.where(up, 1.0, -1.0)
+    ge = (p[None, :, :] >= p[:, None, :]).all(-1)
+    gt = (p[None, :, :] > p[:, None, :]).any(-1)
+    return (ge & gt).any(1)
+
+
+def reference_frontier(grid, rows: pl.DataFrame) -> set:
+    """(group labels, objective values, config index) of every Pareto-optimal point; a point
+    reached by several configurations is shown by the first in grid order."""
+    keys = [o.key for o in grid.objectives]
+    up = [o.maximize for o in grid.objectives]
+    out = set()
+    groups = rows.group_by(list(grid.group_by)) if grid.group_by else [((), rows)]
+    for labels, part in groups:
+        firsts = part.sort("config_index").unique(subset=keys, keep="first")
+        points = firsts.select(keys).to_numpy().astype(float)
+        keep = ~dominated(points, up)
+        for row in firsts.filter(pl.Series(keep)).iter_rows(named=True):
+            out.add((tuple(map(str, labels)), tuple(float(row[k]) for k in keys),
+                     int(row["config_index"])))
+    return out
+
+
+def engine_frontier(grid, tmp_path) -> tuple[set, dict]:
+    manifest = engine.run(grid, progress=False)
+    front = pl.read_parquet(tmp_path / "out" / "frontier", hive_partitioning=True)
+    keys = [o.key for o in grid.objectives]
+    got = {(tuple(str(r[g]) for g in grid.group_by), tuple(float(r[k]) for k in keys),
+            int(r["config_index"])) for r in front.iter_rows(named=True)}
+    summary = pl.read_parquet(tmp_path / "out" / "summary.parquet")
+    return got, manifest, summary
+
+
+def check(grid, tmp_path):
+    got, manifest, summary = engine_frontier(grid, tmp_path)
+    rows, counts = reference(grid)
+    assert len(rows) > 0  # the grid is not vacuous
+    assert manifest["feasible"] == len(rows)
+    assert got == reference_frontier(grid, rows)
+    if counts is not None:
+        expected = {tuple(map(str, r[:-1])): r[-1] for r in counts.iter_rows()}
+        actual = {tuple(str(r[g]) for g in grid.group_by): r["feasible"]
+                  for r in summary.iter_rows(named=True)}
+        assert {k: v for k, v in actual.items() if v} == expected
+
+
+def grid_of(tmp_path, axes: str, extra: str = "", chunk: int = 1 << 24):
+    text = (f'name = "ref"\n[axes]\n{axes}\n{extra}\n'
+            f'[output]\ndir = "{tmp_path / "out"}"\nchunk_size = {chunk}\n')
+    return parse(text, "ref.toml")
+
+
+PLANNER = """
+model = ["llama-3.1-8b", "mixtral-8x7b"]
+gpu = ["a100-40gb", "h100-sxm-80gb"]
+n_gpus = [8, 16, 32, 64]
+tp = [1, 2, 4]
+pp = [1, 2]
+cp = [1, 2]
+ep = [1, 8]
+zero_stage = [0, 1, 3]
+framework = ["megatron", "deepspeed", "fsdp"]
+finetune = ["full", "lora"]
+micro_batch = [1, 2]
+seq_len = [4096, 8192]
+recompute = ["none", "full"]
+"""
+
+
+@pytest.mark.parametrize("rows_per_block", [kernel.ROWS_PER_BLOCK_CONFIGS, 8])
+def test_global_batch_memory_objective_by_gpu_and_model(tmp_path, monkeypatch, rows_per_block):
+    """A planner's grid: fixed global batch (m per configuration), a memory objective, groups
+    of GPU and model, MoE and three frameworks; then with 8 configurations per block and small
+    chunks (the multi-block, multi-chunk path)."""
+    monkeypatch.setattr(kernel, "ROWS_PER_BLOCK_CONFIGS", rows_per_block)
+    chunk = 1 << 24 if rows_per_block > 8 else 512
+    grid = grid_of(tmp_path, PLANNER, """
+[constraints]
+global_batch_tokens = 262144
+[frontier]
+group_by = ["gpu", "model"]
+objectives = ["-n_gpus", "+seq_len", "-per_gpu_total_bytes"]
+""", chunk)
+    check(grid, tmp_path)
+
+
+def test_interleaved_pipeline_global_batch_tokens_objective(tmp_path, monkeypatch):
+    """Megatron's interleaved schedule needs m a multiple of pp, known only per configuration
+    with a global batch; a product objective (tokens per GPU); many blocks."""
+    monkeypatch.setattr(kernel, "ROWS_PER_BLOCK_CONFIGS", 16)
+    grid = grid_of(tmp_path, """
+model = ["llama-3.1-8b", "llama-2-13b"]
+gpu = ["h100-sxm-80gb"]
+n_gpus = [8, 16, 32, 64]
+tp = [1, 2]
+pp = [2, 4]
+vpp = [1, 2]
+zero_stage = [0, 1]
+framework = ["megatron", "generic"]
+micro_batch = [1, 2, 4]
+seq_len = [2048, 4096, 8192]
+recompute = ["none", "selective"]
+""", """
+[constraints]
+global_batch_tokens = 131072
+[frontier]
+objectives = ["-n_gpus", "+params", "+tokens_per_gpu"]
+""")
+    check(grid, tmp_path)
+
+
+def test_headroom_objective_grouped_by_model(tmp_path):
+    grid = grid_of(tmp_path, """
+model = ["llama-3.1-8b", "qwen2.5-7b", "llama-3.1-70b"]
+gpu = ["a100-80gb", "rtx-4090"]
+n_gpus = [1, 2, 4, 8]
+zero_stage = [0, 2, 3]
+framework = ["fsdp", "deepspeed"]
+finetune = ["full", "lora", "qlora"]
+lora_rank = [16, 64]
+offload = ["none", "optimizer"]
+micro_batch = [1, 4]
+seq_len = [2048, 16384]
+recompute = ["none", "full"]
+""", """
+[frontier]
+group_by = ["model"]
+objectives = ["-n_gpus", "+seq_len", "+headroom_bytes"]
+""")
+    check(grid, tmp_path)
+
+
+@pytest.mark.parametrize("axes", [
+    'model = ["llama-3.1-8b"]\ngpu = ["h100-sxm-80gb"]',  # nothing swept
+    'model = ["llama-3.1-8b"]\ngpu = ["h100-sxm-80gb"]\nn_gpus = [1, 2, 4, 8, 16]',
+    'model = ["llama-3.1-8b"]\ngpu = ["h100-sxm-80gb"]\nseq_len = [1024, 4096, 16384, 65536]',
+    'model = ["llama-3.1-8b", "llama-3.1-70b", "mixtral-8x7b"]\ngpu = ["h100-sxm-80gb"]',
+])
+def test_grids_of_any_shape(tmp_path, axes):
+    """No axis swept, only n_gpus, only seq_len, only the model: each runs and matches."""
+    grid = grid_of(tmp_path, axes + "\nzero_stage = [3]", """
+[frontier]
+objectives = ["-n_gpus", "+params", "+seq_len"]
+""")
+    check(grid, tmp_path)
+
+
+def test_inference_and_training_modes(tmp_path):
+    """Inference (weights, KV cache) and training in one grid, the kernel's sides the same."""
+    grid = grid_of(tmp_path, """
+model = ["llama-3.1-8b", "llama-3.1-70b"]
+gpu = ["a100-80gb"]
+n_gpus = [1, 2, 4, 8]
+tp = [1, 2, 4, 8]
+mode = ["train", "inference"]
+micro_batch = [1, 8, 32]
+seq_len = [4096, 32768]
+""", """
+[frontier]
+group_by = ["mode"]
+objectives = ["-n_gpus", "+params", "+seq_len", "-per_gpu_total_bytes"]
+""")
+    assert MODES.index("inference") == 1
+    check(grid, tmp_path)
