@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from sweep import vocabulary as vocab
-from sweep.config import DEEPSPEED_ADDITIONAL_BUFFER_FACTOR, DEFAULT_FRAGMENTATION
+from sweep.config import BOOLEAN, CATEGORY, COUNT, TARGETS, TrainConfig
 from sweep.errors import SweepError
 
 DEFAULT_GRID = "grids/default.toml"
@@ -15,7 +16,8 @@ COMMANDS = ("run", "explain", "largest", "fewest", "report", "validate")
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per vocabulary key; underscores become dashes."""
+    """The model and GPU, then one flag per configuration field (`TrainConfig`: its kind and
+    doc); underscores become dashes."""
     add = parser.add_argument
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--model", help="catalog name, architecture file (.toml/.json), Hugging "
@@ -27,50 +29,24 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
                        help="a bare parameter count (e.g. 13e9), shaped by --family")
     add("--family", default="llama3", help="family rule for --params (default llama3)")
     add("--gpu", required=True, help="catalog GPU name, e.g. h100-sxm-80gb")
-    add("--n-gpus", type=int, default=8)
-    add("--gpus-per-node", type=int, help="default: the GPU catalog's devices_per_node")
-    for key in ("tp", "pp", "vpp", "cp", "ep"):
-        add(f"--{key}", type=int, default=1, help=f"{key} degree (default 1)")
-    add("--etp", type=int, default=0, help="expert tensor-parallel degree (0: same as tp)")
-    add("--sp", action=argparse.BooleanOptionalAction, default=False,
-        help="sequence parallelism")
-    add("--zero-stage", type=int, default=0, choices=range(4))
-    for key in ("framework", "precision", "optimizer", "recompute", "offload", "finetune",
-                "mode", "kv_cache_dtype", "device"):
-        allowed = vocab.CATEGORIES[key]
-        add(f"--{key}", default=allowed[1] if key == "precision" else allowed[0],
-            help=f"one of {', '.join(allowed)}")
-    add("--micro-batch", type=int, default=1)
-    add("--seq-len", type=int, default=4096)
-    add("--grad-accum", type=int, default=1)
-    add("--flash-attention", action=argparse.BooleanOptionalAction, default=True)
-    add("--lora-rank", type=int, default=16)
-    add("--lora-targets", default="all-linear",
-        help=f"comma-separated among {', '.join(vocab.LORA_TARGETS)}, or all-linear, attention")
-    add("--frozen-layers", type=int, default=0,
-        help="freeze the embedding and this many leading blocks (full fine-tuning)")
-    add("--zero-init", action=argparse.BooleanOptionalAction, default=True,
-        help="DeepSpeed zero.Init (ZeRO-3 host memory)")
-    add("--additional-buffer-factor", type=float, default=DEEPSPEED_ADDITIONAL_BUFFER_FACTOR,
-        help="DeepSpeed estimator's host-memory safety factor")
-    add("--recompute-layers", type=int, default=0,
-        help="with --recompute full: blocks per stage recomputed (0: all)")
-    add("--fused-cross-entropy", action=argparse.BooleanOptionalAction, default=False,
-        help="chunked/fused loss that keeps no vocabulary-sized logits")
-    add("--first-stage-layers", type=int, default=0,
-        help="blocks on the first pipeline stage (0: the even split; Megatron-LM "
-             "--decoder-first-pipeline-num-layers)")
-    add("--last-stage-layers", type=int, default=0,
-        help="blocks on the last pipeline stage (0: the even split)")
-    add("--embedding-in-split", action=argparse.BooleanOptionalAction, default=False,
-        help="count the embedding as a layer of the pipeline split")
-    add("--loss-in-split", action=argparse.BooleanOptionalAction, default=False,
-        help="count the loss as a layer of the pipeline split")
-    add("--loss-fusion", action=argparse.BooleanOptionalAction, default=False,
-        help="Megatron-LM's --cross-entropy-loss-fusion (a fused kernel, not chunked)")
-    add("--capacity-factor", type=float, default=0.0, help="MoE expert capacity (0: dropless)")
-    add("--fragmentation", type=float, default=DEFAULT_FRAGMENTATION,
-        help="share of reserved memory lost to allocator fragmentation")
+    for f in dataclasses.fields(TrainConfig):
+        kind, doc = f.metadata["kind"], f.metadata["doc"]
+        flag = "--" + f.name.replace("_", "-")
+        if kind == CATEGORY:
+            allowed = vocab.CATEGORIES[f.name]
+            default = allowed[int(f.default)]
+            add(flag, default=default, help=f"{doc}: {', '.join(allowed)} (default {default})")
+        elif kind == BOOLEAN:
+            add(flag, action=argparse.BooleanOptionalAction, default=bool(f.default), help=doc)
+        elif kind == TARGETS:
+            add(flag, default="all-linear", help=f"{doc}: comma-separated among "
+                f"{', '.join(vocab.LORA_TARGETS)}, or all-linear, attention")
+        elif f.name == "gpus_per_node":
+            add(flag, type=int, help=doc)
+        else:
+            kind_type = int if kind == COUNT else float
+            add(flag, type=kind_type, default=kind_type(f.default),
+                help=f"{doc} (default {kind_type(f.default):g})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,8 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config_values(args: argparse.Namespace) -> dict:
-    values = {k: v for k, v in vars(args).items()
-              if k not in ("command", "json", "compare", "model", "gpu", "params", "family")}
+    """The configuration fields' values (gpus_per_node only when given)."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
     if values["gpus_per_node"] is None:
         del values["gpus_per_node"]
     return values

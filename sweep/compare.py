@@ -13,13 +13,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sweep import vocabulary as vocab
 from sweep import xp
 from sweep.config import TrainConfig
 from sweep.memory.model_states import MEGATRON_VOCAB_DIVISOR, deepspeed
 from sweep.memory.shard import expert_tp, stage_shard
 from sweep.model import NORM_WEIGHT, Architecture, moe_layer_count
 
-SELECTIVE = 1  # code of "selective" in vocabulary.RECOMPUTES
+SELECTIVE = vocab.code("recompute", "selective")
 MEGATRON_ACTIVATION_OVERHEAD = 1.05  # "buffer for optimizer and miscellaneous temporaries"
 
 MEGATRON_NOTE = (

@@ -21,49 +21,71 @@ DEEPSPEED_ADDITIONAL_BUFFER_FACTOR = 1.5  # DeepSpeed's estimator default (stage
 DEFAULT_FRAGMENTATION = 0.15
 
 
+COUNT, NUMBER, BOOLEAN, CATEGORY, TARGETS = "count", "number", "boolean", "category", "targets"
+
+
+def key(default, kind: str, doc: str):
+    """A configuration field: its default (codes for categories), what kind of value it takes
+    (how grid files and command-line flags read it) and what it means (the flag's help)."""
+    return dataclasses.field(default=default, metadata={"kind": kind, "doc": doc})
+
+
 @jax.tree_util.register_dataclass
 @dataclass(frozen=True)
 class TrainConfig:
-    n_gpus: float = 8
-    gpus_per_node: float = 8
-    tp: float = 1
-    pp: float = 1
-    vpp: float = 1
-    cp: float = 1
-    ep: float = 1
-    etp: float = 0  # expert tensor parallelism; 0 = same as tp (Megatron-LM's default)
-    sp: float = 0
-    zero_stage: float = 0
-    framework: float = 0
-    precision: float = 1
-    optimizer: float = 0
-    micro_batch: float = 1
-    seq_len: float = 4096
-    grad_accum: float = 1
-    recompute: float = 0
-    flash_attention: float = 1
-    offload: float = 0
-    finetune: float = 0
-    lora_rank: float = 16
-    lora_targets: float = 0b1111111
-    frozen_layers: float = 0
-    zero_init: float = 1
-    additional_buffer_factor: float = DEEPSPEED_ADDITIONAL_BUFFER_FACTOR
-    recompute_layers: float = 0  # with recompute = full: blocks per stage recomputed, 0 = all
-    fused_cross_entropy: float = 0  # chunked/fused loss: no V-sized logits are kept
-    loss_fusion: float = 0  # Megatron-LM --cross-entropy-loss-fusion: a fused kernel, not chunked
-    capacity_factor: float = 0  # MoE expert capacity; 0 = dropless (exactly top-k per token)
-    mode: float = 0  # train, inference
-    kv_cache_dtype: float = 0  # bf16, fp8, int8 (inference)
-    device: float = 0  # cuda, cpu: where byte layouts differ (dropout masks, norm statistics)
-    fragmentation: float = DEFAULT_FRAGMENTATION
-    # Uneven pipeline stages (Megatron-LM --decoder-first/last-pipeline-num-layers; 0: the even
-    # split) and the embedding or loss counted as a layer in the split
-    # (--account-for-embedding-in-pipeline-split, --account-for-loss-in-pipeline-split).
-    first_stage_layers: float = 0
-    last_stage_layers: float = 0
-    embedding_in_split: float = 0
-    loss_in_split: float = 0
+    """One training (or inference) configuration. Each field is a vocabulary key: a grid axis,
+    an `explain` flag (`--n-gpus`), a Parquet column; `kind` and `doc` in its metadata."""
+
+    n_gpus: float = key(8, COUNT, "GPUs in the job")
+    gpus_per_node: float = key(8, COUNT, "GPUs per node (default: the GPU catalog's node)")
+    tp: float = key(1, COUNT, "tensor-parallel degree")
+    pp: float = key(1, COUNT, "pipeline-parallel degree")
+    vpp: float = key(1, COUNT, "virtual pipeline stages per rank (Megatron interleaving)")
+    cp: float = key(1, COUNT, "context-parallel degree")
+    ep: float = key(1, COUNT, "expert-parallel degree")
+    etp: float = key(0, COUNT, "expert tensor-parallel degree (0: same as tp, Megatron's "
+                               "default)")
+    sp: float = key(0, BOOLEAN, "sequence parallelism (Megatron, with tp > 1)")
+    zero_stage: float = key(0, COUNT, "ZeRO stage 0-3 (FSDP: 2 = SHARD_GRAD_OP, 3 = FULL_SHARD)")
+    framework: float = key(0, CATEGORY, "whose memory accounting")
+    precision: float = key(1, CATEGORY, "weights, gradients and compute dtypes")
+    optimizer: float = key(0, CATEGORY, "optimizer (its states per parameter)")
+    micro_batch: float = key(1, COUNT, "sequences per micro-batch")
+    seq_len: float = key(4096, COUNT, "tokens per sequence")
+    grad_accum: float = key(1, COUNT, "micro-batches per step (gradient accumulation)")
+    recompute: float = key(0, CATEGORY, "activation recomputation")
+    flash_attention: float = key(1, BOOLEAN, "FlashAttention (no s x s scores saved)")
+    offload: float = key(0, CATEGORY, "ZeRO/FSDP offload to host RAM or NVMe")
+    finetune: float = key(0, CATEGORY, "full training or LoRA/QLoRA adapters")
+    lora_rank: float = key(16, COUNT, "LoRA rank r")
+    lora_targets: float = key(0b1111111, TARGETS, "LoRA target modules")
+    frozen_layers: float = key(0, COUNT, "freeze the embedding and this many leading blocks "
+                                         "(full fine-tuning)")
+    zero_init: float = key(1, BOOLEAN, "DeepSpeed zero.Init (ZeRO-3 host memory)")
+    additional_buffer_factor: float = key(DEEPSPEED_ADDITIONAL_BUFFER_FACTOR, NUMBER,
+                                          "DeepSpeed estimator's host-memory safety factor")
+    recompute_layers: float = key(0, COUNT, "with recompute full: blocks per stage recomputed "
+                                            "(0: all)")
+    fused_cross_entropy: float = key(0, BOOLEAN, "chunked/fused loss: no vocabulary-sized "
+                                                 "logits are kept")
+    loss_fusion: float = key(0, BOOLEAN, "Megatron-LM --cross-entropy-loss-fusion (a fused "
+                                         "kernel, not chunked)")
+    capacity_factor: float = key(0, NUMBER, "MoE expert capacity (0: dropless, exactly top-k "
+                                            "per token)")
+    mode: float = key(0, CATEGORY, "training or inference")
+    kv_cache_dtype: float = key(0, CATEGORY, "inference: KV cache dtype")
+    device: float = key(0, CATEGORY, "where byte layouts differ (dropout masks, norm "
+                                     "statistics): cuda or the CPU reference")
+    fragmentation: float = key(DEFAULT_FRAGMENTATION, NUMBER,
+                               "share of reserved memory lost to allocator fragmentation")
+    first_stage_layers: float = key(0, COUNT, "blocks on the first pipeline stage (0: the even "
+                                              "split; Megatron-LM "
+                                              "--decoder-first-pipeline-num-layers)")
+    last_stage_layers: float = key(0, COUNT, "blocks on the last pipeline stage (0: the even "
+                                             "split)")
+    embedding_in_split: float = key(0, BOOLEAN, "count the embedding as a layer of the "
+                                                "pipeline split")
+    loss_in_split: float = key(0, BOOLEAN, "count the loss as a layer of the pipeline split")
 
     def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)

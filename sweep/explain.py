@@ -1,7 +1,9 @@
 """`explain`: every memory component of one configuration, with the formula each comes from.
 
-It evaluates `memory.total.estimate`, the very function the sweep vmaps, under `jax.jit` with
-64-bit floats so that byte counts are exact integers (the sweep runs it in float32).
+It evaluates `memory.total.estimate`, the very function the sweep runs, on NumPy float64
+scalars, so that byte counts are exact integers (the sweep decides in float32 and settles the
+near-capacity cases in float64 the same way). `--json` prints the registry of output
+quantities (`sweep/outputs.py`) under the same names as the Parquet columns.
 """
 
 from __future__ import annotations
@@ -10,9 +12,9 @@ import json
 from dataclasses import dataclass
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 
-from sweep import catalog, validity
+from sweep import catalog, outputs, validity
 from sweep.catalog import GpuSpec
 from sweep.config import TrainConfig
 from sweep.errors import SweepError
@@ -59,23 +61,20 @@ class Explanation:
     result: Estimate
 
     def to_json(self) -> dict:
-        r = self.result
-        return {
-            "params": {
-                "total": _number(r.params_total),
-                "trainable": _number(r.params_trainable),
-                "per_gpu": _number(r.params_per_gpu),
-            },
-            "per_gpu_bytes": {k: _number(getattr(r, k)) for k in GPU_COMPONENTS},
-            "per_gpu_total_bytes": _number(r.per_gpu_total_bytes),
-            "host_bytes_per_node": _number(r.host_bytes_per_node),
-            "gpu_capacity_bytes": _number(r.gpu_capacity_bytes),
-            "fits": bool(r.fits),
-        }
+        """The model, GPU and configuration (vocabulary names), then every quantity of the
+        registry, then whether it fits and why not."""
+        ev = outputs.Evaluation(self.cfg, self.result, self.gpu.hardware())
+        quantities = {k: _number(v) for k, v in outputs.values(ev).items()}
+        return {"model": self.model.name, "gpu": self.gpu.name,
+                "configuration": {k: _number(v) for k, v in self.cfg.to_names().items()},
+                **quantities, "fits": bool(self.result.fits)}
 
 
 def _number(value):
-    """An exact int when the value is whole (bytes, counts), else a float."""
+    """An exact int when the value is whole (bytes, counts), else a float; strings as they are."""
+    value = np.asarray(value)
+    if value.dtype.kind in "USO":
+        return str(value.item())
     value = float(value)
     return int(value) if value.is_integer() else value
 
@@ -87,10 +86,8 @@ def explain(model: str | ModelSpec, gpu_name: str, **values) -> Explanation:
     gpu = catalog.gpu(gpu_name)
     values.setdefault("gpus_per_node", gpu.devices_per_node)
     cfg = TrainConfig.from_names(**values)
-    with jax.enable_x64(True):
-        as_f64 = lambda tree: jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float64), tree)  # noqa: E731
-        result = jax.jit(estimate)(as_f64(spec.arch), as_f64(cfg), as_f64(gpu.hardware()))
-        result = jax.tree_util.tree_map(lambda x: x.item(), result)
+    arch, cfg64, hw = (_as_numpy(x) for x in (spec.arch, cfg, gpu.hardware()))
+    result = jax.tree_util.tree_map(lambda x: float(np.asarray(x)), estimate(arch, cfg64, hw))
     reasons = validity.describe(result.invalid)
     if reasons:
         raise SweepError(_invalid_message(spec, cfg, reasons))
@@ -170,8 +167,7 @@ def format_comparison(ex: Explanation) -> str:
     r = ex.result
     ours_states = sum(getattr(r, k) for k in MODEL_STATE_COMPONENTS)
     ours_rest = r.per_gpu_total_bytes - ours_states
-    with jax.enable_x64(True):
-        others = compare(_as_numpy(ex.model.arch), _as_numpy(ex.cfg))
+    others = compare(_as_numpy(ex.model.arch), _as_numpy(ex.cfg))
     lines = ["", "compared with (GiB per GPU):",
              f"  {'':10} {'model states':>12} {'activations':>12} {'total':>9}"]
     lines.append(f"  {'ours':10} {ours_states / GIB:12.2f} {ours_rest / GIB:12.2f} "
@@ -183,8 +179,6 @@ def format_comparison(ex: Explanation) -> str:
 
 
 def _as_numpy(tree):
-    import numpy as np
-
     return jax.tree_util.tree_map(np.float64, tree)
 
 

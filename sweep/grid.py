@@ -39,18 +39,19 @@ import numpy as np
 from sweep import architecture, catalog, families
 from sweep import vocabulary as vocab
 from sweep.catalog import GpuSpec
-from sweep.config import TrainConfig
+from sweep.config import BOOLEAN, TrainConfig
 from sweep.errors import SweepError
 from sweep.model import Architecture, ModelSpec, total_params
 from sweep.outdir import check_name, check_path, safe_name
+from sweep.outputs import OBJECTIVES
 
 CONFIG_KEYS = tuple(f.name for f in fields(TrainConfig))
-BOOLEAN_KEYS = ("sp", "flash_attention", "fused_cross_entropy", "loss_fusion", "zero_init",
-                "embedding_in_split", "loss_in_split")
+KINDS = {f.name: f.metadata["kind"] for f in fields(TrainConfig)}
+BOOLEAN_KEYS = tuple(k for k, kind in KINDS.items() if kind == BOOLEAN)
 AXIS_KEYS = ("model", "gpu", *CONFIG_KEYS)
 # Canonical axis order: the order of dimensions in the evaluated arrays (outer first).
 AXIS_ORDER = AXIS_KEYS
-DERIVED_OBJECTIVES = ("tokens_per_gpu", "per_gpu_total_bytes", "headroom_bytes")
+DERIVED_OBJECTIVES = OBJECTIVES  # computed per configuration (sweep/outputs.py)
 DEFAULT_OBJECTIVES = ("-n_gpus", "+params", "+seq_len", "+tokens_per_gpu")
 TOP_LEVEL = ("name", "description", "axes", "constraints", "frontier", "output")
 CONSTRAINT_KEYS = ("tp_within_node", "whole_nodes", "global_batch_tokens")

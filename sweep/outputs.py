@@ -2,17 +2,16 @@
 named once, with its unit, dtype and how it is computed from the evaluated configuration.
 
 The registry builds the Parquet columns of frontier and feasible rows (after the axis columns),
-the keys of `explain --json`, the objectives a grid may name (those marked `objective`), and
-the data dictionary in the README (`python -m sweep.outputs` rewrites it between its markers;
-a test checks it is current). A quantity is computed from an `Evaluation`: the configuration
-as evaluated (`TrainConfig`, grad_accum derived), its `Estimate` and the `Hardware`.
+the keys of `explain --json`, the objectives a grid may name (those with a `device` form: how
+the kernel computes them), and the data dictionary in the README (`sweep/docs.py`). A quantity
+is computed from an `Evaluation`: the configuration as evaluated (`TrainConfig`, grad_accum
+derived), its `Estimate` and the `Hardware`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -159,29 +158,3 @@ def values(ev: Evaluation, n: int | None = None) -> dict:
             value = np.broadcast_to(value, (n,))
         out[q.name] = value if q.dtype == "string" else value.astype(np.float64)
     return out
-
-
-# ---- the README's data dictionary -----------------------------------------------------------
-
-README = Path(__file__).resolve().parents[1] / "README.md"
-BEGIN, END = "<!-- outputs:begin -->", "<!-- outputs:end -->"
-
-
-def data_dictionary() -> str:
-    """The markdown table of the quantities (after the axis columns)."""
-    rows = ["| column | unit | type | meaning |", "|---|---|---|---|"]
-    for q in QUANTITIES:
-        rows.append(f"| `{q.name}` | {q.unit or '-'} | {q.dtype} | {q.doc}"
-                    + (" (objective)" if q.device else "") + " |")
-    return "\n".join(rows)
-
-
-def update_readme(path: Path = README) -> None:
-    text = path.read_text("utf-8")
-    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
-    path.write_text(text[:start] + "\n" + data_dictionary() + "\n" + text[end:], "utf-8")
-
-
-if __name__ == "__main__":
-    update_readme()
-    print(f"rewrote the data dictionary in {README}")

@@ -6,6 +6,7 @@ bits into an error message with the offending values.
 
 from __future__ import annotations
 
+from sweep import vocabulary as vocab
 from sweep import xp
 from sweep.config import GPU_PLATFORM, Hardware, TrainConfig
 from sweep.memory.model_states import (
@@ -57,8 +58,8 @@ REASONS = (
 )
 BIT = {key: 1 << i for i, (key, _) in enumerate(REASONS)}
 
-MEGATRON_OPTIMIZERS = (0, 3, 4)  # adamw, sgd, sgd-momentum
-SIXTEEN_BIT = (1, 2, 3)  # bf16-mixed, fp16-mixed, bf16
+MEGATRON_OPTIMIZERS = vocab.codes("optimizer", "adamw", "sgd", "sgd-momentum")
+SIXTEEN_BIT = vocab.codes("precision", "bf16-mixed", "fp16-mixed", "bf16")
 
 
 def _is_any(code, allowed):

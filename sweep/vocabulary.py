@@ -38,6 +38,25 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
 }
 
 
+def code(key: str, name: str) -> int:
+    """The integer code of a categorical value, for the formulas' named constants
+    (`MEGATRON = code("framework", "megatron")`): never a bare number."""
+    return CATEGORIES[key].index(name)
+
+
+def codes(key: str, *names: str) -> tuple[int, ...]:
+    return tuple(code(key, name) for name in names)
+
+
+def by_code(key: str, values: dict) -> tuple:
+    """A lookup table over a category's codes from {name: value}; every name must be there."""
+    missing = set(CATEGORIES[key]) - set(values)
+    if missing or set(values) - set(CATEGORIES[key]):
+        raise ValueError(f"{key} table: missing {sorted(missing)}, unknown "
+                         f"{sorted(set(values) - set(CATEGORIES[key]))}")
+    return tuple(values[name] for name in CATEGORIES[key])
+
+
 def closest(name: str, allowed: tuple[str, ...] | list[str], n: int = 3) -> list[str]:
     """The allowed names closest to `name` (for 'did you mean' messages): names containing it
     first, then the most similar by `difflib`."""

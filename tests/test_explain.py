@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from sweep.cli import main
+from sweep.memory.total import GPU_COMPONENTS
+from sweep.outputs import QUANTITIES
 
 ROOT = Path(__file__).resolve().parents[1]
 LLAMA_70B = 70_553_706_496
@@ -22,17 +24,14 @@ def test_done_when_command(capsys):
     """The issue's acceptance command: Llama-3.1-70B on 64 H100s with ZeRO-3 (generic)."""
     out = run_json(capsys, "--model", "llama-3.1-70b", "--gpu", "h100-sxm-80gb",
                    "--n-gpus", "64", "--zero-stage", "3")
-    assert set(out) == {"params", "per_gpu_bytes", "per_gpu_total_bytes", "host_bytes_per_node",
-                        "gpu_capacity_bytes", "fits"}
-    assert out["params"] == {"total": LLAMA_70B, "trainable": LLAMA_70B, "per_gpu": LLAMA_70B}
-    assert set(out["per_gpu_bytes"]) == {"weights", "master_weights", "gradients",
-                                         "optimizer_states", "activations", "logits",
-                                         "kv_cache", "buffers", "overhead"}
+    assert set(out) == {"model", "gpu", "configuration", *(q.name for q in QUANTITIES), "fits"}
+    assert out["configuration"]["n_gpus"] == 64 and out["configuration"]["zero_stage"] == 3
+    assert (out["params"], out["params_trainable"], out["params_per_gpu"]) == (LLAMA_70B,) * 3
     # ZeRO-3 (P_os+g+p), bf16-mixed AdamW: 2 + 4 + 2 + 8 bytes per parameter, each over 64,
     # and two gathered bf16 blocks (computed and prefetched): attention 2·8192² + 2·8192·1024,
     # SwiGLU 3·8192·28672, two RMSNorms 2·8192 = 855,654,400 parameters per block. The peak is
     # at the start of backward, when no gradient exists yet (grad_accum 1).
-    b = out["per_gpu_bytes"]
+    b = {k: out[f"{k}_bytes"] for k in GPU_COMPONENTS}
     assert b["gradients"] == 0
     assert b["weights"] == 2 * LLAMA_70B // 64 + 2 * 2 * 855_654_400
     assert b["master_weights"] == 4 * LLAMA_70B // 64
@@ -64,9 +63,10 @@ def test_tensor_and_pipeline_sharding(capsys):
     h, v, f, kv = 8192, 128256, 28672, 8 * 128
     block = h * (h + 2 * kv) + h * h + 3 * h * f  # q, k, v, o + gate, up, down
     last = (20 * block + v * h) / 8 + 20 * 2 * h + h  # norms are replicated across tp
-    assert out["params"]["per_gpu"] == last  # the head's logits make the last stage heavier
+    assert out["params_per_gpu"] == last  # the head's logits make the last stage heavier
+    assert out["peak_stage"] == "last"
     states = ("weights", "master_weights", "optimizer_states")  # no gradient at the peak
-    assert sum(out["per_gpu_bytes"][k] for k in states) == 14 * last
+    assert sum(out[f"{k}_bytes"] for k in states) == 14 * last
 
 
 def test_table_output(capsys):
@@ -113,5 +113,5 @@ def test_script_entry_point():
         cwd=ROOT, capture_output=True, text=True, check=True,
     )
     out = json.loads(done.stdout)
-    assert out["params"]["total"] == 7_241_732_096 and out["fits"] is True
-    assert out["params"]["trainable"] < 0.01 * out["params"]["total"]
+    assert out["params"] == 7_241_732_096 and out["fits"] is True
+    assert out["params_trainable"] < 0.01 * out["params"]

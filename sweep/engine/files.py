@@ -40,15 +40,11 @@ def configurations_frame(grid: Grid, layout: Layout, tables: Tables, flat) -> pl
             columns[axis.name] = pl.Series(axis.name, labels, dtype=pl.Categorical)
         else:
             columns[axis.name] = pl.Series(axis.name, axis.values[index], dtype=pl.Float64)
-    for quantity in outputs.QUANTITIES:
-        if quantity.name in columns:
-            continue
-        value = np.broadcast_to(np.asarray(quantity.compute(ev)), (n,))
-        if quantity.dtype == "string":
-            columns[quantity.name] = pl.Series(quantity.name, value.astype(str),
-                                               dtype=pl.Categorical)
-        else:
-            columns[quantity.name] = pl.Series(quantity.name, value.astype(np.float64))
+    for name, value in outputs.values(ev, n).items():
+        if name not in columns:
+            string = outputs.BY_NAME[name].dtype == "string"
+            columns[name] = pl.Series(name, value.astype(str) if string else value,
+                                      dtype=pl.Categorical if string else pl.Float64)
     columns["config_index"] = pl.Series("config_index", layout.canonical_index(coords))
     return pl.DataFrame(columns)
 

@@ -39,6 +39,7 @@ sbh/t·(34 + 5as/h), with selective recompute sbh·34/t, with full recompute 2sb
 
 from __future__ import annotations
 
+from sweep import vocabulary as vocab
 from sweep import xp
 from sweep.config import TrainConfig
 from sweep.memory import bytes as b
@@ -54,10 +55,11 @@ from sweep.model import (
     moe_layer_count,
 )
 
-CPU = 1  # code of vocabulary.DEVICES
-NO_RECOMPUTE, SELECTIVE, FULL_RECOMPUTE = 0, 1, 2
-AUTOCAST = 5  # code of "bf16-autocast" in vocabulary.PRECISIONS
-MEGATRON = 2  # code of "megatron" in vocabulary.FRAMEWORKS
+CPU = vocab.code("device", "cpu")
+NO_RECOMPUTE, SELECTIVE, FULL_RECOMPUTE = vocab.codes("recompute", "none", "selective", "full")
+AUTOCAST = vocab.code("precision", "bf16-autocast")
+FP32 = vocab.code("precision", "fp32")
+MEGATRON = vocab.code("framework", "megatron")
 # Loss-side bytes per logit at the loss-gradient peak, beside the saved fp32 softmax (4 per
 # logit). PyTorch's cross_entropy on fp32 logits (log_softmax + nll_loss): in
 # LogSoftmaxBackward0 the gradient w.r.t. the log-probabilities (nll_loss_backward) and w.r.t.
@@ -80,7 +82,7 @@ BOOL_BYTES = 1
 def element_bytes(cfg: TrainConfig):
     """e: bytes of a saved activation, 4 in fp32 training, else 2 (bf16/fp16; fp8 training
     keeps bf16 activations outside its GEMMs)."""
-    return xp.where(cfg.precision == 0, b.FP32_BYTES, b.BF16_BYTES)
+    return xp.where(cfg.precision == FP32, b.FP32_BYTES, b.BF16_BYTES)
 
 
 def residual_bytes(cfg: TrainConfig):

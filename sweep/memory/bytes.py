@@ -1,6 +1,7 @@
 """Bytes per element, by precision and optimizer: the named constants every formula uses.
 
-Tables are indexed by the integer codes of `vocabulary.PRECISIONS` / `vocabulary.OPTIMIZERS`.
+Tables are indexed by the integer codes of `vocabulary.PRECISIONS` / `vocabulary.OPTIMIZERS`,
+built from names (`vocabulary.by_code`).
 
 Precisions (bytes per parameter of each copy):
 
@@ -24,6 +25,7 @@ linear layers in fp8 only (Transformer Engine `fp8_model_init`, Megatron-LM
 
 from __future__ import annotations
 
+from sweep import vocabulary as vocab
 from sweep import xp
 
 FP32_BYTES = 4
@@ -32,12 +34,19 @@ BF16_BYTES = 2
 FP8_BYTES = 1
 INT8_BYTES = 1
 
-#                  fp32  bf16-mixed  fp16-mixed  bf16  fp8-mixed  bf16-autocast
-WEIGHT_BYTES = (FP32_BYTES, BF16_BYTES, FP16_BYTES, BF16_BYTES, BF16_BYTES, FP32_BYTES)
-LINEAR_WEIGHT_BYTES = (FP32_BYTES, BF16_BYTES, FP16_BYTES, BF16_BYTES, FP8_BYTES, FP32_BYTES)
-GRADIENT_BYTES = (FP32_BYTES, BF16_BYTES, FP16_BYTES, BF16_BYTES, BF16_BYTES, FP32_BYTES)
-MASTER_BYTES = (0, FP32_BYTES, FP32_BYTES, 0, FP32_BYTES, 0)
-STATE_ELEMENT_BYTES = (FP32_BYTES, FP32_BYTES, FP32_BYTES, BF16_BYTES, FP32_BYTES, FP32_BYTES)
+WEIGHT_BYTES = vocab.by_code("precision", {
+    "fp32": FP32_BYTES, "bf16-mixed": BF16_BYTES, "fp16-mixed": FP16_BYTES, "bf16": BF16_BYTES,
+    "fp8-mixed": BF16_BYTES, "bf16-autocast": FP32_BYTES})
+LINEAR_WEIGHT_BYTES = vocab.by_code("precision", {
+    "fp32": FP32_BYTES, "bf16-mixed": BF16_BYTES, "fp16-mixed": FP16_BYTES, "bf16": BF16_BYTES,
+    "fp8-mixed": FP8_BYTES, "bf16-autocast": FP32_BYTES})
+GRADIENT_BYTES = WEIGHT_BYTES
+MASTER_BYTES = vocab.by_code("precision", {
+    "fp32": 0, "bf16-mixed": FP32_BYTES, "fp16-mixed": FP32_BYTES, "bf16": 0,
+    "fp8-mixed": FP32_BYTES, "bf16-autocast": 0})
+STATE_ELEMENT_BYTES = vocab.by_code("precision", {
+    "fp32": FP32_BYTES, "bf16-mixed": FP32_BYTES, "fp16-mixed": FP32_BYTES, "bf16": BF16_BYTES,
+    "fp8-mixed": FP32_BYTES, "bf16-autocast": FP32_BYTES})
 
 # 8-bit Adam (bitsandbytes, Dettmers et al. 2022 "8-bit Optimizers via Block-wise
 # Quantization"): each state is int8 with one fp32 absmax per block; the block is 256 elements
@@ -56,10 +65,9 @@ NF4_SECOND_LEVEL_BLOCK = 256
 NF4_CONSTANT_BYTES = INT8_BYTES / NF4_BLOCK + FP32_BYTES / (NF4_BLOCK * NF4_SECOND_LEVEL_BLOCK)
 
 # Optimizer state elements per trainable parameter (Adafactor: counted from shapes instead).
-#                   adamw  adam8bit  adafactor  sgd  sgd-momentum  lion
-STATES_PER_PARAM = (2, 2, 0, 0, 1, 1)
-ADAFACTOR = 2  # code of "adafactor" in vocabulary.OPTIMIZERS
-ADAM8BIT = 1
+STATES_PER_PARAM = vocab.by_code("optimizer", {
+    "adamw": 2, "adam8bit": 2, "adafactor": 0, "sgd": 0, "sgd-momentum": 1, "lion": 1})
+ADAFACTOR, ADAM8BIT = vocab.codes("optimizer", "adafactor", "adam8bit")
 
 
 def weight_bytes(precision):

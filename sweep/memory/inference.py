@@ -6,6 +6,7 @@ sweep over micro_batch answers "how many concurrent sequences fit".
 
 from __future__ import annotations
 
+from sweep import vocabulary as vocab
 from sweep import xp
 from sweep.config import TrainConfig
 from sweep.memory import bytes as b
@@ -14,7 +15,8 @@ from sweep.model import Architecture
 
 # Bytes per cached element by `kv_cache_dtype` (bf16, fp8, int8); fp8/int8 caches keep
 # per-head scales, a few bytes per token and head, not counted.
-KV_CACHE_BYTES = (b.BF16_BYTES, b.FP8_BYTES, b.INT8_BYTES)
+KV_CACHE_BYTES = vocab.by_code("kv_cache_dtype", {"bf16": b.BF16_BYTES, "fp8": b.FP8_BYTES,
+                                                   "int8": b.INT8_BYTES})
 
 
 def kv_cache_bytes(arch: Architecture, cfg: TrainConfig):

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import jax
 
+from sweep import vocabulary as vocab
 from sweep import xp
 from sweep.config import TrainConfig
 from sweep.memory import bytes as b
@@ -49,8 +50,10 @@ from sweep.memory.shard import (
 )
 from sweep.model import Architecture
 
-GENERIC, DEEPSPEED, MEGATRON, FSDP = 0, 1, 2, 3  # codes of vocabulary.FRAMEWORKS
-NO_OFFLOAD, OFFLOAD_OPTIMIZER, OFFLOAD_PARAMS, OFFLOAD_NVME = 0, 1, 2, 3  # vocabulary.OFFLOADS
+GENERIC, DEEPSPEED, MEGATRON, FSDP = vocab.codes("framework", "generic", "deepspeed",
+                                                 "megatron", "fsdp")
+NO_OFFLOAD, OFFLOAD_OPTIMIZER, OFFLOAD_PARAMS, OFFLOAD_NVME = vocab.codes(
+    "offload", "none", "optimizer", "optimizer+params", "nvme")
 
 # DeepSpeed keeps an fp32 gradient partition for the optimizer step (`stage_1_and_2.py`
 # comment: "4_grads_32bit"; docs/code-docs/source/memory.rst "Note about gradients").
@@ -79,7 +82,7 @@ NVME_SUB_GROUP_ELEMENTS = 1e9
 NVME_PARAM_BUFFERS = 5
 NVME_PARAM_BUFFER_ELEMENTS = 1e8
 NVME_PARAMS_IN_CPU = 1e9
-AUTOCAST = 5  # code of "bf16-autocast" in vocabulary.PRECISIONS
+AUTOCAST = vocab.code("precision", "bf16-autocast")
 
 
 @jax.tree_util.register_dataclass

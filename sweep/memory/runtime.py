@@ -7,6 +7,7 @@ B one block, w and g weight and gradient bytes).
 
 from __future__ import annotations
 
+from sweep import vocabulary as vocab
 from sweep import xp
 from sweep.config import Hardware, TrainConfig
 from sweep.memory import bytes as b
@@ -17,7 +18,7 @@ from sweep.memory.shard import StageShard, dense_shard_degree, expert_shard_degr
 # 1b88ac366fc922254d56abda5cf6b1f266556d19): reduce_bucket_size and allgather_bucket_size 5e8.
 DEEPSPEED_REDUCE_BUCKET = 5e8
 DEEPSPEED_ALLGATHER_BUCKET = 5e8
-ADAMW = 0  # code of vocabulary.OPTIMIZERS
+ADAMW = vocab.code("optimizer", "adamw")
 
 
 def ddp_bucket_bytes(shard: StageShard, cfg: TrainConfig):

@@ -20,10 +20,11 @@ from dataclasses import dataclass
 import jax
 
 from sweep import model, xp
+from sweep import vocabulary as vocab
 from sweep.config import TrainConfig
 
 FIRST, LAST, MIDDLE = 0, 1, 2  # MIDDLE: the second stage, rank 1 of p
-FULL, LORA, QLORA = 0, 1, 2  # codes of vocabulary.FINETUNES
+FULL, LORA, QLORA = vocab.codes("finetune", "full", "lora", "qlora")
 
 
 @jax.tree_util.register_dataclass

@@ -13,6 +13,7 @@ import jax
 import numpy as np
 
 from sweep import model, xp
+from sweep import vocabulary as vocab
 from sweep.config import Hardware, TrainConfig
 from sweep.memory import activations as act
 from sweep.memory import inference as inf
@@ -29,7 +30,7 @@ from sweep.model import Architecture
 from sweep.validity import checks as validity_checks
 from sweep.validity import invalid_reasons
 
-INFERENCE = 1  # code of vocabulary.MODES
+INFERENCE = vocab.code("mode", "inference")
 
 GPU_COMPONENTS = (
     "weights",
@@ -72,11 +73,11 @@ class Estimate:
     phase: object = 0.0  # BACKWARD or STEP: when the peak is
 
 
-BACKWARD, STEP = 0, 1  # codes of PHASES
+PHASES = ("backward", "step")  # start of backward; end of backward and optimizer step
+BACKWARD, STEP = (PHASES.index(name) for name in PHASES)
 # The bytes of a stage that does not exist (the middle one with pp <= 2): never the largest, and
 # finite, so that adding an infinite (invalid) part still gives +inf in float32.
 ABSENT_BYTES = -1e30
-PHASES = ("backward", "step")  # start of the backward pass; end of backward and optimizer step
 
 
 @dataclass(frozen=True)

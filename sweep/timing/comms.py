@@ -48,6 +48,7 @@ from dataclasses import dataclass
 
 import jax
 
+from sweep import vocabulary as vocab
 from sweep import xp
 from sweep.config import Hardware, TrainConfig
 
@@ -160,9 +161,12 @@ ZERO3 = 3
 #              the next KV chunk while it computes on the current one.
 #   fsdp:      FSDP2 `fully_shard` prefetches the next unit's all-gather and reduce-scatters
 #              on separate streams (torch/distributed/fsdp/_fully_shard).
-_TP_OVERLAP = (0, 0, 1, 0)
-_DP_GRAD_OVERLAP = (1, 0, 1, 1)
-_DP_PARAM_OVERLAP = (0, 0, 1, 1)
+_TP_OVERLAP = vocab.by_code("framework", {"generic": 0, "deepspeed": 0, "megatron": 1,
+                                          "fsdp": 0})
+_DP_GRAD_OVERLAP = vocab.by_code("framework", {"generic": 1, "deepspeed": 0, "megatron": 1,
+                                               "fsdp": 1})
+_DP_PARAM_OVERLAP = vocab.by_code("framework", {"generic": 0, "deepspeed": 0, "megatron": 1,
+                                                "fsdp": 1})
 
 
 def framework_overlap(cfg: TrainConfig) -> Overlap:
