@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--json", action="store_true", help="machine-readable output")
     explain.add_argument("--compare", action="store_true",
                          help="also show Megatron-LM's and DeepSpeed's estimates")
+    explain.add_argument("--check", action="store_true",
+                         help="exit with status 1 when the configuration does not fit")
     big = commands.add_parser(
         "largest", help="the largest trainable model per node type and cluster size")
     big.add_argument("grid", nargs="?", default=LARGEST_GRID, help=f"default: {LARGEST_GRID}")
@@ -263,8 +265,12 @@ def main(argv: list[str] | None = None) -> int:
                 values, lines = explain_values(args.model, values, _explicit_keys(argv))
                 print("\n".join(lines), file=sys.stderr)
             model = args.model if args.params is None else model_spec(args.family, args.params)
-            result = explain(model, args.gpu, **values)
+            given = _explicit_keys(argv) | set(values) - set(_config_values(args))
+            assumed = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in given]
+            result = explain(model, args.gpu, assumed=assumed, **values)
             print(render(result, as_json=args.json, compare=args.compare))
+            if args.check and not result.result.fits:
+                return 1
         elif args.command == "run":
             _run(args)
         elif args.command == "largest":

@@ -20,6 +20,8 @@ from sweep.config import TrainConfig
 from sweep.errors import SweepError
 from sweep.memory.total import GPU_COMPONENTS, Estimate, estimate
 from sweep.model import ModelSpec
+from sweep.nearest import describe as describe_changes
+from sweep.nearest import nearest
 
 GIB = 2**30
 
@@ -59,15 +61,29 @@ class Explanation:
     gpu: GpuSpec
     cfg: TrainConfig
     result: Estimate
+    assumed: tuple[str, ...] = ()  # keys the user did not give (their defaults were used)
+    nearest: tuple = ()  # when it does not fit: `nearest.Suggestion`s that do
 
-    def to_json(self) -> dict:
-        """The model, GPU and configuration (vocabulary names), then every quantity of the
-        registry, then whether it fits and why not."""
+    def to_json(self, compare: bool = False) -> dict:
+        """The model, GPU and configuration (vocabulary names) and the keys assumed, every
+        quantity of the registry, whether it fits, the nearest configurations that do when it
+        does not, and with `compare` the other estimators' figures."""
         ev = outputs.Evaluation(self.cfg, self.result, self.gpu.hardware())
         quantities = {k: _number(v) for k, v in outputs.values(ev).items()}
-        return {"model": self.model.name, "gpu": self.gpu.name,
-                "configuration": {k: _number(v) for k, v in self.cfg.to_names().items()},
-                **quantities, "fits": bool(self.result.fits)}
+        out = {"model": self.model.name, "gpu": self.gpu.name,
+               "configuration": {k: _number(v) for k, v in self.cfg.to_names().items()},
+               "assumed": list(self.assumed), **quantities, "fits": bool(self.result.fits)}
+        if not self.result.fits:
+            out["nearest"] = [{"changes": {k: _number(v) for k, v in s.changes.items()},
+                               "per_gpu_total_bytes": _number(s.per_gpu_total_bytes)}
+                              for s in self.nearest]
+        if compare:
+            out["compare"] = [
+                {"estimator": c.name, "model_state_bytes": _number(c.model_state_bytes),
+                 "activation_bytes": _number(c.activation_bytes),
+                 "total_bytes": _number(c.total_bytes), "what_it_counts": c.note}
+                for c in comparisons(self)]
+        return out
 
 
 def _number(value):
@@ -79,9 +95,10 @@ def _number(value):
     return int(value) if value.is_integer() else value
 
 
-def explain(model: str | ModelSpec, gpu_name: str, **values) -> Explanation:
+def explain(model: str | ModelSpec, gpu_name: str, assumed=(), **values) -> Explanation:
     """Evaluate one configuration of a model (a `ModelSpec`, or anything `catalog.model`
-    takes). `values` are vocabulary keys with user-facing values."""
+    takes). `values` are vocabulary keys with user-facing values; `assumed` names those the
+    user did not give. When it does not fit, the nearest configurations that do."""
     spec = model if isinstance(model, ModelSpec) else catalog.model(model)
     gpu = catalog.gpu(gpu_name)
     values.setdefault("gpus_per_node", gpu.devices_per_node)
@@ -91,7 +108,8 @@ def explain(model: str | ModelSpec, gpu_name: str, **values) -> Explanation:
     reasons = validity.describe(result.invalid)
     if reasons:
         raise SweepError(_invalid_message(spec, cfg, reasons))
-    return Explanation(model=spec, gpu=gpu, cfg=cfg, result=result)
+    suggestions = () if result.fits else tuple(nearest(arch, cfg, hw))
+    return Explanation(spec, gpu, cfg, result, tuple(assumed), suggestions)
 
 
 def _invalid_message(spec: ModelSpec, cfg: TrainConfig, reasons) -> str:
@@ -111,28 +129,52 @@ def _invalid_message(spec: ModelSpec, cfg: TrainConfig, reasons) -> str:
     return "\n".join(lines)
 
 
+TRAINING_ONLY = ("master_weights", "gradients", "optimizer_states", "buffers")
+INFERENCE_FORMULAS = {
+    "weights": "w·P: every weight of the shard (memory/model_states.py)",
+    "activations": "one token's decode workspace (memory/inference.py)",
+    "logits": "the next token's logits, fp32 (memory/inference.py)",
+}
+# Assumptions worth stating when the user left them at their defaults, per mode.
+TRAINING_ASSUMPTIONS = ("seq_len", "micro_batch", "grad_accum", "framework", "zero_stage",
+                        "precision", "optimizer", "recompute", "offload", "finetune",
+                        "flash_attention", "fused_cross_entropy", "fragmentation", "mode")
+INFERENCE_ASSUMPTIONS = ("seq_len", "micro_batch", "precision", "kv_cache_dtype",
+                         "flash_attention", "fragmentation", "mode")
+
+
 def format_table(ex: Explanation) -> str:
-    """Component, bytes, GiB, share of the total and formula source, then the verdict."""
+    """Header, the values assumed, component, bytes, GiB, share of the total and formula
+    source, then the verdict (and the nearest configurations that fit, when it does not)."""
     r = ex.result
     total = r.per_gpu_total_bytes
     formulas, source = FORMULAS[int(ex.cfg.framework)]
     formula_of = dict(zip(MODEL_STATE_COMPONENTS, formulas, strict=True))
     shown = ex.cfg.to_names()
+    inference = shown["mode"] == "inference"
     header = (
         f"{ex.model.display_name} on {ex.gpu.display_name}: n_gpus={shown['n_gpus']:g} "
         f"(tp={shown['tp']:g} pp={shown['pp']:g} cp={shown['cp']:g} ep={shown['ep']:g}), "
-        f"{shown['framework']} zero_stage={shown['zero_stage']:g}, {shown['precision']}, "
-        f"{shown['optimizer']}, offload={shown['offload']}, finetune={shown['finetune']}"
+        + (f"inference, micro_batch={shown['micro_batch']:g} seq_len={shown['seq_len']:g}, "
+           f"{shown['precision']}, kv_cache {shown['kv_cache_dtype']}" if inference else
+           f"{shown['framework']} zero_stage={shown['zero_stage']:g}, {shown['precision']}, "
+           f"{shown['optimizer']}, offload={shown['offload']}, finetune={shown['finetune']}")
     )
-    params = (
-        f"params: total {r.params_total:,.0f}, trainable {r.params_trainable:,.0f}, "
-        f"on this GPU {r.params_per_gpu:,.0f} ({'last' if r.stage else 'first'} pipeline stage)"
-    )
+    listed = INFERENCE_ASSUMPTIONS if inference else TRAINING_ASSUMPTIONS
+    assumed = describe_changes({k: shown[k] for k in listed if k in ex.assumed})
+    stage = {0: "first", 1: "last", 2: "second"}[int(r.stage)]
+    trainable = "" if inference else f"trainable {r.params_trainable:,.0f}, "
+    params = (f"params: total {r.params_total:,.0f}, {trainable}on this GPU "
+              f"{r.params_per_gpu:,.0f} ({stage} pipeline stage)")
     rows = [("component", "bytes", "GiB", "share", "formula")]
     for k in GPU_COMPONENTS:
+        if inference and k in TRAINING_ONLY:
+            continue
         value = getattr(r, k)
         share = f"{value / total:6.1%}" if total else "-"
         formula = formula_of.get(k) or RUNTIME_FORMULAS[k]
+        if inference and k in INFERENCE_FORMULAS:
+            formula = INFERENCE_FORMULAS[k]
         rows.append((k, f"{value:,.0f}", f"{value / GIB:.2f}", share, formula))
     allocated = total - r.overhead
     rows.append(("peak allocated", f"{allocated:,.0f}", f"{allocated / GIB:.2f}",
@@ -140,15 +182,21 @@ def format_table(ex: Explanation) -> str:
     rows.append(("total per GPU", f"{total:,.0f}", f"{total / GIB:.2f}", "100.0%",
                  "estimated reserved: allocated + overhead"))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines = [header, params, ""]
+    lines = [header]
+    if assumed:
+        lines.append("assumed (not given): " + assumed)
+    lines += [params, ""]
     for row in rows:
         cells = [row[0].ljust(widths[0])] + [row[i].rjust(widths[i]) for i in (1, 2, 3)]
         lines.append("  ".join(cells + [row[4]]).rstrip())
     capacity = r.gpu_capacity_bytes
     offloaded = f"; offload={shown['offload']} moves states off the GPU" if ex.cfg.offload else ""
+    lines.append("")
+    if not inference:
+        lines.append(f"model states: {source}; sweep/memory/model_states.py{offloaded}")
+        phase = "the start of backward" if r.phase == 0 else "the end of backward / step"
+        lines.append(f"peak: {phase}, on the {stage} pipeline stage")
     lines += [
-        "",
-        f"model states: {source}; sweep/memory/model_states.py{offloaded}",
         f"GPU capacity: {capacity / GIB:.2f} GiB ({ex.gpu.memory_bytes / GIB:.2f} GiB x usable "
         f"fraction {ex.gpu.usable_fraction}); headroom {(capacity - total) / GIB:.2f} GiB",
         f"host RAM per node: {r.host_bytes_per_node / GIB:.2f} GiB needed of "
@@ -157,22 +205,35 @@ def format_table(ex: Explanation) -> str:
            if r.nvme_bytes_per_node else ""),
         f"fits: {'yes' if r.fits else 'NO'}",
     ]
+    if not r.fits:
+        lines.append("nearest configurations that fit (fewest changes first):" if ex.nearest
+                     else "nothing within two changes (GPUs x2-x16, ZeRO, recompute, offload, "
+                          "tp/pp/cp, micro-batch, fused loss) fits")
+        for suggestion in ex.nearest:
+            lines.append(f"  {describe_changes(suggestion.changes):<46} "
+                         f"{suggestion.per_gpu_total_bytes / GIB:7.2f} GiB of "
+                         f"{suggestion.gpu_capacity_bytes / GIB:.2f}")
     return "\n".join(lines)
+
+
+def comparisons(ex: Explanation):
+    """Megatron-LM's and DeepSpeed's estimates for the configuration (`sweep.compare`)."""
+    from sweep.compare import compare
+
+    return compare(_as_numpy(ex.model.arch), _as_numpy(ex.cfg))
 
 
 def format_comparison(ex: Explanation) -> str:
     """Ours beside Megatron-LM's and DeepSpeed's estimators for the same configuration."""
-    from sweep.compare import compare
-
     r = ex.result
     ours_states = sum(getattr(r, k) for k in MODEL_STATE_COMPONENTS)
     ours_rest = r.per_gpu_total_bytes - ours_states
-    others = compare(_as_numpy(ex.model.arch), _as_numpy(ex.cfg))
-    lines = ["", "compared with (GiB per GPU):",
-             f"  {'':10} {'model states':>12} {'activations':>12} {'total':>9}"]
+    lines = ["", "", "compared with (GiB per GPU; model states = weights, master weights, "
+                 "gradients, optimizer states; the rest = everything else it counts):",
+             f"  {'':10} {'model states':>12} {'the rest':>12} {'total':>9}  what it counts"]
     lines.append(f"  {'ours':10} {ours_states / GIB:12.2f} {ours_rest / GIB:12.2f} "
                  f"{r.per_gpu_total_bytes / GIB:9.2f}  activations, logits, buffers, overhead")
-    for c in others:
+    for c in comparisons(ex):
         lines.append(f"  {c.name:10} {c.model_state_bytes / GIB:12.2f} "
                      f"{c.activation_bytes / GIB:12.2f} {c.total_bytes / GIB:9.2f}  {c.note}")
     return "\n".join(lines)
@@ -184,5 +245,5 @@ def _as_numpy(tree):
 
 def render(ex: Explanation, *, as_json: bool, compare: bool = False) -> str:
     if as_json:
-        return json.dumps(ex.to_json(), indent=2)
+        return json.dumps(ex.to_json(compare), indent=2)
     return format_table(ex) + (format_comparison(ex) if compare else "")

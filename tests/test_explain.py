@@ -24,7 +24,9 @@ def test_done_when_command(capsys):
     """The issue's acceptance command: Llama-3.1-70B on 64 H100s with ZeRO-3 (generic)."""
     out = run_json(capsys, "--model", "llama-3.1-70b", "--gpu", "h100-sxm-80gb",
                    "--n-gpus", "64", "--zero-stage", "3")
-    assert set(out) == {"model", "gpu", "configuration", *(q.name for q in QUANTITIES), "fits"}
+    assert set(out) == {"model", "gpu", "configuration", "assumed", *(q.name for q in QUANTITIES),
+                        "fits", "nearest"}
+    assert "seq_len" in out["assumed"] and "n_gpus" not in out["assumed"]
     assert out["configuration"]["n_gpus"] == 64 and out["configuration"]["zero_stage"] == 3
     assert (out["params"], out["params_trainable"], out["params_per_gpu"]) == (LLAMA_70B,) * 3
     # ZeRO-3 (P_os+g+p), bf16-mixed AdamW: 2 + 4 + 2 + 8 bytes per parameter, each over 64,
@@ -115,3 +117,45 @@ def test_script_entry_point():
     out = json.loads(done.stdout)
     assert out["params"] == 7_241_732_096 and out["fits"] is True
     assert out["params_trainable"] < 0.01 * out["params"]
+
+
+def test_nearest_configurations_fit_and_change_least(capsys):
+    """What does not fit comes with what would: each suggestion, explained on its own, fits;
+    single changes come before pairs; --check exits 1 for scripts."""
+    flags = ["--model", "llama-3.1-70b", "--gpu", "h100-sxm-80gb", "--n-gpus", "64",
+             "--zero-stage", "3"]
+    out = run_json(capsys, *flags)
+    assert out["fits"] is False and out["nearest"]
+    sizes = [len(s["changes"]) for s in out["nearest"]]
+    assert sizes == sorted(sizes)
+    for suggestion in out["nearest"]:
+        changed = [f"--{k.replace('_', '-')}" if v is True else None
+                   for k, v in suggestion["changes"].items()]
+        extra = []
+        for (key, value), flag in zip(suggestion["changes"].items(), changed, strict=True):
+            extra += [flag] if flag else [f"--{key.replace('_', '-')}", str(value)]
+        again = run_json(capsys, *flags, *extra)
+        assert again["fits"] is True
+        assert again["per_gpu_total_bytes"] == suggestion["per_gpu_total_bytes"]
+    assert main(["explain", *flags, "--check"]) == 1
+    assert main(["explain", *flags, "--n-gpus", "512", "--recompute", "full", "--check"]) == 0
+
+
+def test_compare_with_json(capsys):
+    out = run_json(capsys, "--model", "llama-2-7b", "--gpu", "a100-80gb", "--framework",
+                   "megatron", "--zero-stage", "1", "--compare")
+    names = [c["estimator"] for c in out["compare"]]
+    assert names == ["megatron", "deepspeed"]
+    for c in out["compare"]:
+        assert c["total_bytes"] == c["model_state_bytes"] + c["activation_bytes"]
+        assert c["what_it_counts"]
+
+
+def test_table_states_assumptions_and_inference_terms_only(capsys):
+    assert main(["explain", "--model", "llama-3.1-8b", "--gpu", "a100-80gb", "--mode",
+                 "inference", "--micro-batch", "8"]) == 0
+    text = capsys.readouterr().out
+    assert "assumed (not given): seq_len 4096" in text and "kv_cache_dtype bf16" in text
+    for training_only in ("master_weights", "gradients", "optimizer_states"):
+        assert training_only not in text
+    assert "kv_cache" in text and "fits: yes" in text
