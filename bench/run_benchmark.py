@@ -114,7 +114,7 @@ def loop_part(grid_path: str, k: int) -> dict:
         coords = {name: int(i) for name, i in decode(layout, np.array(index)).items()}
         arch, cfg, hw = flat_inputs(tables, layout, coords)
         arch, cfg, hw = jax.tree_util.tree_map(float, (arch, cfg, hw))
-        cfg, allowed = constrain(grid, cfg)
+        cfg, allowed = constrain(grid, cfg, hw)
         bool(allowed and estimate(arch, cfg, hw).fits)
     seconds = time.perf_counter() - start
     return {"configurations": len(flat), "seconds": seconds, "rate": len(flat) / seconds,

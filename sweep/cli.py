@@ -12,7 +12,7 @@ from sweep.errors import SweepError
 
 DEFAULT_GRID = "grids/default.toml"
 LARGEST_GRID = "grids/largest_model.toml"
-COMMANDS = ("run", "explain", "largest", "fewest", "report", "validate")
+COMMANDS = ("run", "explain", "largest", "fewest", "report", "validate", "grids")
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -49,10 +49,42 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
                 help=f"{doc} (default {kind_type(f.default):g})")
 
 
+def _add_strategy_flags(parser: argparse.ArgumentParser, defaults: str) -> None:
+    """What `largest` and `fewest` may choose from. GPUs take the frameworks given, TPUs the
+    generic accounting (the frameworks that exist on each)."""
+    group = parser.add_argument_group("strategies tried", f"default: {defaults}; offload off")
+    group.add_argument("--finetune", choices=vocab.FINETUNES, help="full, lora or qlora")
+    group.add_argument("--precision", choices=vocab.PRECISIONS)
+    group.add_argument("--frameworks", nargs="+", choices=vocab.FRAMEWORKS[1:],
+                       help="frameworks for GPUs (TPUs use the generic accounting)")
+    group.add_argument("--recompute", nargs="+", choices=vocab.RECOMPUTES,
+                       help="the recompute modes allowed")
+    group.add_argument("--offload", action="store_true",
+                       help="also try ZeRO optimizer offload to host RAM")
+
+
+def _strategy_axes(args) -> dict:
+    """The axes `--finetune` ... `--offload` set (None: keep the grid's)."""
+    axes = {}
+    if args.finetune:
+        axes["finetune"] = [args.finetune]
+    if args.precision:
+        axes["precision"] = [args.precision]
+    if args.frameworks:
+        axes["framework"] = [*args.frameworks, "generic"]
+    if args.recompute:
+        axes["recompute"] = list(args.recompute)
+    if args.offload:
+        axes["offload"] = ["none", "optimizer"]
+    return axes
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="run_sweep.py",
-        description="GPU memory of LLM training, per component and per configuration.",
+        prog="llm-memory-sweep",
+        description="GPU memory of LLM training, per component and per configuration. "
+                    "Without a command, runs a grid: `llm-memory-sweep [GRID]` "
+                    f"(default {DEFAULT_GRID}).",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="sweep a grid file (the default command)")
@@ -87,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     big.add_argument("--out", help="output directory (default: the grid's [output] dir)")
     big.add_argument("--force", action="store_true",
                      help="replace the output of a different grid (only files this tool wrote)")
+    _add_strategy_flags(big, "the grid's")
     few = commands.add_parser(
         "fewest", help="the fewest GPUs of each type that train a model at a context length")
     few.add_argument("--model", required=True, help="catalog name or config.json path")
@@ -94,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     few.add_argument("--gpu", nargs="+", help="GPU catalog names (default: all)")
     few.add_argument("--out", help="output directory (default: outputs/fewest-<model>-<seq>)")
     few.add_argument("--force", action="store_true")
+    _add_strategy_flags(few, "full, bf16-mixed, megatron deepspeed fsdp, every recompute mode")
+    commands.add_parser("grids", help="the grids that ship with the package (run any of them "
+                                      "by name: `llm-memory-sweep capacity_planning`)")
     rep = commands.add_parser("report", help="HTML page and PNGs from a run's outputs")
     rep.add_argument("run", help="an output directory, e.g. outputs/largest_model")
     validate = commands.add_parser(
@@ -137,44 +173,43 @@ def _explicit_keys(argv: list[str]) -> set[str]:
 
 
 def _largest(args) -> None:
-
-    import polars as pl
-
     from sweep import sink
-    from sweep.grid import load
+    from sweep.grid import load, with_axes
     from sweep.largest import largest
     from sweep.outdir import OutputDir
+    from sweep.report_text import human
 
     grid = load(args.grid)
+    changes = _strategy_axes(args)
+    if changes:
+        grid = with_axes(grid, **changes)
     out = OutputDir(args.out or grid.output_dir)
-    frame = largest(grid)
+    frame = largest(grid, progress=True)
     with out.lock():
         out.claim(grid.hash, grid.name, force=args.force, what="largest")
         sink.write_partitioned(out, "largest", frame, "gpu", sink.metadata(grid))
-    shown = ["gpu", "nodes", "n_gpus", "params_B", "hidden_size", "num_layers", "framework",
-             "zero_stage", "tp", "pp", "recompute", "offload", "grad_accum",
-             "per_gpu_total_gib"]
     if len(frame):
-        table = frame.with_columns((pl.col("params") / 1e9).alias("params_B"))
-        with pl.Config(tbl_rows=500, tbl_cols=20, tbl_width_chars=200,
-                       tbl_hide_dataframe_shape=True, float_precision=1):
-            print(table.select([c for c in shown if c in table.columns]))
+        print(human(frame, ["gpu", "nodes", "n_gpus", "params", "hidden_size", "num_layers",
+                            "framework", "finetune", "zero_stage", "tp", "pp", "recompute",
+                            "offload", "grad_accum", "per_gpu_total_bytes"]))
+    else:
+        print("no model of the family fits within the grid")
     print(f"output: {out.root / 'largest'}/ (partitioned by gpu)")
 
 
 def _fewest(args) -> None:
-    import polars as pl
-
     from sweep.fewest import fewest, fewest_grid
+    from sweep.report_text import human
 
-    grid = fewest_grid(args.model, args.seq_len, args.gpu, out=args.out)
-    frame = fewest(grid, force=args.force)
-    shown = ["gpu", "n_gpus", "nodes", "framework", "zero_stage", "tp", "pp", "cp",
-             "recompute", "offload", "per_gpu_total_gib"]
-    with pl.Config(tbl_rows=100, tbl_cols=20, tbl_width_chars=200,
-                   tbl_hide_dataframe_shape=True, float_precision=2):
-        print(frame.select([c for c in shown if c in frame.columns]) if len(frame)
-              else "no GPU type can train it within the grid")
+    options = {k: v for k, v in (("finetune", args.finetune), ("precision", args.precision),
+                                 ("frameworks", args.frameworks),
+                                 ("recompute", args.recompute)) if v}
+    grid = fewest_grid(args.model, args.seq_len, args.gpu, out=args.out, offload=args.offload,
+                       **options)
+    frame = fewest(grid, force=args.force, progress=True)
+    print(human(frame, ["gpu", "n_gpus", "nodes", "framework", "zero_stage", "tp", "pp", "cp",
+                        "recompute", "offload", "per_gpu_total_bytes"]) if len(frame)
+          else "no GPU type can train it within the grid")
     missing = sorted(set(g.name for g in grid.gpus) - set(frame["gpu"] if len(frame) else []))
     if missing:
         print(f"cannot train it (up to {int(max(grid.axis('n_gpus').values))} GPUs): "
@@ -248,9 +283,22 @@ def _run(args) -> None:
         print(report_text.summary(grid, manifest))
 
 
+def _grids() -> None:
+    """Name, configurations and description of every shipped grid."""
+    from sweep.grid import load, shipped_grids
+
+    rows = []
+    for name, path in shipped_grids().items():
+        grid = load(path)
+        rows.append((name, f"{grid.size:.3g}", grid.description))
+    width = max(len(r[0]) for r in rows)
+    for name, size, description in rows:
+        print(f"{name:<{width}}  {size:>8}  {description}")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in COMMANDS and not argv[0].startswith("-h"):
+    if not argv or argv[0] not in COMMANDS and argv[0] not in ("-h", "--help"):
         argv.insert(0, "run")  # `run_sweep.py [grid.toml]` runs a grid
     args = build_parser().parse_args(argv)
     try:
@@ -277,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
             _largest(args)
         elif args.command == "fewest":
             _fewest(args)
+        elif args.command == "grids":
+            _grids()
         elif args.command == "report":
             from sweep.report import write_report
 
@@ -291,3 +341,20 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 130
     return 0
+
+
+def entry() -> None:
+    """The console script and `run_sweep.py`: XLA's CPU flags, then `main`, quiet on a closed
+    pipe (`... | head`)."""
+    import os
+
+    # 512-bit vectors where the CPU has them (AVX-512): the sweep kernel ran 12% faster on
+    # this project's machines; XLA reads the flag when its backend starts.
+    if "xla_cpu_prefer_vector_width" not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                                   + " --xla_cpu_prefer_vector_width=512").strip()
+    try:
+        sys.exit(main())
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)

@@ -16,8 +16,9 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from sweep import xp
-from sweep.config import Hardware, TrainConfig
+from sweep.config import GPU_PLATFORM, Hardware, TrainConfig
 from sweep.grid import Grid, stacked_architectures
+from sweep.memory.model_states import GENERIC
 from sweep.model import Architecture
 
 CONFIG_FIELDS = tuple(f.name for f in fields(TrainConfig))
@@ -181,29 +182,32 @@ def decode(layout: Layout, flat: np.ndarray) -> dict[str, np.ndarray]:
     return dict(zip(layout.names, coords, strict=True))
 
 
-def layout_constraints(grid: Grid, cfg: TrainConfig):
-    """The grid's constraints on the parallel layout: tp_within_node (tp <= gpus_per_node)
-    and whole_nodes (n_gpus a multiple of gpus_per_node)."""
+def layout_constraints(grid: Grid, cfg: TrainConfig, hw: Hardware):
+    """The grid's constraints: tp_within_node (tp <= gpus_per_node), whole_nodes (n_gpus a
+    multiple of gpus_per_node) and native_frameworks (GPUs run DeepSpeed, Megatron-LM or
+    FSDP2, not the generic accounting; TPUs only the generic one, as validity requires)."""
     ok = True
     if grid.tp_within_node:
         ok = ok & (cfg.tp <= cfg.gpus_per_node)
     if grid.whole_nodes:
         ok = ok & xp.divides(cfg.gpus_per_node, cfg.n_gpus)
+    if grid.native_frameworks:
+        ok = ok & ((hw.platform != GPU_PLATFORM) | (cfg.framework != GENERIC))
     return ok
 
 
 def global_batch_split(grid: Grid, cfg: TrainConfig):
     """With a fixed global batch of G tokens, grad_accum = per_replica/replicas:
-    per_replica = G/(micro_batch·seq_len) micro-batches, replicas = n/(tp·pp·cp)."""
+    per_replica = G/(micro_batch·seq_len) micro-batches, replicas = D = n/(tp·pp·cp)."""
     return (grid.global_batch_tokens / (cfg.micro_batch * cfg.seq_len),
             cfg.n_gpus / (cfg.tp * cfg.pp * cfg.cp))
 
 
-def constrain(grid: Grid, cfg: TrainConfig):
+def constrain(grid: Grid, cfg: TrainConfig, hw: Hardware):
     """Apply the grid's constraints: (cfg with derived grad_accum, constraint mask):
     `layout_constraints`, and with global_batch_tokens grad_accum from `global_batch_split`,
     a whole number >= 1."""
-    ok = layout_constraints(grid, cfg)
+    ok = layout_constraints(grid, cfg, hw)
     if grid.global_batch_tokens:
         per_replica, replicas = global_batch_split(grid, cfg)
         accum = per_replica / replicas

@@ -14,7 +14,9 @@ zero_stage = [1, 2, 3]
 [constraints]
 tp_within_node = true                  # tp <= gpus_per_node (default true)
 whole_nodes = false                    # n_gpus a multiple of gpus_per_node
-global_batch_tokens = 4194304          # grad_accum = tokens/(micro_batch·seq_len·d), whole
+global_batch_tokens = 4194304          # grad_accum = tokens/(micro_batch·seq_len·D), whole
+native_frameworks = false              # each accelerator with its own software: GPUs with
+                                       # DeepSpeed/Megatron/FSDP, TPUs with generic (XLA)
 [frontier]
 group_by = ["gpu"]
 objectives = ["-n_gpus", "+params", "+seq_len", "+tokens_per_gpu"]
@@ -54,7 +56,7 @@ AXIS_ORDER = AXIS_KEYS
 DERIVED_OBJECTIVES = OBJECTIVES  # computed per configuration (sweep/outputs.py)
 DEFAULT_OBJECTIVES = ("-n_gpus", "+params", "+seq_len", "+tokens_per_gpu")
 TOP_LEVEL = ("name", "description", "axes", "constraints", "frontier", "output")
-CONSTRAINT_KEYS = ("tp_within_node", "whole_nodes", "global_batch_tokens")
+CONSTRAINT_KEYS = ("tp_within_node", "whole_nodes", "global_batch_tokens", "native_frameworks")
 FRONTIER_KEYS = ("group_by", "objectives")
 OUTPUT_KEYS = ("dir", "feasible_dump", "chunk_size")
 DEFAULT_CHUNK_SIZE = 1 << 24
@@ -92,6 +94,7 @@ class Grid:
     gpus: tuple[GpuSpec, ...]
     tp_within_node: bool = True
     whole_nodes: bool = False
+    native_frameworks: bool = False
     global_batch_tokens: float = 0.0
     group_by: tuple[str, ...] = ("gpu",)
     objectives: tuple[Objective, ...] = ()
@@ -328,7 +331,7 @@ def parse(text: str, path: str = "<grid>") -> Grid:
 
     constraints = raw.get("constraints", {})
     _check_keys(where, constraints, CONSTRAINT_KEYS, "constraints.")
-    for key in ("tp_within_node", "whole_nodes"):
+    for key in ("tp_within_node", "whole_nodes", "native_frameworks"):
         if key in constraints and not isinstance(constraints[key], bool):
             where.fail(f"constraints.{key}", f"must be true or false, got {constraints[key]!r}")
     tokens = constraints.get("global_batch_tokens", 0)
@@ -366,6 +369,7 @@ def parse(text: str, path: str = "<grid>") -> Grid:
         name=name, path=path, text=text, axes=tuple(axes), models=models, gpus=gpus,
         tp_within_node=constraints.get("tp_within_node", True),
         whole_nodes=constraints.get("whole_nodes", False), global_batch_tokens=float(tokens),
+        native_frameworks=constraints.get("native_frameworks", False),
         group_by=tuple(group_by), objectives=objectives, output_dir=out_dir,
         feasible_dump=dump, chunk_size=chunk,
         gpus_per_node_from_gpu="gpus_per_node" not in axes_raw,
@@ -393,12 +397,61 @@ def _check_satisfiable(where: _Where, grid: Grid) -> None:
         where.fail("constraints.whole_nodes", f"no n_gpus fills a node of {min(gpn):g} GPUs")
 
 
-def load(path: str | Path) -> Grid:
+def with_axes(grid: Grid, **specs) -> Grid:
+    """The grid with the named axes replaced (each spec as a grid file writes it: a list of
+    names or numbers), checked as a grid file's axes are; the text records the change, so
+    that the output directory knows it is another grid."""
+    import dataclasses
+
+    where = _Where(f"{grid.path} (command-line options)")
+    replaced = {name: _axis(where, name, spec) for name, spec in specs.items()
+                if name not in ("model", "gpu")}
+    axes = tuple(replaced.get(a.name, a) for a in grid.axes)
+    gpus = grid.gpus
+    if "gpu" in specs:
+        names = set(specs["gpu"])
+        gpus = tuple(g for g in grid.gpus if g.name in names)
+        keep = [i for i, g in enumerate(grid.gpus) if g.name in names]
+        gpu_axis = Axis("gpu", np.arange(len(keep), dtype=float),
+                        tuple(grid.gpus[i].name for i in keep))
+        axes = tuple(gpu_axis if a.name == "gpu" else a for a in axes)
+    note = "\n".join(f"# option: {name} = {spec!r}" for name, spec in specs.items())
+    return dataclasses.replace(grid, axes=axes, gpus=gpus, text=grid.text + "\n" + note + "\n")
+
+
+def shipped_grids() -> dict[str, Path]:
+    """The grids that ship with the package, by name: `grids/` of the repository, installed
+    as the package data `sweep.grids`, so that `grids/default.toml` works from any directory."""
+    try:
+        from importlib.resources import files
+
+        folder = Path(str(files("sweep.grids")))
+    except ModuleNotFoundError:  # running from a source tree: the repository's grids/
+        folder = Path(__file__).resolve().parents[1] / "grids"
+    return {p.stem: p for p in sorted(folder.glob("*.toml"))}
+
+
+def resolve(path: str | Path) -> Path:
+    """`path` if it exists, else the shipped grid it names (`default`, `default.toml` or
+    `grids/default.toml`); SweepError listing the shipped grids otherwise."""
     path = Path(path)
+    if path.exists():
+        return path
+    shipped = shipped_grids()
+    name = path.stem if path.suffix == ".toml" else path.name
+    if name in shipped and (len(path.parts) == 1 or path.parent.name == "grids"):
+        return shipped[name]
+    hint = vocab.did_you_mean(name, list(shipped))
+    raise SweepError(f"{path}: no such grid file. Shipped grids: {', '.join(shipped)} "
+                     f"(`llm-memory-sweep grids` lists them).{hint}")
+
+
+def load(path: str | Path) -> Grid:
+    path = resolve(path)
     try:
         text = path.read_text("utf-8")
-    except FileNotFoundError:
-        raise SweepError(f"{path}: no such grid file.") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise SweepError(f"{path}: cannot read the grid file ({err}).") from None
     return parse(text, str(path))
 
 

@@ -61,7 +61,8 @@ def _with_width_dim(tree):
 
 
 def depth_kernel(grid: Grid, layout: Layout):
-    """jit: outer index -> blocks per stage k (W x inner) of the deepest model that fits."""
+    """jit: outer index -> blocks per stage (`k`, of shape widths x inner) of the deepest
+    model that fits."""
     tables = Tables(grid)
     arrays = tables.swept_arrays(layout)
     n_inner = len(layout.inner_shape)
@@ -74,7 +75,7 @@ def depth_kernel(grid: Grid, layout: Layout):
         _, cfg, hw = broadcast_inputs(tables, layout, outer_index, arrays, jnp)
         cfg, hw = _with_width_dim(cfg), _with_width_dim(hw)
         arch = families.llama3_architecture(widths, k * cfg.pp)
-        cfg, allowed = constrain(grid, cfg)
+        cfg, allowed = constrain(grid, cfg, hw)
         return jnp.broadcast_to(allowed & estimate(arch, cfg, hw).fits & (k >= 1), shape)
 
     def kernel(outer_index, arrays):
@@ -96,15 +97,19 @@ def depth_kernel(grid: Grid, layout: Layout):
     return lambda outer_index: np.asarray(jitted(jnp.asarray(outer_index, jnp.int32), arrays))
 
 
-def largest(grid: Grid) -> pl.DataFrame:
+def largest(grid: Grid, progress: bool = False) -> pl.DataFrame:
     """One row per (gpu, n_gpus): the largest model that fits and the strategy that does it."""
+    from sweep.engine.orchestrate import progress_bar
+
     grid = strategy_grid(grid)
     layout = Layout.with_outer(grid, ("gpu",))
     tables = Tables(grid)
     depth = depth_kernel(grid, layout)
     rows = []
     n_gpus_dim = layout.inner_names.index("n_gpus") if "n_gpus" in layout.inner_names else None
+    bar = progress_bar(layout.n_chunks, 0, progress, "node types")
     for chunk in range(layout.n_chunks):
+        bar.update(1 if chunk else 0)
         outer_index = layout.outer_index(chunk)
         k = depth(np.array(outer_index, np.int32)).astype(np.float64)
         pp = np.broadcast_to(_axis_values(grid, layout, "pp"), k.shape)
@@ -123,6 +128,8 @@ def largest(grid: Grid) -> pl.DataFrame:
                 full_index[1 + n_gpus_dim] = g
             rows.append(_row(grid, layout, tables, outer_index, tuple(full_index),
                              float(width[tuple(full_index)]), float(layers[tuple(full_index)])))
+    bar.update(1)
+    bar.close()
     return pl.concat(rows) if rows else pl.DataFrame()
 
 

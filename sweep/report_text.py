@@ -1,48 +1,92 @@
-"""What `run_sweep.py` prints when a sweep ends: top frontier points per group, where the
-files are, and how to open them."""
+"""What the commands print: the sweep's summary (frontier points per group, where the time
+went, the top points per group in human units, how to open the files) and tables in human
+units for `largest` and `fewest`."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import polars as pl
 
+from sweep import units
 from sweep.grid import Grid
 
 TOP = 5
-GIB = 2**30
+# How each column prints; columns not named here print as they are.
+HUMAN = {
+    "params": units.params, "params_per_gpu": units.params, "params_trainable": units.params,
+    "seq_len": units.tokens, "tokens_per_gpu": units.tokens, "micro_batch": units.count,
+    "n_gpus": units.count, "nodes": units.count, "tp": units.count, "pp": units.count,
+    "cp": units.count, "ep": units.count, "vpp": units.count, "zero_stage": units.count,
+    "grad_accum": units.count, "hidden_size": units.count, "num_layers": units.count,
+    "lora_rank": units.count,
+    "per_gpu_total_bytes": units.bytes_, "headroom_bytes": units.bytes_,
+    "host_bytes_per_node": units.bytes_,
+}
+
+
+def human(frame: pl.DataFrame, columns: list[str]) -> str:
+    """`columns` of `frame` as an aligned text table in human units."""
+    columns = [c for c in columns if c in frame.columns]
+    rows = [columns]
+    for row in frame.select(columns).iter_rows(named=True):
+        rows.append([HUMAN[c](row[c]) if c in HUMAN and row[c] is not None else str(row[c])
+                     for c in columns])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(columns))]
+    return "\n".join("  ".join(cell.rjust(w) if i else cell.ljust(w)
+                               for i, (cell, w) in enumerate(zip(r, widths, strict=True)))
+                     for r in rows)
+
+
+def reading_hint(path: str) -> list[str]:
+    """How to open the output with what the install brings (polars; DuckDB when present)."""
+    lines = [f"python -c \"import polars as pl; print(pl.read_parquet('{path}', "
+             "hive_partitioning=True))\""]
+    if importlib.util.find_spec("duckdb"):
+        lines.append(f"python -c \"import duckdb; print(duckdb.sql(\\\"SELECT * FROM "
+                     f"read_parquet('{path}/*/*.parquet', hive_partitioning = true) "
+                     "LIMIT 20\\\"))\"")
+    return lines
 
 
 def summary(grid: Grid, manifest: dict) -> str:
     if not manifest.get("complete", True):
-        return f"stopped after {manifest['chunks_done']} of {manifest['chunks']} chunks"
+        return (f"stopped after {manifest['chunks_done']} of {manifest['chunks']} chunks; "
+                "the same command resumes")
     out = Path(grid.output_dir)
-    lines = [
-        f"{manifest['configurations']:,} configurations, {manifest['feasible']:,} fit; "
-        f"{manifest['frontier_points']} frontier points "
-        f"({', '.join(manifest['objectives'])}) per {', '.join(manifest['group_by'])}",
-    ]
+    frontier = out / "frontier"
+    frame = pl.read_parquet(frontier, hive_partitioning=True) if frontier.exists() else None
+    group = list(grid.group_by)
+    lines = [f"{manifest['configurations']:,} configurations, {manifest['feasible']:,} fit; "
+             f"{manifest['frontier_points']} frontier points "
+             f"({', '.join(manifest['objectives'])})"]
+    if group and frame is not None and len(frame):
+        counts = frame.group_by(group, maintain_order=True).len()
+        per = ", ".join(f"{' '.join(map(str, r[:-1]))} {r[-1]}" for r in counts.iter_rows())
+        lines.append(f"frontier points per {', '.join(group)}: {per}")
     timing = manifest.get("timing")
     if timing:
-        lines.append(f"{timing['seconds']:.1f} s ({timing['compile_seconds']:.1f} s compiling), "
-                     f"{timing['configurations_per_second']:,.3g} configurations/s")
-    frontier = out / "frontier"
-    if frontier.exists():
-        frame = pl.read_parquet(frontier, hive_partitioning=True)
-        shown = [c for c in ("gpu", "model", "n_gpus", "seq_len", "tp", "pp", "zero_stage",
-                             "micro_batch", "recompute", "offload", "tokens_per_gpu")
-                 if c in frame.columns]
-        with pl.Config(tbl_rows=TOP * 20, tbl_cols=20, tbl_width_chars=160,
-                       tbl_hide_dataframe_shape=True):
-            top = (frame.with_columns((pl.col("per_gpu_total_bytes") / GIB).round(1)
-                                      .alias("GiB"))
-                   .group_by(grid.group_by[0], maintain_order=True).head(TOP))
-            lines += ["", f"top {TOP} frontier points per {grid.group_by[0]}:",
-                      str(top.select(shown + ["GiB"]))]
-    lines += [
-        "",
-        f"output: {out}/ (frontier/, summary.parquet, manifest.json)",
-        f"duckdb -c \"SELECT * FROM read_parquet('{out}/frontier/*/*.parquet', "
-        "hive_partitioning = true) LIMIT 20\"",
-    ]
+        compute = timing["compute_seconds"]
+        lines.append(f"{timing['seconds']:.1f} s: {timing['compile_seconds']:.1f} s "
+                     f"{'loading the cached kernel' if timing.get('cached') else 'compiling'}, "
+                     f"{compute:.1f} s computing {timing['configurations']:,} configurations "
+                     f"({timing['configurations_per_second']:,.3g}/s)")
+        if timing.get("resumed_chunks"):
+            lines.append(f"resumed: {timing['resumed_chunks']} of {manifest['chunks']} chunks "
+                         "came from the interrupted run's saved state")
+    elif manifest:
+        lines.append("nothing to compute: every chunk was already done (results rewritten "
+                     "from the saved state)")
+    if frame is not None and len(frame):
+        shown = ["model", "n_gpus", "seq_len", "tp", "pp", "cp", "zero_stage", "micro_batch",
+                 "recompute", "offload", "tokens_per_gpu", "per_gpu_total_bytes"]
+        if group:
+            top = frame.group_by(group, maintain_order=True).head(TOP)
+            lines += ["", f"top {TOP} frontier points per {', '.join(group)}:",
+                      human(top, [*group, *(c for c in shown if c not in group)])]
+        else:
+            lines += ["", f"top {TOP} frontier points:", human(frame.head(TOP), shown)]
+    lines += ["", f"output: {out}/ (frontier/, summary.parquet, manifest.json)",
+              *reading_hint(str(frontier))]
     return "\n".join(lines)

@@ -68,7 +68,9 @@ def reference(grid):
         "headroom_bytes": np.broadcast_to(est.gpu_capacity_bytes, (n,)) - total,
         "params": np.broadcast_to(est.params_total, (n,)),
     }
-    frame = {"config_index": np.arange(n)}
+    frame = {"config_index": np.arange(n), "grad_accum": np.broadcast_to(values["grad_accum"], n),
+             "gpus_per_node": values["gpus_per_node"],
+             "per_gpu_total_bytes_": total}
     for name in {*grid.group_by, *(o.key for o in grid.objectives)}:
         if name in computed:
             frame[name] = computed[name]
@@ -106,22 +108,31 @@ def reference_frontier(grid, rows: pl.DataFrame) -> set:
     return out
 
 
-def engine_frontier(grid, tmp_path) -> tuple[set, dict]:
+def engine_frontier(grid, tmp_path):
+    """(frontier points as `reference_frontier` gives them, manifest, summary, rows)."""
     manifest = engine.run(grid, progress=False)
     front = pl.read_parquet(tmp_path / "out" / "frontier", hive_partitioning=True)
     keys = [o.key for o in grid.objectives]
     got = {(tuple(str(r[g]) for g in grid.group_by), tuple(float(r[k]) for k in keys),
             int(r["config_index"])) for r in front.iter_rows(named=True)}
     summary = pl.read_parquet(tmp_path / "out" / "summary.parquet")
-    return got, manifest, summary
+    return got, manifest, summary, front
 
 
 def check(grid, tmp_path):
-    got, manifest, summary = engine_frontier(grid, tmp_path)
+    got, manifest, summary, front = engine_frontier(grid, tmp_path)
     rows, counts = reference(grid)
     assert len(rows) > 0  # the grid is not vacuous
     assert manifest["feasible"] == len(rows)
     assert got == reference_frontier(grid, rows)
+    # The rows' derived values are the configuration's as evaluated.
+    by_index = {r["config_index"]: r for r in rows.iter_rows(named=True)}
+    for row in front.iter_rows(named=True):
+        expected = by_index[row["config_index"]]
+        assert row["grad_accum"] == expected["grad_accum"]
+        assert row["gpus_per_node"] == expected["gpus_per_node"]
+        assert row["per_gpu_total_bytes"] == pytest.approx(expected["per_gpu_total_bytes_"],
+                                                           rel=1e-12)
     if counts is not None:
         expected = {tuple(map(str, r[:-1])): r[-1] for r in counts.iter_rows()}
         actual = {tuple(str(r[g]) for g in grid.group_by): r["feasible"]

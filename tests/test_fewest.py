@@ -31,3 +31,20 @@ def test_fewest_is_minimal(tmp_path):
         probe = replace(grid, axes=axes, gpus=tuple(gpu),
                         output_dir=str(tmp_path / f"probe-{row['gpu']}"))
         assert engine.run(probe, progress=False)["feasible"] == 0
+
+
+def test_every_node_type_gets_a_framework_it_runs_and_options_hold(tmp_path):
+    """TPUs answer with the generic (XLA) accounting and GPUs with the frameworks asked;
+    without --offload nothing is offloaded; the recompute modes and fine-tuning mode asked
+    are the ones used; nodes are whole numbers."""
+    grid = fewest_grid("llama-3.1-8b", 8192, ["h100-sxm-80gb", "tpu-v5p"],
+                       frameworks=("fsdp",), max_gpus=64, out=str(tmp_path / "few"),
+                       finetune="lora", recompute=("none", "selective"))
+    frame = fewest(grid)
+    by_gpu = {r["gpu"]: r for r in frame.iter_rows(named=True)}
+    assert by_gpu["h100-sxm-80gb"]["framework"] == "fsdp"
+    assert by_gpu["tpu-v5p"]["framework"] == "generic"
+    assert set(frame["offload"]) == {"none"}
+    assert set(frame["recompute"]) <= {"none", "selective"}
+    assert set(frame["finetune"]) == {"lora"}
+    assert all(float(n).is_integer() and n >= 1 for n in frame["nodes"])

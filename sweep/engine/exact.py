@@ -20,7 +20,7 @@ def evaluation(grid: Grid, layout: Layout, tables: Tables, flat) -> tuple[Evalua
     """(evaluation, fits, per-axis indices) of flat indices (layout order)."""
     coords = decode(layout, flat)
     arch, cfg, hw = flat_inputs(tables, layout, coords)
-    cfg, allowed = constrain(grid, cfg)
+    cfg, allowed = constrain(grid, cfg, hw)
     est = estimate(arch, cfg, hw)
     return Evaluation(cfg, est, hw), allowed & est.fits, coords
 

@@ -40,11 +40,12 @@ def configurations_frame(grid: Grid, layout: Layout, tables: Tables, flat) -> pl
             columns[axis.name] = pl.Series(axis.name, labels, dtype=pl.Categorical)
         else:
             columns[axis.name] = pl.Series(axis.name, axis.values[index], dtype=pl.Float64)
+    # The registry's values are as evaluated: gpus_per_node from the GPU's node and grad_accum
+    # from the global batch replace their axes' constants.
     for name, value in outputs.values(ev, n).items():
-        if name not in columns:
-            string = outputs.BY_NAME[name].dtype == "string"
-            columns[name] = pl.Series(name, value.astype(str) if string else value,
-                                      dtype=pl.Categorical if string else pl.Float64)
+        string = outputs.BY_NAME[name].dtype == "string"
+        columns[name] = pl.Series(name, value.astype(str) if string else value,
+                                  dtype=pl.Categorical if string else pl.Float64)
     columns["config_index"] = pl.Series("config_index", layout.canonical_index(coords))
     return pl.DataFrame(columns)
 

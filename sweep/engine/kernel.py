@@ -199,7 +199,7 @@ def split_terms(grid: Grid, arch, cfg, hw) -> Sides:
                            *[p.in_flight_cap for p in terms.stages], batch.replicas)
         dynamic_dims = dims(*[p.per_microbatch for p in terms.stages],
                             *[p.once for p in terms.stages], batch.per_replica)
-    checks = [*terms.checks.values(), terms.host_ok, layout_constraints(grid, cfg)]
+    checks = [*terms.checks.values(), terms.host_ok, layout_constraints(grid, cfg, hw)]
     static_ok, dynamic_ok = _place_checks(checks, static_dims, dynamic_dims)
     allocatable = terms.allocatable_bytes
 
@@ -419,6 +419,7 @@ class Kernel:
     terms: Callable
     reduce: Callable
     compile_seconds: float
+    cached: bool = False  # loaded from the cache (`engine.cache`), not compiled
 
     def __call__(self, indices, arrays) -> ChunkResult:
         return self.reduce(self.terms(indices, arrays))
@@ -441,6 +442,7 @@ def compile_kernel(grid: Grid, layout: Layout, kept: Kept, devices) -> Kernel:
     key = cache.kernel_key(
         layout, kept, ROWS_PER_BLOCK_CONFIGS, NEAR, [o.text for o in grid.objectives],
         grid.group_by, grid.tp_within_node, grid.whole_nodes, grid.global_batch_tokens,
+        grid.native_frameworks,
         grid.gpus_per_node_from_gpu, [(d.platform, d.device_kind, d.id) for d in devices],
         tables.arrays)
     # Under jax.distributed a reloaded executable refuses its inputs (jax 0.10: "CopyArrays
@@ -451,7 +453,7 @@ def compile_kernel(grid: Grid, layout: Layout, kept: Kept, devices) -> Kernel:
             plan, terms, reduce = cached
             return Kernel(plan, serialize_executable.deserialize_and_load(*terms),
                           serialize_executable.deserialize_and_load(*reduce),
-                          time.perf_counter() - started)
+                          time.perf_counter() - started, cached=True)
         except Exception as err:  # noqa: BLE001 - a stale entry: compile again
             print(f"note: recompiling the kernel ({type(err).__name__})", file=sys.stderr)
     plan, terms, reduce = _compile(grid, layout, kept, devices, tables)

@@ -90,24 +90,12 @@ class State:
         return state
 
 
-class Progress:
-    """One status line on stderr: configurations/s and ETA."""
+def progress_bar(total: int, done: int, enabled: bool, what: str = "configurations"):
+    """A progress bar on stderr with rate and ETA (tqdm), starting at `done` of `total`."""
+    from tqdm import tqdm
 
-    def __init__(self, total: int, enabled: bool):
-        self.total, self.enabled, self.start, self.last = total, enabled, time.perf_counter(), 0.0
-
-    def update(self, done: int, force: bool = False) -> None:
-        now = time.perf_counter()
-        if not self.enabled or (now - self.last < 0.5 and not force):
-            return
-        self.last = now
-        rate = done / max(now - self.start, 1e-9)
-        eta = (self.total - done) / rate if rate else float("inf")
-        sys.stderr.write(f"\r{done:,}/{self.total:,} configurations  {rate:,.3g}/s  "
-                         f"ETA {eta:5.0f} s   ")
-        if force:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
+    return tqdm(total=total, initial=done, unit=f" {what}", unit_scale=True, disable=not enabled,
+                dynamic_ncols=True, mininterval=0.5, leave=True, file=sys.stderr)
 
 
 def run(grid: Grid, *, force: bool = False, progress: bool = True,
@@ -227,12 +215,22 @@ def _run(grid: Grid, out: OutputDir, progress: bool, devices, max_chunks) -> dic
     todo = [c for c in mine if not state.done[c]]
     if max_chunks is not None:
         todo = todo[:max_chunks]
-    kernel = compile_kernel(grid, layout, sweep.kept, devices) if todo else None
-    pending: list[np.ndarray] = []  # near-capacity configurations, decided at checkpoints
-    bar = Progress(len(mine) * layout.chunk_configs, progress and rank == 0)
+    shown = progress and rank == 0
     started = time.perf_counter()
+    kernel = None
+    if todo:
+        if shown:
+            print("preparing the kernel (compiled once per grid, then cached)...",
+                  file=sys.stderr, flush=True)
+        kernel = compile_kernel(grid, layout, sweep.kept, devices)
+        if shown:
+            print(f"{'loaded the cached kernel' if kernel.cached else 'compiled'} in "
+                  f"{kernel.compile_seconds:.1f} s", file=sys.stderr, flush=True)
+    pending: list[np.ndarray] = []  # near-capacity configurations, decided at checkpoints
+    resumed = int(state.done[mine.start::mine.step].sum())
+    bar = progress_bar(len(mine) * layout.chunk_configs, resumed * layout.chunk_configs,
+                       shown and bool(todo))
     checkpointed = time.perf_counter()
-    evaluated = int(state.done[mine.start::mine.step].sum()) * layout.chunk_configs
 
     def checkpoint() -> None:
         sweep.decide_near(state, pending)
@@ -253,8 +251,7 @@ def _run(grid: Grid, out: OutputDir, progress: bool, devices, max_chunks) -> dic
                 sweep.add_chunk(state, chunk, result)
                 if grid.feasible_dump:
                     files.dump_chunk(grid, layout, sweep.tables, chunk, out)
-            evaluated += len(batch) * layout.chunk_configs
-            bar.update(evaluated)
+            bar.update(len(batch) * layout.chunk_configs)
             # The first checkpoint right after compiling, so that a kill saves the work done.
             if start == 0 or time.perf_counter() - checkpointed > CHECKPOINT_SECONDS:
                 checkpoint()
@@ -263,15 +260,16 @@ def _run(grid: Grid, out: OutputDir, progress: bool, devices, max_chunks) -> dic
         checkpoint()  # what finished is kept: the same command resumes from it
         raise
     checkpoint()
-    bar.update(evaluated, force=True)
+    bar.close()
     run_seconds = time.perf_counter() - started
     _barrier(ranks, "swept")
     configurations = len(todo) * layout.chunk_configs
-    timing = {"seconds": run_seconds,
-              "compile_seconds": kernel.compile_seconds if kernel else 0.0,
-              "configurations": configurations,
+    compile_seconds = kernel.compile_seconds if kernel else 0.0
+    timing = {"seconds": run_seconds, "compile_seconds": compile_seconds,
+              "compute_seconds": run_seconds - compile_seconds,
+              "cached": bool(kernel and kernel.cached), "configurations": configurations,
               "configurations_per_second": configurations / max(run_seconds, 1e-9),
-              "processes": ranks}
+              "resumed_chunks": resumed, "processes": ranks}
     merged = _merge_parts(out, grid, sweep.shapes, ranks)
     if not merged.done.all():
         return {"complete": False, "chunks_done": int(merged.done.sum()),

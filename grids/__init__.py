@@ -1,0 +1,2 @@
+"""The grids that ship with llm-memory-sweep (installed as `sweep.grids`; see
+`sweep.grid.shipped_grids`)."""
