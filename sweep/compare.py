@@ -4,9 +4,10 @@ configuration, beside ours, so a user sees where and why we differ.
 Megatron-LM's is `report_theoretical_memory` of megatron/training/theoretical_memory_usage.py
 at NVIDIA/Megatron-LM commit d98e8a64ddf34856e74b24714e3bedb2f5a39553 (core 0.20), reproduced
 term for term, the source's own simplifications included: its distributed optimizer divides by
-`args.data_parallel_size` = n/(t·p·c) (the framework shards over n/(t·p), which our `megatron`
-profile follows), it counts the most loaded shard as 1/p of the blocks plus one embedding,
-and MTP modules as plain transformer layers of the last layer's kind.
+`args.data_parallel_size` = D = n/(t·p·c) (the framework shards over N = n/(t·p), which our
+`megatron` profile follows), it counts the most loaded shard as 1/p of the blocks plus one
+embedding, and MTP modules as plain transformer layers of the last layer's kind. Notation:
+docs/notation.md.
 """
 
 from __future__ import annotations
@@ -58,9 +59,10 @@ def megatron_weight_and_optimizer_bytes(arch: Architecture, cfg: TrainConfig):
     """`compute_weight_and_optimizer_memory`, term for term: tp-sharded attention, MLP and
     shared experts; replicated norms and router; routed experts split by etp·ep; the most
     loaded shard holds 1/p of the blocks, every MTP module and one embedding (two with untied
-    embeddings at p = 1); 18 bytes per parameter, or 6 + 12/d with the distributed optimizer,
-    d = n/(t·p·c) for dense and n/(t_e·x·p) for expert parameters. No biases but the router's
-    with `add_bias_linear`; norm_size = 1 (RMSNorm) or 2 (LayerNorm); gated multiplier 3/2."""
+    embeddings at p = 1); 18 bytes per parameter, or 6 + 12/D with the distributed optimizer,
+    D = n/(t·p·c) for dense parameters and n/(t_e·x·p) in its place for expert parameters. No
+    biases but the router's with `add_bias_linear`; norm_size = 1 (RMSNorm) or 2 (LayerNorm);
+    gated multiplier 3/2."""
     h, a, k, d = arch.hidden_size, arch.num_heads, arch.num_kv_heads, arch.head_dim
     norm_size = NORM_WEIGHT + arch.norm_bias
     gated = xp.where(arch.gated_mlp > 0, 3 / 2, 1)

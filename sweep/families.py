@@ -4,11 +4,12 @@
 head dim 128, 8 KV heads (GQA), SwiGLU with inner width ~3.5h rounded up to a multiple of
 1024 (14336 at h = 4096, 28672 at 8192), RMSNorm, RoPE, untied 128,256-token vocabulary.
 Width follows depth as in the published sizes (h/L = 128 at 8B, 102 at 70B, 130 at 405B):
-h = 1024·round((128·N/12)^(1/3)/1024) from N ≈ 12·h²·L with L = h/128, at least 1024; the
-depth is then the whole number of blocks whose total is nearest N (at least 1), so sizes
-match the target to within half a block. At 8e9 the rule gives Llama-3.1-8B exactly (h 4096,
-32 blocks, 8,030,261,248 parameters); at 70e9 h 9216 with 62 blocks (published: 8192 x 80);
-at 405e9 h 16384 with 118 blocks and inner width 57344 (published: 126 blocks, 53248).
+h = 1024·round((128·Ψ/12)^(1/3)/1024) from Ψ ≈ 12·h²·L with L = h/128, at least 1024 (Ψ the
+parameter count, h, L: docs/notation.md); the depth is then the whole number of blocks whose
+total is nearest Ψ (at least 1), so sizes match the target to within half a block. At 8e9 the
+rule gives Llama-3.1-8B exactly (h 4096, 32 blocks, 8,030,261,248 parameters); at 70e9 h 9216
+with 62 blocks (published: 8192 x 80); at 405e9 h 16384 with 118 blocks and inner width 57344
+(published: 126 blocks, 53248).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ LLAMA3_WIDTH_MULTIPLE = 1024  # h = 128 x heads with heads a multiple of the 8 K
 
 
 def llama3_width(params: float) -> int:
-    """h from N ≈ 12·h²·L with L = h/128, rounded to a multiple of 1024."""
+    """h from Ψ ≈ 12·h²·L with L = h/128, rounded to a multiple of 1024."""
     width = (LLAMA3_HEAD_DIM * params / 12) ** (1 / 3)
     return max(LLAMA3_WIDTH_MULTIPLE, LLAMA3_WIDTH_MULTIPLE * round(width / LLAMA3_WIDTH_MULTIPLE))
 

@@ -91,8 +91,8 @@ class _Config:
         return float(m.ACTIVATION_GELU)
 
     def sliding_layers(self, pattern_default: float, window: float) -> dict:
-        """`sliding_window` and `full_attention_interval` from `layer_types` (every n-th
-        block full) or the model's fixed pattern; 0 when no block uses the window."""
+        """`sliding_window` and `full_attention_interval` from `layer_types` (one block in
+        that many full) or the model's fixed pattern; 0 when no block uses the window."""
         layer_types = self.raw("layer_types")
         if layer_types is None:
             return dict(sliding_window=window, full_attention_interval=pattern_default)

@@ -761,8 +761,9 @@ def _vocab_size(f: _Flags, tp: int, notes: list[Note]) -> int:
 
 def moe_layer_pattern(value: str | None, num_layers: int, where: str) -> list[int]:
     """Megatron-LM's MoE layer pattern (gpt_layer_specs.py `get_moe_layer_pattern`; the
-    `moe_freq_type` of arguments.py): an integer N puts an MoE layer where i % N == 0; a
-    Python list expression such as "([0]*3+[1]*57)" gives the pattern itself."""
+    `moe_freq_type` of arguments.py): an integer freq puts an MoE layer in block i where
+    i % freq == 0; a Python list expression such as "([0]*3+[1]*57)" gives the pattern
+    itself."""
     if value is None:
         return [1] * num_layers
     if "[" not in value:
@@ -944,8 +945,8 @@ def _precision(f: _Flags, notes: list[Note]) -> str:
 
 def _recompute(f: _Flags, notes: list[Note]) -> tuple[str, int]:
     """(recompute, recompute_layers): TransformerConfig.recompute_granularity / _method /
-    _num_layers. 'block' recomputes the first N layers of each stage; 'uniform' checkpoints
-    every N layers (N = 1: every layer)."""
+    _num_layers. 'block' recomputes the first recompute_num_layers layers of each stage;
+    'uniform' checkpoints every recompute_num_layers layers (1: every layer)."""
     granularity = f.str("--recompute-granularity")
     method = f.str("--recompute-method")
     layers = f.int("--recompute-num-layers")

@@ -1,21 +1,10 @@
 """Transformer architectures and their parameter counts, derived from the shapes.
 
-Notation (used in names below):
-
-| symbol | argument                         | meaning                                      |
-|--------|----------------------------------|----------------------------------------------|
-| h      | hidden_size                      | model width                                  |
-| L      | num_layers                       | transformer blocks                           |
-| a      | num_heads                        | query heads                                  |
-| k      | num_kv_heads                     | key/value heads (GQA: k < a; MQA: k = 1)     |
-| d      | head_dim                         | width of one head                            |
-| f      | ffn_hidden_size                  | dense MLP inner width                        |
-| V      | vocab_size                       | vocabulary                                   |
-| E, e   | num_experts, num_experts_per_tok | routed experts per MoE layer, top-k          |
-| f_e    | moe_ffn_hidden_size              | inner width of one routed expert             |
-| S, f_s | num_shared_experts, shared_expert_ffn_hidden_size | always-on experts           |
-| D      | mtp_layers                       | multi-token-prediction modules (DeepSeek-V3) |
-| t      | tp                               | tensor-parallel degree                       |
+Notation: docs/notation.md. Here h hidden_size, L num_layers, a num_heads, k num_kv_heads (GQA:
+k < a; MQA: k = 1), d head_dim, f ffn_hidden_size, V vocab_size, E num_experts, E_k
+num_experts_per_tok (top-k), f_e moe_ffn_hidden_size, E_s and f_s num_shared_experts and
+shared_expert_ffn_hidden_size (always-on experts), L_mtp mtp_layers (multi-token-prediction
+modules, DeepSeek-V3), s_max max_position_embeddings, r the LoRA rank, t tp.
 
 Categorical fields are integer codes (the constants below): `mlp_activation` (`ACTIVATION_*`),
 `qk_norm` (`QK_NORM_*`), `norm_placement` (`*_NORM`), `parallel_attention` (`SEQUENTIAL`,
@@ -95,7 +84,7 @@ class Architecture:
     norm_placement: float = PRE_NORM
     parallel_attention: float = SEQUENTIAL
     attention_sinks: float = 0  # one learned sink logit per query head and layer (gpt-oss)
-    full_attention_interval: float = 0  # with sliding_window: every n-th layer attends fully
+    full_attention_interval: float = 0  # with sliding_window: one layer in this many attends fully
     mtp_layers: float = 0  # multi-token-prediction modules after the last block
     # Megatron-LM pads the vocabulary to a multiple of vocab_multiple·tp
     # (`--make-vocab-size-divisible-by`); 0: its default, 128.
@@ -165,7 +154,7 @@ class Linear:
         return self.count_on_rank(ep) * (rows + cols)
 
     def lora_params(self, rank, tp=1, ep=1):
-        """LoRA A (r x in) and B (out x r), each split as the weight it adapts is."""
+        """LoRA's lora_A (r x in) and lora_B (out x r), each split as the weight it adapts is."""
         rows, cols = self.dims_on_rank(tp)
         return self.count_on_rank(ep) * rank * (rows + cols)
 
@@ -178,12 +167,13 @@ def norm_params(arch: Architecture, width):
 def attention_linears(arch: Architecture) -> list[Linear]:
     """The attention projections of one block (standard MHA/GQA/MQA or MLA).
 
-    Standard: q h x a·d, k and v h x k·d (column-parallel, biased when `linear_bias` or
-    `qkv_bias`), o a·d x h (row-parallel, biased when `linear_bias` or `o_bias`). Fused
-    projections (Phi-3's qkv_proj, Falcon's query_key_value) hold the same shapes.
-    MLA (DeepSeek-V3 `DeepseekV3Attention`): q_a_proj h x q_r and kv_a_proj_with_mqa
-    h x (kv_r + d_rope) replicated; q_b_proj q_r x a·(d_nope + d_rope) (or q_proj from h when
-    q_lora_rank = 0) and kv_b_proj kv_r x a·(d_nope + d_v) column-parallel; o_proj a·d_v x h.
+    Standard: q_proj h x a·d, k_proj and v_proj h x k·d (column-parallel, biased when
+    `linear_bias` or `qkv_bias`), o_proj a·d x h (row-parallel, biased when `linear_bias` or
+    `o_bias`). Fused projections (Phi-3's qkv_proj, Falcon's query_key_value) hold the same
+    shapes. MLA (DeepSeek-V3 `DeepseekV3Attention`): q_a_proj h x d_cq and kv_a_proj_with_mqa
+    h x (d_ckv + d_rope) replicated; q_b_proj d_cq x a·(d_nope + d_rope) (or q_proj from h when
+    q_lora_rank = 0) and kv_b_proj d_ckv x a·(d_nope + d_v) column-parallel; o_proj
+    a·d_v x h.
     LoRA's k_proj and v_proj map to MLA's kv_a and kv_b projections.
     """
     h, a, k, d = arch.hidden_size, arch.num_heads, arch.num_kv_heads, arch.head_dim
@@ -284,7 +274,7 @@ def moe_layer_count(arch: Architecture, layers=None, first_layer=0):
 
 
 def embedding_params(arch: Architecture, tp=1):
-    """Input embedding V·h/t (vocab-parallel) plus learned positions P·h (replicated)."""
+    """Input embedding V·h/t (vocab-parallel) plus learned positions s_max·h (replicated)."""
     positions = arch.learned_position_embeddings * arch.max_position_embeddings
     return arch.vocab_size * arch.hidden_size / tp + positions * arch.hidden_size
 
@@ -350,7 +340,8 @@ def layers_params(
 def layers_factored_second_moment(
     arch: Architecture, layers, first_layer=0, tp=1, ep=1, etp=None
 ):
-    """Adafactor second-moment elements of the blocks: r + c per matrix, full size per vector."""
+    """Adafactor second-moment elements of the blocks: rows + cols per matrix, full size per
+    vector."""
     etp = tp if etp is None else etp
 
     def per_block(linears, moe):
@@ -389,7 +380,7 @@ MTP_NORMS = 3  # enorm, hnorm and the module's final norm
 
 
 def mtp_params(arch: Architecture, tp=1, ep=1, etp=None) -> LayerParams:
-    """The D multi-token-prediction modules, held with the head (Megatron-LM
+    """The L_mtp multi-token-prediction modules, held with the head (Megatron-LM
     `MultiTokenPredictionLayer`, megatron/core/transformer/multi_token_prediction.py @d98e8a6;
     DeepSeek-V3 README_WEIGHTS.md): each one block past the last (an MoE block when the model's
     are), the eh_proj projection 2h x h (column-parallel, no bias) and three norms; the
@@ -427,7 +418,7 @@ def total_params(arch: Architecture):
 
 
 def active_params(arch: Architecture):
-    """Parameters one token passes through: routed experts counted e of E times."""
+    """Parameters one token passes through: routed experts counted E_k of E times."""
     routed = layers_params(arch, arch.num_layers).expert + mtp_params(arch).expert
     inactive_share = 1 - arch.num_experts_per_tok / xp.maximum(arch.num_experts, 1)
     return total_params(arch) - routed * inactive_share

@@ -97,8 +97,9 @@ def _capacity(cfg, hw):
     return hw.memory_bytes * hw.usable_fraction
 
 
-# total = allocated/(1 - f) + overhead and allocatable = (capacity - overhead)·(1 - f), so
-# total = margin/(1 - f) + capacity and headroom = capacity - total = -margin/(1 - f).
+# total = allocated/(1 - φ) + O and A = (C - O)·(1 - φ) (docs/notation.md: C capacity, O runtime
+# overhead, φ fragmentation, A allocatable bytes), so total = margin/(1 - φ) + C and
+# headroom = C - total = -margin/(1 - φ).
 TOTAL_ON_DEVICE = OfMargin(_inverse_free_fraction, _capacity)
 HEADROOM_ON_DEVICE = OfMargin(lambda cfg, hw: -_inverse_free_fraction(cfg, hw),
                               lambda cfg, hw: 0.0)
@@ -150,7 +151,7 @@ OBJECTIVES = tuple(q.name for q in QUANTITIES if q.device is not None)
 
 
 def values(ev: Evaluation, n: int | None = None) -> dict:
-    """Every quantity's value (broadcast to n rows when n is given)."""
+    """Every quantity's value (broadcast to `n` rows when `n` is given)."""
     out = {}
     for q in QUANTITIES:
         value = np.asarray(q.compute(ev))

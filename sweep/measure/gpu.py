@@ -5,9 +5,9 @@ Each case runs one warm-up step, then `torch.cuda.reset_peak_memory_stats()` and
 step, and records `torch.cuda.max_memory_allocated()` (every tensor's bytes, rounded up to the
 allocator's 512-byte blocks), `torch.cuda.max_memory_reserved()` (the caching allocator's
 segments) and `torch.cuda.memory_allocated()` after the step (what persists). Multi-rank FSDP2
-cases run on one GPU with a fake process group of N ranks (`init_process_group("fake")`): the
+cases run on one GPU with a fake process group of n ranks (`init_process_group("fake")`): the
 collectives move no data, but every buffer FSDP2 allocates, shards and all-gather outputs
-included, has its real size, so the allocation pattern of rank 0 of N is reproduced.
+included, has its real size, so the allocation pattern of rank 0 of n is reproduced.
 
 The measured (allocated, reserved) pairs give the allocator's fragmentation, 1 - allocated /
 reserved at the peak, the figure `TrainConfig.fragmentation` stands for. Run with

@@ -33,7 +33,8 @@ class Options:
 
 
 class _RMSNormFunction(torch.autograd.Function):
-    """y = x·rstd·w with rstd = 1/sqrt(mean(x²) + eps) in fp32; saves x and rstd."""
+    """output = input·rstd·weight with rstd = 1/sqrt(mean(input²) + eps) in fp32; saves the
+    input and rstd."""
 
     @staticmethod
     def forward(ctx, x, weight, eps):
@@ -156,8 +157,8 @@ ACTIVATIONS = {m.ACTIVATION_GELU: _gelu, m.ACTIVATION_SILU: F.silu, m.ACTIVATION
 
 
 class MLP(nn.Module):
-    """Gated down(act(gate(x))·up(x)) (SwiGLU; GeGLU) or plain down(act(up(x))) (GeLU (tanh);
-    squared ReLU); `activation` is an `ACTIVATION_*` code."""
+    """Gated down(act(gate(input))·up(input)) (SwiGLU; GeGLU) or plain down(act(up(input)))
+    (GeLU (tanh); squared ReLU); `activation` is an `ACTIVATION_*` code."""
 
     def __init__(self, hidden: int, inner: int, gated: bool, bias: bool,
                  activation: int = m.ACTIVATION_DEFAULT):
@@ -324,10 +325,11 @@ def _(packed, absmax, absmax2, code, out_features, in_features):
 
 
 class _NF4Matmul(torch.autograd.Function):
-    """x·W^T with W dequantised from NF4 on the fly, as bitsandbytes' `MatMul4Bit`
-    (bitsandbytes/autograd/_functions.py): the forward dequantises and multiplies and keeps a
-    reference to the packed weight only (`ctx.tensors = (None, B)`), saving no activation; the
-    backward dequantises again for the input gradient. The base is frozen: no weight gradient."""
+    """input @ weight.T with the weight dequantised from NF4 on the fly, as bitsandbytes'
+    `MatMul4Bit` (bitsandbytes/autograd/_functions.py): the forward dequantises and multiplies
+    and keeps a reference to the packed weight only (`ctx.tensors = (None, B)`), saving no
+    activation; the backward dequantises again for the input gradient. The base is frozen: no
+    weight gradient."""
 
     @staticmethod
     def forward(ctx, x, linear):
@@ -366,8 +368,9 @@ class NF4Linear(nn.Module):
 
 
 class LoRALinear(nn.Module):
-    """PEFT's LoRA `Linear` (peft/tuners/lora/layer.py): base(x) + B(A(x))·alpha/r with the base
-    frozen, A (r x in) and B (out x r) trainable, no LoRA dropout."""
+    """PEFT's LoRA `Linear` (peft/tuners/lora/layer.py): base(x) + lora_B(lora_A(x))·alpha/r with
+    the base frozen, lora_A (r x in) and lora_B (out x r) trainable, no LoRA dropout (r the LoRA
+    rank)."""
 
     def __init__(self, base: nn.Module, in_features: int, out_features: int, rank: int,
                  dtype: torch.dtype):

@@ -84,7 +84,7 @@ class Tracked:
     """What the tracker saw in one steady-state step."""
 
     phases: dict  # phase name -> PhasePeak
-    state_bytes: int  # the optimizer's state tensors (m, v, step) after the step
+    state_bytes: int  # the optimizer's state tensors (exp_avg, exp_avg_sq, step) after the step
 
     @property
     def peak(self) -> PhasePeak:

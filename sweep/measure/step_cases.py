@@ -1,14 +1,14 @@
 """Whole-training-step cases: the reference model at real sizes (Llama-3.1-8B and 70B blocks with
 their embedding and head), how it is trained, and the matching `Architecture` + `TrainConfig`.
 
-Each case names the feature it covers:
-a: one rank, no sharding (generic profile, zero_stage 0), and DDP-style data parallelism with
+Each case names the feature it covers (the labels of `FEATURES`, not notation symbols):
+"a": one rank, no sharding (generic profile, zero_stage 0), and DDP-style data parallelism with
 FSDP2's `replicate` per block and root in mixed precision (fsdp profile at zero_stage 0);
-b: FSDP2 `fully_shard` per block and root with `MixedPrecisionPolicy(bf16, fp32)` (fsdp
+"b": FSDP2 `fully_shard` per block and root with `MixedPrecisionPolicy(bf16, fp32)` (fsdp
 profile; reshard_after_forward True is zero_stage 3, False zero_stage 2);
-c: activation checkpointing per block (recompute full); d: frozen leading blocks (and the
-embedding); e: LoRA and QLoRA-style frozen bases under FSDP2; f: `torch.autocast(bf16)` with
-fp32 parameters (precision bf16-autocast).
+"c": activation checkpointing per block (recompute full); "d": frozen leading blocks (and the
+embedding); "e": LoRA and QLoRA-style frozen bases under FSDP2; "f": `torch.autocast(bf16)`
+with fp32 parameters (precision bf16-autocast).
 """
 
 from __future__ import annotations

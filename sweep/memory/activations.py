@@ -1,20 +1,13 @@
 """Activation memory: the tensors autograd saves for the backward pass, derived from the shapes.
 
-Notation (per micro-batch, on one GPU):
-
-| symbol | meaning                                                                          |
-|--------|----------------------------------------------------------------------------------|
-| b, s   | micro_batch, seq_len; T = b·s/c tokens on a context-parallel rank               |
-| h, f   | hidden, MLP inner width; a, k, d: query heads, key/value heads, head dim         |
-| t, c   | tensor- and context-parallel degrees; sequence parallelism splits the rest by t  |
-| e      | bytes of a saved activation: 4 in fp32, 2 otherwise                              |
-| r      | bytes of the residual stream and what norms save: e, but 4 under autocast (fp32  |
-|        | parameters keep the residual stream, norms and RoPE tables in fp32)              |
-| n      | saved copies of a norm's output: 1, but under autocast one bf16 cast per linear   |
-|        | reading it (q, k, v: 3; gate, up: 2)                                             |
-| m      | bytes of a dropout mask: 1 on a GPU (`native_dropout` keeps a bool mask), e on   |
-|        | the CPU (`at::dropout` multiplies by a noise tensor of the input's dtype)        |
-| σ      | bytes of a norm statistic: fp32 on a GPU, e for LayerNorm on the CPU             |
+Notation: docs/notation.md (per micro-batch, on one GPU). Here mostly T = b·s/c tokens on a
+rank, h, f, a, k, d, V the model's widths, heads and vocabulary, t and c the tensor- and
+context-parallel degrees (sequence parallelism splits the rest by t), e the bytes of a saved
+activation, e_r of the residual stream (fp32 under autocast: its fp32 parameters keep the
+residual stream, norms and RoPE tables in fp32), e_m of a dropout mask (`native_dropout` keeps
+a bool mask on a GPU; `at::dropout` on the CPU multiplies by a noise tensor of the input's
+dtype), σ of a norm statistic, n_c the saved copies of a norm's output (under autocast one bf16
+cast per linear reading it: q, k, v: 3; gate, up: 2), r the LoRA rank.
 
 What each operation saves (PyTorch autograd, checked by `sweep/measure` with
 `torch.autograd.graph.saved_tensors_hooks` on reference blocks):
@@ -31,7 +24,7 @@ grad (frozen leading blocks save nothing, a frozen embedding saves no ids), a fr
 saves no input of its own (under LoRA only the adapted linears' inputs, plus each adapter's
 T·r input to lora_B), a frozen head no input.
 
-For a GPT-3 block (explicit attention, dropout, GeLU at 4h, LayerNorm, e = 2, m = 1) this is
+For a GPT-3 block (explicit attention, dropout, GeLU at 4h, LayerNorm, e = 2, e_m = 1) this is
 exactly Korthikanti et al. 2022, Table 2, sbh(34 + 5as/h), up to the per-token norm
 statistics; with tensor parallelism sbh(10 + 24/t + 5as/(ht)), with sequence parallelism
 sbh/t·(34 + 5as/h), with selective recompute sbh·34/t, with full recompute 2sbh.
@@ -86,19 +79,19 @@ def element_bytes(cfg: TrainConfig):
 
 
 def residual_bytes(cfg: TrainConfig):
-    """r: the residual stream's dtype, what norms and RoPE tables save: fp32 under autocast
+    """e_r: the residual stream's dtype, what norms and RoPE tables save: fp32 under autocast
     (the parameters and embedding output are fp32; autocast casts only per linear), else e."""
     return xp.where(cfg.precision == AUTOCAST, FP32_BYTES, element_bytes(cfg))
 
 
 def norm_output_copies(cfg: TrainConfig, readers):
-    """n: saved copies of a norm's output read by `readers` linears: under autocast each
+    """n_c: saved copies of a norm's output read by `readers` linears: under autocast each
     linear saves its own bf16 cast of the fp32 output, else they share one tensor."""
     return xp.where(cfg.precision == AUTOCAST, readers, 1)
 
 
 def mask_bytes(cfg: TrainConfig):
-    """m: a bool mask per element on a GPU; the CPU keeps a noise tensor of dtype e."""
+    """e_m: a bool mask per element on a GPU; the CPU keeps a noise tensor of dtype e."""
     return xp.where(cfg.device == CPU, element_bytes(cfg), BOOL_BYTES)
 
 
@@ -115,7 +108,7 @@ def norm_stat_bytes(arch: Architecture, cfg: TrainConfig):
 
 
 def norm_bytes(arch: Architecture, cfg: TrainConfig, n_tokens):
-    """One norm: its input r·T·h plus per-token statistics (`norm_stat_bytes`)."""
+    """One norm: its input e_r·T·h plus per-token statistics (`norm_stat_bytes`)."""
     return n_tokens * (residual_bytes(cfg) * arch.hidden_size + norm_stat_bytes(arch, cfg))
 
 
@@ -184,7 +177,7 @@ def attention_core_bytes(arch: Architecture, cfg: TrainConfig, n_tokens):
     layout of its transposed query). With MLA (DeepSeek-V2/V3) q and k are d_nope + d_rope
     wide per head (192) and v and the output d_v (128), a heads each. Explicit: q, k and v
     expanded to a heads, the softmax output e·T·a·s, with dropout its mask and output
-    (m + e)·T·a·s, and the out-projection's input, a copy of the (b, a, s, d) product:
+    (e_m + e)·T·a·s, and the out-projection's input, a copy of the (b, a, s, d) product:
     4·e·T·a·d + scores. Selective recompute (Korthikanti et al. 2022 §4.2) keeps only the
     core's inputs q, k, v and its output (the out-projection's input): e·T·(2a + 2k)·d.
     """
@@ -211,9 +204,9 @@ def attention_core_bytes(arch: Architecture, cfg: TrainConfig, n_tokens):
 
 def mla_latent_bytes(arch: Architecture, cfg: TrainConfig, n_tokens):
     """MLA's compressed q and kv (DeepSeek-V3 `DeepseekV3Attention`): each latent's RMSNorm saves
-    its input and fp32 rstd and the up-projection saves the norm's output, 2·e·T·r + 4·T per
-    latent (q_lora_rank when q is compressed, kv_lora_rank), replicated across t (the down
-    projections are)."""
+    its input and fp32 rstd and the up-projection saves the norm's output, 2·e·T·d_ckv + 4·T
+    for the kv latent and, when q is compressed, 2·e·T·d_cq + 4·T for the q latent, replicated
+    across t (the down projections are)."""
     e = element_bytes(cfg)
     q_latent = arch.q_lora_rank > 0
     per_token = 2 * e * (arch.q_lora_rank * q_latent + arch.kv_lora_rank) \
@@ -256,7 +249,7 @@ def mlp_inner_tensors(arch: Architecture, cfg: TrainConfig):
 
 
 def mlp_input_bytes(arch: Architecture, cfg: TrainConfig, n_tokens):
-    """The pre-MLP norm's output, saved by the gate and up projections (n copies under
+    """The pre-MLP norm's output, saved by the gate and up projections (n_c copies under
     autocast) when they train."""
     readers = 1 + arch.gated_mlp
     copies = norm_output_copies(cfg, readers) * _adapted(cfg, "gate_proj", "up_proj")
@@ -273,7 +266,7 @@ def mlp_block_bytes(arch: Architecture, cfg: TrainConfig, n_tokens):
 
 
 def routed_slots(arch: Architecture, cfg: TrainConfig, n_tokens):
-    """Token-expert pairs processed: T·e_k dropless, or padded to capacity_factor·T·e_k."""
+    """Token-expert pairs processed: T·E_k dropless, or padded to cf·T·E_k."""
     slots = n_tokens * arch.num_experts_per_tok
     return xp.where(cfg.capacity_factor > 0, slots * xp.maximum(cfg.capacity_factor, 1), slots)
 
@@ -281,17 +274,17 @@ def routed_slots(arch: Architecture, cfg: TrainConfig, n_tokens):
 def moe_block_bytes(arch: Architecture, cfg: TrainConfig, n_tokens):
     """MoE part of one block (dropless by default; capacity_factor pads the routed slots).
 
-    Router: its input (the pre-MLP norm's output) and the fp32 softmax over E, the top-k
-    indices (int64) and weights (fp32) with their per-token sum: e·T·h + T·(4E + 8k + 4k + 4).
-    Each routed token-expert pair as Mixtral's sparse MoE block runs it: its gathered input,
-    the expert's output and the weighted output (kept by `index_add`) 3·e·h, its token and
-    slot indices (one int64 (n, 2) `nonzero` storage) 2·8, its routing weight e, and the
-    expert's MLP (4·e·f_e/t_e for SwiGLU); as Megatron-LM's grouped experts run it
+    Router: its input (the pre-MLP norm's output) and the fp32 softmax over E, the top-k indices
+    (int64) and weights (fp32) with their per-token sum: e·T·h + T·(4E + 8·E_k + 4·E_k + 4).
+    Each routed token-expert pair as Mixtral's sparse MoE block runs it: its gathered input, the
+    expert's output and the weighted output (kept by `index_add`) 3·e·h, its token and slot
+    indices (one int64 (pairs, 2) `nonzero` storage) 2·8, its routing weight e, and the expert's
+    MLP (4·e·f_e/t_e for SwiGLU); as Megatron-LM's grouped experts run it
     (megatron/core/transformer/moe/experts.py, the probabilities applied in the fused
-    activation, `weighted_bias_swiglu_impl`, and unpermutation by index): the fc1 input e·h,
-    the MLP (3·e·f_e/t_e) and the fp32 probability. With expert parallelism the all-to-all
-    brings each rank as many pairs as it sends (balanced routing). Shared experts save as a
-    dense MLP of width S·f_s.
+    activation, `weighted_bias_swiglu_impl`, and unpermutation by index): the fc1 input e·h, the
+    MLP (3·e·f_e/t_e) and the fp32 probability. With expert parallelism the all-to-all brings
+    each rank as many pairs as it sends (balanced routing). Shared experts save as a dense MLP
+    of width E_s·f_s.
     """
     e = element_bytes(cfg)
     top_k = arch.num_experts_per_tok
@@ -327,7 +320,7 @@ def layer_bytes(arch: Architecture, cfg: TrainConfig, moe):
 
 
 def layer_input_bytes(arch: Architecture, cfg: TrainConfig):
-    """A block's input r·T·h (/t with SP): all that full recompute keeps of a block."""
+    """A block's input e_r·T·h (/t with SP): all that full recompute keeps of a block."""
     return residual_bytes(cfg) * tokens(cfg) * arch.hidden_size / _sp_divisor(cfg)
 
 
@@ -346,7 +339,8 @@ def embedding_trains(cfg: TrainConfig):
 
 
 def rope_bytes(arch: Architecture, cfg: TrainConfig):
-    """cos and sin tables (s x d, dtype r) shared by every block: 2·r·s·d, once per stage."""
+    """cos and sin tables (s x d, dtype e_r) shared by every block: 2·e_r·s·d, once per
+    stage."""
     rotary = 1 - arch.learned_position_embeddings
     d = xp.where(arch.mla > 0, arch.qk_rope_head_dim, arch.head_dim)
     return rotary * 2 * residual_bytes(cfg) * cfg.seq_len / cfg.cp * d
@@ -386,17 +380,18 @@ def logits_gradient_bytes(arch: Architecture, cfg: TrainConfig):
 
 
 def in_flight_cap(cfg: TrainConfig, stage: int = FIRST):
-    """R such that the first, middle or last pipeline stage holds min(R, m) micro-batches'
-    activations at once (in whole-stage equivalents), m = grad_accum micro-batches per step,
-    from Megatron-LM's warm-up counts (megatron/core/pipeline_parallel/schedules.py,
-    `get_pp_rank_microbatches` at d98e8a64ddf34856e74b24714e3bedb2f5a39553). Rank r of p: 1F1B
-    warms up p - r - 1 micro-batches, so R = p - r: p on the first stage, p - 1 on the second,
-    1 on the last. Interleaved with v model chunks of L/(p·v) layers the rank holds
-    min(2·(p - r - 1) + (v - 1)·p + 1, m·v) chunks: R = (2·(p - r - 1) + (v - 1)·p + 1)/v,
+    """m_cap such that the first, middle or last pipeline stage holds min(m_cap, m)
+    micro-batches' activations at once (in whole-stage equivalents), m = grad_accum
+    micro-batches per step, from Megatron-LM's warm-up counts
+    (megatron/core/pipeline_parallel/schedules.py, `get_pp_rank_microbatches` at
+    d98e8a64ddf34856e74b24714e3bedb2f5a39553). Rank i of p: 1F1B warms up p - i - 1
+    micro-batches, so m_cap = p - i: p on the first stage, p - 1 on the second, 1 on the last.
+    Interleaved with v model chunks of L/(p·v) layers the rank holds
+    min(2·(p - i - 1) + (v - 1)·p + 1, m·v) chunks: m_cap = (2·(p - i - 1) + (v - 1)·p + 1)/v,
     p + (p - 1)/v stages on the first (Korthikanti et al. 2022 §4.2.3: p·(1 + (p - 1)/(p·v)))
-    and ((v - 1)·p + 1)/v on the last. Without pipelining R = 1."""
+    and ((v - 1)·p + 1)/v on the last. Without pipelining m_cap = 1."""
     p, v = cfg.pp, cfg.vpp
-    rank_behind = {FIRST: p - 1, MIDDLE: p - 2}.get(stage, 0)  # p - r - 1, r = 0, 1, p - 1
+    rank_behind = {FIRST: p - 1, MIDDLE: p - 2}.get(stage, 0)  # p - i - 1, i = 0, 1, p - 1
     return xp.where(v > 1, (2 * rank_behind + (v - 1) * p + 1) / v, rank_behind + 1)
 
 

@@ -1,5 +1,8 @@
 """Bytes per element, by precision and optimizer: the named constants every formula uses.
 
+Notation: docs/notation.md (w, g, M: weight, gradient and fp32 master bytes per element;
+o(P_t): optimizer-state bytes; Ψ: the model's parameters).
+
 Tables are indexed by the integer codes of `vocabulary.PRECISIONS` / `vocabulary.OPTIMIZERS`,
 built from names (`vocabulary.by_code`).
 
@@ -15,8 +18,8 @@ Precisions (bytes per parameter of each copy):
 | bf16-autocast | 4     | 4         | 0           | 4                           |
 
 Mixed precision keeps a 16-bit compute copy, 16-bit gradients and an fp32 master copy with fp32
-optimizer states (Micikevicius et al. 2018; Rajbhandari et al. 2020 §3.1: 2Ψ + 2Ψ + KΨ, K = 12
-for Adam = 4 master + 4 momentum + 4 variance). bf16-autocast (PyTorch autocast) keeps every
+optimizer states (Micikevicius et al. 2018; Rajbhandari et al. 2020 §3.1: 2Ψ + 2Ψ + 12Ψ,
+12 for Adam = 4 master + 4 momentum + 4 variance). bf16-autocast (PyTorch autocast) keeps every
 parameter, gradient and state in fp32 and casts to bf16 per operation
 (torch/amp/autocast_mode.py). fp8-mixed stores the weights of the blocks'
 linear layers in fp8 only (Transformer Engine `fp8_model_init`, Megatron-LM
@@ -89,10 +92,11 @@ def master_bytes(precision):
 def optimizer_state_bytes(optimizer, precision, params, factored_elements):
     """Optimizer-state bytes for `params` trainable parameters.
 
-    AdamW: 2 states (m, v); 8-bit Adam: 2 int8 states with block constants; Adafactor (as
-    Shazeer & Stern 2018 and the Hugging Face default, beta1 = None): no first moment and a
-    factored second moment of `factored_elements` (a row and a column vector per matrix, the
-    full vector for 1-D parameters); SGD: none; SGD with momentum and Lion: one state.
+    AdamW: 2 states (first and second moments); 8-bit Adam: 2 int8 states with block constants;
+    Adafactor (as Shazeer & Stern 2018 and the Hugging Face default, beta1 = None): no first
+    moment and a factored second moment of `factored_elements` (a row and a column vector per
+    matrix, the full vector for 1-D parameters); SGD: none; SGD with momentum and Lion: one
+    state.
     """
     element_bytes = xp.lookup(STATE_ELEMENT_BYTES, precision)
     per_param = xp.lookup(STATES_PER_PARAM, optimizer) * xp.where(

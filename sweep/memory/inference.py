@@ -2,6 +2,10 @@
 
 `micro_batch` is the number of concurrent sequences and `seq_len` their context length, so a
 sweep over micro_batch answers "how many concurrent sequences fit".
+
+Notation: docs/notation.md. Here b concurrent sequences, s their context length, s_w the
+attention window, k KV heads, d head dim, L layers, V vocabulary, t and p the tensor and
+pipeline degrees, e_kv the bytes of a cached element.
 """
 
 from __future__ import annotations
@@ -20,13 +24,13 @@ KV_CACHE_BYTES = vocab.by_code("kv_cache_dtype", {"bf16": b.BF16_BYTES, "fp8": b
 
 
 def kv_cache_bytes(arch: Architecture, cfg: TrainConfig):
-    """2·B·s_w·(k/t)·d·(L/p)·bytes, s_w = min(s, sliding_window) (Mistral's rolling buffer).
+    """2·b·s_w·(k/t)·d·(L/p)·e_kv, s_w = min(s, sliding_window) (Mistral's rolling buffer).
 
     Key and value per KV head (GQA/MQA cache k heads, split by t); MLA (DeepSeek-V3) caches
-    the compressed latent and the shared RoPE key, (kv_lora_rank + d_rope) per token and
-    layer, replicated across t. With `full_attention_interval` n, floor(L/n) of the L layers
-    attend fully and cache all s tokens (Gemma 2/3, gpt-oss), the others s_w: s_w is their
-    average per layer.
+    the compressed latent and the shared RoPE key, (d_ckv + d_rope) per token and layer,
+    replicated across t. With `full_attention_interval` set, floor(L/interval) of the L layers
+    attend fully and cache all s tokens (Gemma 2/3, gpt-oss), the others s_w, and the average
+    per layer takes the place of s_w.
     """
     window = xp.where(arch.sliding_window > 0, xp.minimum(cfg.seq_len, arch.sliding_window),
                       cfg.seq_len)
@@ -45,7 +49,8 @@ def kv_cache_bytes(arch: Architecture, cfg: TrainConfig):
 
 def decode_workspace_bytes(arch: Architecture, cfg: TrainConfig):
     """Transient tensors of one decode step in the layer being computed: q, k, v, the
-    attention output and the MLP's inner tensors (3 for SwiGLU, 2 for GeLU) for B tokens."""
+    attention output and the MLP's inner tensors (3 for SwiGLU, 2 for GeLU) for b tokens (one
+    per sequence)."""
     heads = (arch.num_heads + 2 * arch.num_kv_heads) / cfg.tp * arch.head_dim
     attention = heads + arch.num_heads / cfg.tp * arch.head_dim
     mlp = (2 + arch.gated_mlp) * arch.ffn_hidden_size / cfg.tp
@@ -53,5 +58,5 @@ def decode_workspace_bytes(arch: Architecture, cfg: TrainConfig):
 
 
 def decode_logits_bytes(arch: Architecture, cfg: TrainConfig):
-    """fp32 logits of the next token for every sequence: 4·B·V/t."""
+    """fp32 logits of the next token for every sequence: 4·b·V/t."""
     return b.FP32_BYTES * cfg.micro_batch * arch.vocab_size / cfg.tp

@@ -1,18 +1,9 @@
 """Model-state memory per GPU: weights, fp32 master weights, gradients, optimizer states.
 
-Notation:
-
-| symbol | meaning                                                                     |
-|--------|-----------------------------------------------------------------------------|
-| P      | parameters on the GPU's shard (`StageShard.base_*` + adapters), before ZeRO |
-| T      | trainable parameters among them                                             |
-| N      | ranks sharing them, over which ZeRO/FSDP shard (n/(t·p) dense, n/(t·p·x) experts) |
-| w, g   | bytes of a weight / gradient element (`bytes.WEIGHT_BYTES`, `GRADIENT_BYTES`) |
-| m      | fp32 master bytes per trainable parameter (4 in mixed precision, else 0)    |
-| o(T)   | optimizer-state bytes of T parameters (`bytes.optimizer_state_bytes`)       |
-| LL     | parameters of the largest module (DeepSpeed's `largest_layer_params`)       |
-| B, U   | parameters of one block (an FSDP unit); U its bytes gathered (`unit_bytes`) |
-| R      | the root parameters on the stage: embedding, final norm, head               |
+Notation: docs/notation.md. Here mostly P parameters on the GPU's shard (before ZeRO), P_t the
+trainable ones, N the ranks ZeRO/FSDP shard them over (n/(t·p) dense, n/(t_e·p·x) experts),
+w, g, M weight, gradient and fp32 master bytes per element, o(P_t) optimizer-state bytes, LL the
+largest module, B one block (an FSDP unit), U its gathered bytes, R the root parameters.
 
 Each framework profile is a function of (shard, cfg) returning a `ModelStates`; `model_states`
 selects the profile by the `framework` code. A sum over the dense and routed-expert parts is
@@ -107,7 +98,8 @@ class ModelStates:
 
 @dataclass(frozen=True)
 class _Rates:
-    """Per-group byte totals before any sharding: W (all weights), G, M, O of trainables."""
+    """Per-group byte totals before any sharding: all weights, and the gradients (g·P_t),
+    master copies (M·P_t) and optimizer states (o(P_t)) of the trainable parameters."""
 
     weights_dense: object
     weights_expert: object
@@ -212,13 +204,15 @@ def _sharded(cfg: TrainConfig, dense, expert, from_stage=1):
 def generic(shard: StageShard, cfg: TrainConfig) -> ModelStates:
     """Rajbhandari et al. 2020 (ZeRO), §5 and Table 1: per device
 
-    stage 0: (w + g + m)Ψ + o;  1 (P_os): (w + g)Ψ + (mΨ + o)/N;  2 (P_os+g): wΨ + (gΨ + mΨ + o)/N;
-    3 (P_os+g+p): (w + g + m)Ψ/N + o/N. With mixed-precision AdamW, w = g = 2 and m + o = KΨ,
-    K = 12. The gradients are created in backward (transient). At stage 3 the block being
-    computed and the one prefetched are gathered, 2·U, from the forward pass to the end of
-    backward, which also holds one unit's unreduced gradient; at stage 2 the end of backward
-    holds one unit's gradients before their reduce-scatter. Offload (ZeRO-Offload, Ren et al.
-    2021): `optimizer` moves master and states to host RAM; `optimizer+params` (stage 3,
+    stage 0: w·P + (g + M)·P_t + o(P_t);  1 (optimizer states sharded): w·P + g·P_t +
+    (M·P_t + o(P_t))/N;  2 (and gradients): w·P + (g·P_t + M·P_t + o(P_t))/N;  3 (and
+    parameters): (w·P + (g + M)·P_t + o(P_t))/N (the paper's Ψ: without tensor or pipeline
+    parallelism, in full training, P = P_t = Ψ). With mixed-precision AdamW, w = g = 2 and
+    M·P_t + o(P_t) = 12·P_t. The gradients are created in backward (transient). At stage 3 the
+    block being computed and the one prefetched are gathered, 2·U, from the forward pass to the
+    end of backward, which also holds one unit's unreduced gradient; at stage 2 the end of
+    backward holds one unit's gradients before their reduce-scatter. Offload (ZeRO-Offload, Ren
+    et al. 2021): `optimizer` moves master and states to host RAM; `optimizer+params` (stage 3,
     ZeRO-Infinity) also the weight and gradient partitions, the GPU keeping the two gathered
     blocks and one module's gradient; `nvme` puts the partitions on NVMe, swapped through pinned
     host buffers (`nvme_swap_buffer_bytes`). Under autocast the bf16 casts of the weights
@@ -244,7 +238,7 @@ def generic(shard: StageShard, cfg: TrainConfig) -> ModelStates:
 
 def nvme_swap_buffer_bytes(shard: StageShard, cfg: TrainConfig):
     """Pinned host RAM one GPU's process holds to swap its partitions to NVMe (DeepSpeed's
-    defaults, `NVME_*`): 4 fp32 buffers of the largest optimizer sub-group, min(1e9, T/N)
+    defaults, `NVME_*`): 4 fp32 buffers of the largest optimizer sub-group, min(1e9, P_t/N)
     elements each, 5 parameter buffers of 1e8 elements at w, and the first min(1e9, P/N)
     parameters kept in host RAM at w."""
     w = b.weight_bytes(cfg.precision)
@@ -307,7 +301,7 @@ def deepspeed(shard: StageShard, cfg: TrainConfig) -> ModelStates:
     The ZeRO-2 estimator's offload figure, P·max(4·total_gpus, 16)·abf, is the per-node one
     only on a single node: for several nodes it counts every process's init copy and every
     node's partitions; the per-node figure is max(4·n_node, 16/nodes)·P·abf, as its ZeRO-3
-    sibling has it. Here 2 -> w, the fp16 grads -> g, 4 + 8 -> m + o(T); with bf16/fp16-mixed
+    sibling has it. Here 2 -> w, the fp16 grads -> g, 4 + 8 -> M + o(1); with bf16/fp16-mixed
     AdamW these are exactly DeepSpeed's numbers. The gradients are created in backward; at
     ZeRO-3 the gathered parameters are the largest module 2LL and the live parameters up to
     `stage3_max_live_parameters` (`runtime.deepspeed_live_parameters`). `nvme`
@@ -391,14 +385,14 @@ def megatron(shard: StageShard, cfg: TrainConfig) -> ModelStates:
 
     Megatron-LM's bytes per parameter (megatron/training/theoretical_memory_usage.py,
     NVIDIA/Megatron-LM commit d98e8a64ddf34856e74b24714e3bedb2f5a39553): 18 without the
-    distributed optimizer, 6 + 12/d with it (zero_stage 1); "bf16 model params, fp32 main
+    distributed optimizer, 6 + 12/N with it (zero_stage 1); "bf16 model params, fp32 main
     gradients, fp32 main params, and fp32 Adam states", i.e. w = 2 (fp8 in the blocks' linears
     with fp8-mixed, `--fp8-param-gather`), main grad 4 in a buffer allocated with the model
-    (persistent), m + o = 12. Other precisions and optimizers change w, m and o alone. d is the
-    group the distributed optimizer shards over: for dense parameters the data-parallel ranks
-    together with the context-parallel ones, n/(t·p) (megatron/core/distributed/
+    (persistent), M + o(1) = 12. Other precisions and optimizers change w, M and o alone. N is
+    the group the distributed optimizer shards over: for dense parameters the data-parallel
+    ranks together with the context-parallel ones, n/(t·p) = D·c (megatron/core/distributed/
     distributed_data_parallel.py: `data_parallel_group = self.intra_dp_cp_group`;
-    megatron/core/optimizer/__init__.py), not the n/(t·p·c) of the source's estimate
+    megatron/core/optimizer/__init__.py), not the D = n/(t·p·c) of the source's estimate
     (`args.data_parallel_size`), which would make more context parallelism cost more memory;
     for routed experts the expert data-parallel group, n/(t_e·x·p).
     """
@@ -430,10 +424,10 @@ def fsdp(shard: StageShard, cfg: TrainConfig) -> ModelStates:
     required of the trainable parameters only, so a frozen base may be stored in another
     dtype), _fsdp_param.py and _fsdp_collectives.py `foreach_reduce`; measured with
     FSDPMemTracker in sweep/measure/step.py. Every parameter is sharded over N ranks in its
-    original dtype: in mixed precision the trainable ones in fp32 (our master, 4T/N) with fp32
-    gradient shards (4T/N, created in backward) and optimizer states o(T)/N, the frozen ones as
-    stored (`frozen_bytes`: a LoRA/QLoRA base at its compute bytes, frozen blocks in fp32). In
-    fp32 or pure bf16 the shard is the parameters themselves (w·T/N + frozen/N).
+    original dtype: in mixed precision the trainable ones in fp32 (our master, 4·P_t/N) with
+    fp32 gradient shards (4·P_t/N, created in backward) and optimizer states o(P_t)/N, the
+    frozen ones as stored (`frozen_bytes`: a LoRA/QLoRA base at its compute bytes, frozen blocks
+    in fp32). In fp32 or pure bf16 the shard is the parameters themselves (w·P_t/N + frozen/N).
 
     Gathered: with `reshard_after_forward=True` (zero_stage 3) the root's parameters R stay
     gathered from its forward to the end of backward (the root is not resharded) and at the
@@ -444,7 +438,7 @@ def fsdp(shard: StageShard, cfg: TrainConfig) -> ModelStates:
     (zero_stage 2) every unit stays gathered from forward to backward, w·P.
     Non-float storage (QLoRA's NF4 codes) is all-gathered as it is (_fsdp_param.py: no cast).
     `replicate`: fp32 parameters (4P) with bf16 copies through forward and backward (w·P), fp32
-    gradients (4T, created in backward) all-reduced one unit at a time through a 4·B buffer.
+    gradients (4·P_t, created in backward) all-reduced one unit at a time through a 4·B buffer.
     `optimizer+params` is `CPUOffloadPolicy`: parameter, gradient and optimizer-state shards
     in host RAM, the step on the CPU.
     """

@@ -1,8 +1,8 @@
 """Runtime memory: communication buffers, the optimizer step's transient, and what the process
 holds outside its tensors (CUDA context, NCCL, allocator fragmentation).
 
-Notation as in `model_states.py` (T trainable parameters on the GPU's shard, N sharding ranks,
-B one block, w and g weight and gradient bytes).
+Notation: docs/notation.md. Here mostly P_t trainable parameters on the GPU's shard, N sharding
+ranks, w and g weight and gradient bytes, O the runtime overhead, φ the fragmentation.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ ADAMW = vocab.code("optimizer", "adamw")
 def ddp_bucket_bytes(shard: StageShard, cfg: TrainConfig):
     """PyTorch DDP (zero_stage 0 with `generic`) copies every gradient into its all-reduce
     buckets: "gradient_as_bucket_view ... the saved memory size will be equal to the total
-    gradients size" (torch.nn.parallel.DistributedDataParallel docs), g·T. None without data
+    gradients size" (torch.nn.parallel.DistributedDataParallel docs), g·P_t. None without data
     parallelism. (FSDP2's `replicate`, the fsdp profile's zero_stage 0, reduces one unit at a
     time: model_states.fsdp.)"""
     trainable = shard.trainable_dense + shard.trainable_expert
@@ -69,11 +69,11 @@ def workspace_bytes(arch, cfg: TrainConfig, hw: Hardware):
 
 
 def optimizer_step_bytes(shard: StageShard, cfg: TrainConfig):
-    """The step's transient: PyTorch's foreach AdamW (`_multi_tensor_adamw`) materialises
-    sqrt(v) for every parameter of the shard, one state-sized temporary. DeepSpeed's FusedAdam,
-    Megatron-LM's fused Adam and bitsandbytes' 8-bit kernels update in place. With the
-    optimizer offloaded the step runs on the CPU (DeepSpeedCPUAdam, FSDP2 CPUOffloadPolicy):
-    nothing on the GPU."""
+    """The step's transient: PyTorch's foreach AdamW (`_multi_tensor_adamw`) materialises the
+    square root of the second moment (`exp_avg_sq`) for every parameter of the shard, one
+    state-sized temporary. DeepSpeed's FusedAdam, Megatron-LM's fused Adam and bitsandbytes'
+    8-bit kernels update in place. With the optimizer offloaded the step runs on the CPU
+    (DeepSpeedCPUAdam, FSDP2 CPUOffloadPolicy): nothing on the GPU."""
     sharded = cfg.zero_stage >= 1
     trainable = (shard.trainable_dense / xp.where(sharded, dense_shard_degree(cfg), 1)
                  + shard.trainable_expert / xp.where(sharded, expert_shard_degree(cfg), 1))
@@ -86,12 +86,12 @@ def optimizer_step_bytes(shard: StageShard, cfg: TrainConfig):
 def overhead_bytes(allocated, cfg: TrainConfig, hw: Hardware):
     """Outside the tensors: the GPU type's runtime overhead (CUDA context, cuBLAS workspaces,
     NCCL buffers; `runtime_overhead_bytes` in the GPU catalog, with its source) plus the
-    allocator's fragmentation: reserved = allocated/(1 - fragmentation)."""
+    allocator's fragmentation φ: reserved = allocated/(1 - φ)."""
     fragmentation = allocated * cfg.fragmentation / (1 - cfg.fragmentation)
     return hw.runtime_overhead_bytes + fragmentation
 
 
 def reserved_bytes(allocated, cfg: TrainConfig, hw: Hardware):
-    """allocated + `overhead_bytes`, as one product: allocated/(1 - f) + runtime overhead."""
+    """allocated + `overhead_bytes`, as one product: allocated/(1 - φ) + O."""
     return allocated / (1 - cfg.fragmentation) + hw.runtime_overhead_bytes
 

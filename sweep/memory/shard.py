@@ -1,10 +1,10 @@
 """Which parameters one GPU holds: a pipeline stage, split by tensor and expert parallelism.
 
-Notation: t = tp, p = pp, c = cp, x = ep, n = n_gpus. Data-parallel degree d = n/(t·p·c).
-ZeRO and FSDP shard over every rank that holds the same parameters: the dense parameters over
-d·c = n/(t·p) ranks (Megatron-LM's distributed optimizer uses the data-parallel group with
-context parallelism), the routed experts over n/(t_e·p·x) ranks, t_e the expert
-tensor-parallel degree.
+Notation: docs/notation.md. Here n GPUs, t, p, c, x, t_e the tensor, pipeline, context, expert
+and expert tensor-parallel degrees, D = n/(t·p·c) the data-parallel degree, L blocks.
+ZeRO and FSDP shard over every rank that holds the same parameters, N of them: the dense
+parameters over N = D·c = n/(t·p) ranks (Megatron-LM's distributed optimizer uses the
+data-parallel group with context parallelism), the routed experts over N = n/(t_e·p·x).
 
 A pipeline stage holds L/p consecutive blocks, or the uneven split `stage_layer_counts` gives;
 the first also holds the input embedding, the last the final norm and the head (with p = 1 one
@@ -33,7 +33,7 @@ class StageShard:
     """Parameter counts on one GPU of one pipeline stage (before ZeRO/FSDP sharding).
 
     base_*: the model's own parameters (dense: replicated over the n/(t·p) data-parallel ranks;
-    expert: routed experts, over n/(t·p·x)); block_linear: the part in the blocks' linear weights
+    expert: routed experts, over n/(t_e·p·x)); block_linear: the part in the blocks' linear weights
     (quantised by QLoRA, fp8 in fp8-mixed); adapters: LoRA parameters; trainable_*: what gets
     gradients and optimizer states; factored_*: Adafactor's second-moment elements of the
     trainable parameters; frozen_*: the model's own parameters that get no gradient (the
@@ -85,7 +85,7 @@ def gpus_on_node(cfg: TrainConfig):
 
 
 def data_parallel_degree(cfg: TrainConfig):
-    """d = n/(t·p·c)."""
+    """D = n/(t·p·c)."""
     return cfg.n_gpus / (cfg.tp * cfg.pp * cfg.cp)
 
 

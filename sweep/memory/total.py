@@ -148,9 +148,10 @@ class FitTerms:
 
 def fit_terms(arch: Architecture, cfg: TrainConfig, hw: Hardware,
               frameworks=tuple(PROFILES)) -> FitTerms:
-    """The terms of `estimate`'s fit decision, unsummed: total <= capacity is
-    max(backward + dynamic, step) <= (capacity - runtime overhead)·(1 - fragmentation) on both
-    stages. The sweep combines them with few operations per configuration."""
+    """The terms of `estimate`'s fit decision, unsummed: total <= C is
+    max(backward + dynamic, step) <= A = (C - O)·(1 - φ) on both stages (C capacity, O runtime
+    overhead, φ fragmentation: docs/notation.md). The sweep combines them with few operations
+    per configuration."""
     stages = [stage_memory(arch, cfg, hw, stage, frameworks) for stage in evaluated_stages(cfg)]
     capacity = hw.memory_bytes * hw.usable_fraction
     allocatable = (capacity - hw.runtime_overhead_bytes) * (1 - cfg.fragmentation)
@@ -204,11 +205,11 @@ def stage_memory(arch: Architecture, cfg: TrainConfig, hw: Hardware, stage: int,
     one recomputed block. The end of backward and the optimizer step hold every gradient, the
     end of backward's buffers or the step's transient, no activation:
     allocated = max(backward + dynamic, step),
-    total = allocated/(1 - fragmentation) + runtime overhead. `backward` and `step` depend on
-    the static axes (parallel layout, ZeRO, precision, ...), `dynamic` on batch, context and
-    recompute; `xp.materialize` keeps each part on its own sub-grid in a sweep, so that only
-    the last line is evaluated per configuration. Inference holds the weights, the decode
-    workspace, the next-token logits and the KV cache.
+    total = allocated/(1 - φ) + O (φ fragmentation, O runtime overhead). `backward` and `step`
+    depend on the static axes (parallel layout, ZeRO, precision, ...), `dynamic` on batch,
+    context and recompute; `xp.materialize` keeps each part on its own sub-grid in a sweep, so
+    that only the last line is evaluated per configuration. Inference holds the weights, the
+    decode workspace, the next-token logits and the KV cache.
     """
     arch = framework_architecture(arch, cfg)
     shard = stage_shard(arch, cfg, stage)
@@ -318,7 +319,7 @@ def estimate(arch: Architecture, cfg: TrainConfig, hw: Hardware) -> Estimate:
     The first and the last pipeline stage are evaluated, and the second with an uneven split
     (`evaluated_stages`); the largest total is reported, and host RAM (and NVMe) per node is
     the largest of the stages'.
-    fits = valid and total <= memory_bytes·usable_fraction and host bytes <= host RAM and
+    fits = valid and total <= C = memory_bytes·usable_fraction and host bytes <= host RAM and
     NVMe bytes <= the node's NVMe.
     """
     codes = evaluated_stages(cfg)

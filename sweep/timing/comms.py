@@ -1,19 +1,16 @@
 """Collective communication per parallel dimension, over the link each group crosses.
 
-Notation:
-
-| symbol | meaning                                                                            |
-|--------|------------------------------------------------------------------------------------|
-| g      | ranks in the group                                                                 |
-| S      | bytes of the full buffer (the all-reduced tensor; the gathered tensor)             |
-| B      | per-GPU one-direction bandwidth of the link the group crosses, times its η         |
-| D      | GPUs that reach each other over the scale-up link (NVLink/ICI domain: the node,    |
-|        | 72 for a GB200 NVL72 rack, the slice for a TPU)                                    |
-| n, t, c, p, x | GPUs, tensor, context, pipeline and expert parallel degrees                 |
+Notation: docs/notation.md. Here n_g ranks in the group, S bytes of the full buffer (the
+all-reduced tensor; the gathered tensor), β the per-GPU one-direction bandwidth of the link the
+group crosses, times its achievable fraction η (β_up scale-up, β_out scale-out), n_up the GPUs
+that reach each other over the scale-up link (NVLink/ICI domain: the node, 72 for a GB200 NVL72
+rack, the slice for a TPU), j a group's members on one scale-up domain, and n, t, c, p, x, t_e
+the GPUs and parallel degrees.
 
 Bandwidth terms of the ring algorithms, as nccl-tests defines bus bandwidth (NVIDIA/nccl-tests
-doc/PERFORMANCE.md): all-reduce 2·(g-1)/g·S/B, reduce-scatter and all-gather (g-1)/g·S/B,
-all-to-all (g-1)/g·S/B (S: what one rank sends, its own share included), point-to-point S/B.
+doc/PERFORMANCE.md): all-reduce 2·(n_g-1)/n_g·S/β, reduce-scatter and all-gather
+(n_g-1)/n_g·S/β, all-to-all (n_g-1)/n_g·S/β (S: what one rank sends, its own share included),
+point-to-point S/β.
 Latency terms are left out: NCCL's base latency of tens of microseconds is a few percent of
 the bandwidth term for the 10 MB and larger messages of a typical layer (T·h·e = 33 MB at
 4096 tokens and h = 4096), so small models with few tokens per micro-batch come out fast.
@@ -22,19 +19,20 @@ is not modelled.
 
 Which link: Megatron-LM orders ranks tensor-innermost (tp, cp, ep, dp, pp:
 megatron/core/parallel_state.py `RankGenerator`, default order "tp-cp-ep-dp-pp"), so a group
-of g ranks whose members are `stride` ranks apart spans g·stride consecutive GPUs: TP
+of n_g ranks whose members are `stride` ranks apart spans n_g·stride consecutive GPUs: TP
 (stride 1), CP (stride t), EP (stride t_e), DP (stride t: the n/(t·p) ranks of one stage),
-expert DP (stride t_e·x). A group spanning at most D GPUs stays on the scale-up link. A group
-spanning nodes has k = min(g, max(D/stride, 1)) members per node; NCCL runs one ring per
-channel and spreads the channels over the node's NICs, so each member sends 1/k of its ring
-traffic over its own NIC and the rest over the scale-up link: time = X·max((k-1)/(k·B_up),
-1/(k·B_out)) for X bytes a member sends, i.e. the node's aggregate NIC bandwidth k·B_out.
+expert DP (stride t_e·x). A group spanning at most n_up GPUs stays on the scale-up link. A
+group spanning nodes has j = min(n_g, max(n_up/stride, 1)) members per node; NCCL runs one ring
+per channel and spreads the channels over the node's NICs, so each member sends 1/j of its
+ring traffic over its own NIC and the rest over the scale-up link: time =
+X·max((j-1)/(j·β_up), 1/(j·β_out)) for X bytes a member sends, i.e. the node's aggregate NIC
+bandwidth j·β_out.
 Three DGX-like nodes with 4 HDR NICs per 8 GPUs measure 84.8 GB/s all-reduce bus bandwidth
-against that aggregate's 100 GB/s (NVIDIA/nccl-tests issue #119). All-to-all sends (g - k)/g
-of its bytes off the node. Pipeline neighbours (n/p apart) share a node only when n <= D;
-across nodes each stage sends through its own NIC.
+against that aggregate's 100 GB/s (NVIDIA/nccl-tests issue #119). All-to-all sends
+(n_g - j)/n_g of its bytes off the node. Pipeline neighbours (n/p apart) share a node only when
+n <= n_up; across nodes each stage sends through its own NIC.
 
-Achievable fractions of the nominal bandwidth (measured bus bandwidth / nominal):
+Achievable fractions η of the nominal bandwidth (measured bus bandwidth / nominal):
 `SCALE_UP_FRACTION` 0.70: 8x A100-SXM over NVSwitch reach 200-208 GB/s all-reduce bus bandwidth
 of 300 GB/s (NVIDIA/nccl-tests issues #149 and #178); `SCALE_OUT_FRACTION` 0.85: the 84.8 of
 100 GB/s above (nccl-tests issue #119).
@@ -57,24 +55,24 @@ SCALE_OUT_FRACTION = 0.85
 
 
 def scale_up_domain(cfg: TrainConfig, hw: Hardware):
-    """D: GPUs joined by the scale-up link, at least the node."""
+    """n_up: GPUs joined by the scale-up link, at least the node."""
     return xp.maximum(cfg.gpus_per_node, hw.scale_up_domain_gpus)
 
 
 def _links(hw: Hardware):
-    """(B_up, B_out): achievable per-GPU scale-up and scale-out bandwidth."""
+    """(β_up, β_out): achievable per-GPU scale-up and scale-out bandwidth."""
     return (SCALE_UP_FRACTION * hw.intra_node_bandwidth_bytes_per_s,
             SCALE_OUT_FRACTION * hw.inter_node_bandwidth_bytes_per_s)
 
 
 def members_per_node(ranks, stride, cfg: TrainConfig, hw: Hardware):
-    """k: members of a group (`ranks` ranks, `stride` apart) on one scale-up domain."""
+    """j: members of a group (`ranks` ranks, `stride` apart) on one scale-up domain."""
     return xp.minimum(ranks, xp.maximum(scale_up_domain(cfg, hw) / stride, 1))
 
 
 def ring_bandwidth(ranks, stride, cfg: TrainConfig, hw: Hardware):
-    """Effective per-member bandwidth of a ring collective: B_up inside the scale-up domain,
-    else 1/max((k-1)/(k·B_up), 1/(k·B_out)) (module docstring)."""
+    """Effective per-member bandwidth of a ring collective: β_up inside the scale-up domain,
+    else 1/max((j-1)/(j·β_up), 1/(j·β_out)) (module docstring)."""
     up, out = _links(hw)
     k = members_per_node(ranks, stride, cfg, hw)
     across = 1 / xp.maximum((k - 1) / (k * up), 1 / (k * out))
@@ -82,18 +80,18 @@ def ring_bandwidth(ranks, stride, cfg: TrainConfig, hw: Hardware):
 
 
 def point_to_point_bandwidth(span, cfg: TrainConfig, hw: Hardware):
-    """A send between ranks within `span` consecutive GPUs: B_up, else the sender's NIC."""
+    """A send between ranks within `span` consecutive GPUs: β_up, else the sender's NIC."""
     up, out = _links(hw)
     return xp.where(span <= scale_up_domain(cfg, hw), up, out)
 
 
 def all_reduce_seconds(buffer_bytes, ranks, bandwidth):
-    """Ring all-reduce: 2·(g-1)/g·S/B."""
+    """Ring all-reduce: 2·(n_g-1)/n_g·S/β."""
     return 2 * (ranks - 1) / ranks * buffer_bytes / bandwidth
 
 
 def reduce_scatter_seconds(buffer_bytes, ranks, bandwidth):
-    """Ring reduce-scatter of an S-byte buffer: (g-1)/g·S/B (all-gather: the same)."""
+    """Ring reduce-scatter of an S-byte buffer: (n_g-1)/n_g·S/β (all-gather: the same)."""
     return (ranks - 1) / ranks * buffer_bytes / bandwidth
 
 
@@ -101,8 +99,8 @@ all_gather_seconds = reduce_scatter_seconds
 
 
 def all_to_all_seconds(sent_bytes, ranks, stride, cfg: TrainConfig, hw: Hardware):
-    """All-to-all where each member sends S bytes in total (its own share included): (k-1)/g
-    of S over the scale-up link and (g-k)/g through its NIC, concurrently."""
+    """All-to-all where each member sends S bytes in total (its own share included):
+    (j-1)/n_g of S over the scale-up link and (n_g-j)/n_g through its NIC, concurrently."""
     up, out = _links(hw)
     k = members_per_node(ranks, stride, cfg, hw)
     return xp.maximum((k - 1) / ranks * sent_bytes / up,
@@ -110,7 +108,7 @@ def all_to_all_seconds(sent_bytes, ranks, stride, cfg: TrainConfig, hw: Hardware
 
 
 def transfer_seconds(bytes_moved, bandwidth):
-    """S/B over a link; infinite when bytes must cross a link the hardware lacks (B = 0)."""
+    """S/β over a link; infinite when bytes must cross a link the hardware lacks (β = 0)."""
     finite = bytes_moved / xp.maximum(bandwidth, 1.0)
     return xp.where(bandwidth > 0, finite, xp.where(bytes_moved > 0, math.inf, 0.0))
 

@@ -1,11 +1,12 @@
 """What a training run costs: GPU-hours at a price, per token and for a token budget.
 
-Notation: t_step seconds per step, N tokens per step, n GPUs, P price per GPU-hour (USD,
-catalog `price_per_gpu_hour_usd` or the grid's override), D tokens to train on.
+Notation: docs/notation.md. Here τ_step seconds per step, G tokens per step, n GPUs, ρ price
+per GPU-hour (USD, catalog `price_per_gpu_hour_usd` or the grid's override), G_train tokens to
+train on.
 
-    cost per million tokens = P·n·t_step/3600 / N · 10^6
-    days to train           = D / (N / t_step) / 86400
-    cost to train           = P·n · 24 · days to train = D/10^6 · cost per million tokens
+    cost per million tokens = ρ·n·τ_step/3600 / G · 10^6
+    days to train           = G_train / (G / τ_step) / 86400
+    cost to train           = ρ·n · 24 · days to train = G_train/10^6 · cost per million tokens
 
 GPU-hours are billed for every GPU of the run for the whole step, idle bubble included.
 """
@@ -32,18 +33,18 @@ class Cost:
 
 
 def gpu_hours_per_step(step_s, n_gpus):
-    """n·t_step/3600."""
+    """n·τ_step/3600."""
     return n_gpus * step_s / SECONDS_PER_HOUR
 
 
 def cost_per_million_tokens(step_s, tokens_per_step, n_gpus, price_per_gpu_hour_usd):
-    """P·n·t_step/3600/N·10^6."""
+    """ρ·n·τ_step/3600/G·10^6."""
     return price_per_gpu_hour_usd * gpu_hours_per_step(step_s, n_gpus) / tokens_per_step * (
         MILLION)
 
 
 def days_to_train(step_s, tokens_per_step, token_budget):
-    """D/(N/t_step)/86400."""
+    """G_train/(G/τ_step)/86400."""
     return token_budget * step_s / tokens_per_step / SECONDS_PER_DAY
 
 

@@ -1,24 +1,18 @@
 """How fast a GPU runs the work of a training step: GEMMs, attention and memory-bound kernels.
 
-Notation:
+Notation: docs/notation.md. Here F FLOPs of a kernel (or of a sum of kernels), Q the bytes it
+moves to and from HBM, F_peak the peak dense FLOP/s of the precision it computes in (catalog),
+μ the GPU's maximum achievable matmul fraction of F_peak (catalog `matmul_efficiency`: the
+best-shape GEMM measured with mamf-finder), κ `IN_TRAINING_MATMUL_FRACTION`, the share of
+μ·F_peak that GEMMs keep inside a training step (calibrated, see below), W the HBM bandwidth
+(catalog), of which η_W (`HBM_FRACTION`) is achievable.
 
-| symbol | meaning                                                                           |
-|--------|-----------------------------------------------------------------------------------|
-| F      | FLOPs of a kernel (or of a sum of kernels)                                        |
-| Q      | bytes it moves to and from HBM                                                    |
-| P      | peak dense FLOP/s of the precision it computes in (catalog)                       |
-| μ      | the GPU's maximum achievable matmul fraction of P (catalog `matmul_efficiency`:   |
-|        | the best-shape GEMM measured with mamf-finder)                                    |
-| κ      | `IN_TRAINING_MATMUL_FRACTION`: the share of μ·P that GEMMs keep inside a training |
-|        | step (calibrated, see below)                                                      |
-| W      | HBM bandwidth (catalog); η_W `HBM_FRACTION` of it is achievable                   |
-
-A GEMM takes F/(κ·μ·P) + Q/(η_W·W): the two sides of the roofline added, a smooth form of
-max(compute, memory) that is exact at both ends. Q = e·(M·K + K·N + M·N) for an M x K by
-K x N product with e-byte operands, so a GEMM with a small dimension (few tokens, few KV heads
-per tensor-parallel rank, small experts) is slowed by its operands, and a large square one runs
-at κ·μ·P: the GEMM size and shape effect. Being linear in F and Q, the time of many GEMMs is
-the time of their sums, which is what keeps this cheap in a sweep.
+A GEMM takes F/(κ·μ·F_peak) + Q/(η_W·W): the two sides of the roofline added, a smooth form of
+max(compute, memory) that is exact at both ends. Q = e·(rows·inner + inner·cols + rows·cols) for
+a rows x inner by inner x cols product with e-byte operands, so a GEMM with a small dimension
+(few tokens, few KV heads per tensor-parallel rank, small experts) is slowed by its operands,
+and a large square one runs at κ·μ·F_peak: the GEMM size and shape effect. Being linear in F and
+Q, the time of many GEMMs is the time of their sums, which is what keeps this cheap in a sweep.
 
 FlashAttention runs at `FLASH_ATTENTION_FRACTION` of the GEMM rate: FlashAttention-2 reaches
 50-73% of the A100's peak (Dao 2023, arXiv 2307.08691, abstract), against μ = 86.9% for GEMMs;
@@ -78,7 +72,7 @@ def block_gemm_peak(hw: Hardware, cfg: TrainConfig):
 
 
 def matmul_rate(hw: Hardware, peak):
-    """FLOP/s a large GEMM sustains inside a training step: κ·μ·P."""
+    """FLOP/s a large GEMM sustains inside a training step: κ·μ·F_peak."""
     return IN_TRAINING_MATMUL_FRACTION * hw.matmul_efficiency * peak
 
 
@@ -88,7 +82,7 @@ def memory_rate(hw: Hardware):
 
 
 def gemm_seconds(flops, operand_bytes, hw: Hardware, peak):
-    """F/(κ·μ·P) + Q/(η_W·W): a GEMM (or a sum of GEMMs) on the roofline."""
+    """F/(κ·μ·F_peak) + Q/(η_W·W): a GEMM (or a sum of GEMMs) on the roofline."""
     return flops / matmul_rate(hw, peak) + operand_bytes / memory_rate(hw)
 
 

@@ -1,36 +1,31 @@
 """FLOPs of training, derived per GEMM from the Linear inventory of `sweep/model.py`.
 
-Notation (per micro-batch, on one GPU):
+Notation: docs/notation.md (per micro-batch, on one GPU). Here mostly T = b·s/c tokens of a
+micro-batch on a rank, h hidden size, V vocabulary, a and k query and key/value heads, d_qk and
+d_v the head widths of QK^T and of AV, t and t_e the tensor- and expert-tensor-parallel degrees
+(a Linear is split as `split` says), E routed experts, E_k of them per token (top-k), cf the
+capacity factor, r the LoRA rank, L blocks, L_frozen leading frozen blocks, s_k the keys one
+query attends (s as the papers count, or what a kernel computes), G tokens per step.
 
-| symbol | meaning                                                                        |
-|--------|--------------------------------------------------------------------------------|
-| T      | tokens of a micro-batch on one context-parallel rank, b·s/c                    |
-| b, s   | micro_batch, seq_len                                                           |
-| h, V   | hidden size, vocabulary                                                        |
-| a, k   | query heads, key/value heads; d_qk, d_v: head widths of QK^T and of AV        |
-| t, t_e | tensor- and expert-tensor-parallel degrees (a Linear is split as `split` says) |
-| e_k    | routed experts per token (top-k), E routed experts, cf capacity factor         |
-| r      | LoRA rank                                                                      |
-| L, F   | blocks of the model, leading frozen blocks                                     |
-| κ      | keys one query attends: s (as the papers count), or what a kernel computes     |
-
-A GEMM of an (M x K) by a (K x N) matrix costs 2·M·K·N FLOPs (one multiply and one add per
-term). One linear layer in -> out applied to T tokens: forward 2·T·in·out, backward the same
-twice (input gradient "dgrad" and weight gradient "wgrad"). Routed experts: each token passes
-through e_k of the E experts, so an expert linear counts e_k/E of its `count` per token.
-Attention core per query: QK^T 2·κ·a·d_qk and AV 2·κ·a·d_v; logits 2·h·V per token.
+A GEMM of a (rows x inner) by an (inner x cols) matrix costs 2·rows·inner·cols FLOPs (one
+multiply and one add per term). One linear layer in -> out applied to T tokens: forward
+2·T·in·out, backward the same twice (input gradient "dgrad" and weight gradient "wgrad").
+Routed experts: each token passes through E_k of the E experts, so an expert linear counts
+E_k/E of its `count` per token. Attention core per query: QK^T 2·s_k·a·d_qk and AV
+2·s_k·a·d_v; logits 2·h·V per token.
 
 For a GPT-3 block (MHA, GeLU 4h, L blocks, tied head) this reduces to Narayanan et al. 2021
-(arXiv 2104.04473, §5.1, eq. 3): 72·B·s·L·h²·(1 + s/(6h) + V/(12·L·h)) without and
-96·B·s·L·h²·(1 + s/(6h) + V/(16·L·h)) with full activation recomputation (tests check both).
+(arXiv 2104.04473, §5.1, eq. 3, written with G = batch·s tokens per step):
+72·G·L·h²·(1 + s/(6h) + V/(12·L·h)) without and 96·G·L·h²·(1 + s/(6h) + V/(16·L·h)) with full
+activation recomputation (tests check both).
 
 Model FLOPs (what MFU divides by; Korthikanti et al. 2022, arXiv 2205.05198, §6.1): the FLOPs
-the training step needs, without recomputation; attention counted with κ = s, the full s²
+the training step needs, without recomputation; attention counted with s_k = s, the full s²
 score matrix, as Narayanan et al. 2021 eq. 3, Korthikanti et al. 2022, PaLM (Chowdhery et
-al. 2022, App. B, 6N + 12·L·H·Q·T) and Megatron-LM up to core_r0.8.0
+al. 2022, App. B: 6Ψ + 12·L·a·d·s per token) and Megatron-LM up to core_r0.8.0
 (megatron/training/training.py `num_floating_point_operations`, commit baf94af3) count it; the
 current Megatron-LM (commit d98e8a64) halves the s² term for the causal mask. Executed FLOPs
-(what the time model spends): causal attention computes κ ≈ (s + 1)/2 keys per query in a
+(what the time model spends): causal attention computes s_k ≈ (s + 1)/2 keys per query in a
 FlashAttention kernel (blocks above the diagonal are skipped) and all s with an explicit
 softmax (the mask is applied after QK^T). Frozen blocks need no weight gradients, and no input
 gradients either below the first trainable block; LoRA needs input gradients through the
@@ -48,7 +43,7 @@ FULL, LORA = 0, 1  # codes of vocabulary.FINETUNES (qlora = 2 trains adapters li
 
 
 def _active_per_token(lin: model.Linear, arch: Architecture, padding=1.0):
-    """How many times one token passes through `lin`: its count, or e_k/E of it for routed
+    """How many times one token passes through `lin`: its count, or E_k/E of it for routed
     experts (times the capacity padding when executed with a capacity factor)."""
     if not lin.expert:
         return lin.count
@@ -89,7 +84,7 @@ def block_linear_flops(arch: Architecture, moe: bool, tp=1, etp=1, padding=1.0):
 
 def block_lora_flops(arch: Architecture, moe: bool, rank, target_mask, tp=1, etp=1):
     """Forward FLOPs per token of the LoRA adapters of one block: 2·r·(in + out) per
-    targeted linear and token through it (A: in -> r, B: r -> out)."""
+    targeted linear and token through it (lora_A: in -> r, lora_B: r -> out)."""
     total = 0.0
     for lin in model.block_linears(arch, moe):
         if lin.lora_target is None:
@@ -108,21 +103,21 @@ def attention_widths(arch: Architecture):
 
 
 def context_per_query(arch: Architecture, seq_len):
-    """Keys one query attends in the model-FLOPs count: s, or the window w if smaller."""
+    """Keys one query attends in the model-FLOPs count: s, or the window s_w if smaller."""
     window = xp.where(arch.sliding_window > 0, arch.sliding_window, seq_len)
     return xp.minimum(seq_len, window)
 
 
 def causal_keys_per_query(arch: Architecture, seq_len):
-    """Mean keys a causal query attends: (1/s)·Σ_i min(i, w) = (s + 1)/2 without a window,
-    w - w·(w - 1)/(2s) with a window w < s. What a FlashAttention kernel computes."""
+    """Mean keys a causal query attends: (1/s)·Σ_i min(i, s_w) = (s + 1)/2 without a window,
+    s_w - s_w·(s_w - 1)/(2s) with a window s_w < s. What a FlashAttention kernel computes."""
     w = context_per_query(arch, seq_len)
     return w - w * (w - 1) / (2 * seq_len)
 
 
 def attention_core_flops(arch: Architecture, keys_per_query, tp=1):
     """Forward FLOPs per query token of QK^T and AV on one rank (heads split by t):
-    2·κ·(a/t)·(d_qk + d_v)."""
+    2·s_k·(a/t)·(d_qk + d_v)."""
     d_qk, d_v = attention_widths(arch)
     return FMA_FLOPS * keys_per_query * arch.num_heads / tp * (d_qk + d_v)
 
@@ -133,7 +128,8 @@ def head_flops(arch: Architecture, tp=1):
 
 
 def trainable_blocks(arch: Architecture, cfg: TrainConfig, layers=None, first_layer=0):
-    """Blocks among `layers` from `first_layer` after the frozen prefix (all when F = 0)."""
+    """Blocks among `layers` from `first_layer` after the frozen prefix (all when
+    L_frozen = 0)."""
     layers = arch.num_layers if layers is None else layers
     frozen = xp.minimum(xp.maximum(cfg.frozen_layers - first_layer, 0), layers)
     return layers - frozen
@@ -203,7 +199,7 @@ def hardware_flops_per_token(arch: Architecture, cfg: TrainConfig):
     forward, plus recomputation: full reruns the forward of the recomputed trainable blocks,
     selective the forward of their attention core. For a GPT-3 block with explicit attention
     and full recomputation this is Narayanan et al. 2021 eq. 3,
-    96·B·s·l·h²·(1 + s/(6h) + V/(16·l·h)) per step.
+    96·G·L·h²·(1 + s/(6h) + V/(16·L·h)) per step.
     """
     flash = cfg.flash_attention > 0
     keys = xp.where(flash, causal_keys_per_query(arch, cfg.seq_len),

@@ -1,15 +1,11 @@
 """Time of one training step: compute, exposed communication, pipeline bubble, optimizer.
 
-Notation (one GPU, one micro-batch unless said):
-
-| symbol   | meaning                                                                       |
-|----------|-------------------------------------------------------------------------------|
-| n        | GPUs; t, c, p, v, x: tensor, context, pipeline, virtual-pipeline, expert deg. |
-| d        | data-parallel degree n/(t·p·c); m micro-batches per step (grad_accum)         |
-| b, s, T  | micro_batch, seq_len, T = b·s/c tokens on a rank                              |
-| e        | activation bytes (2; 4 in fp32); e_g block-GEMM operand bytes (1 in fp8)      |
-| h, f, V  | hidden, MLP inner width, vocabulary; a, k heads and KV heads                   |
-| t_f, t_b | forward and backward compute of a micro-batch on a stage                     |
+Notation: docs/notation.md (one GPU, one micro-batch unless said). Here mostly n GPUs, t, c, p,
+v, x the tensor, context, pipeline, virtual-pipeline and expert degrees, D = n/(t·p·c) the
+data-parallel degree, m micro-batches per step, T = b·s/c tokens on a rank, e activation bytes,
+e_g block-GEMM operand bytes, τ_f and τ_b the forward and backward compute time of a
+micro-batch on a stage, τ_max and τ_fill a micro-batch's time on the slowest stage and on the
+first.
 
 One stage, one micro-batch (`stage_work`): every block's linears, attention core and
 memory-bound kernels forward (`efficiency`), the backward as 2 further GEMM passes (1 under
@@ -18,7 +14,7 @@ recomputes QK^T: Dao-AILab/flash-attention benchmarks/benchmark_flash_attention.
 and 2x the memory traffic; the head and the loss on the stage that holds them; recomputation
 (full: one more forward of the recomputed blocks, selective: of the attention core); the
 exposed TP, CP, EP and PP communication of that micro-batch. The step (`step_time`):
-m·t_max + (p - 1)/v·t_first (`schedule`), plus data-parallel / ZeRO communication, the
+m·τ_max + (p - 1)/v·τ_fill (`schedule`), plus data-parallel / ZeRO communication, the
 optimizer step and offload transfers of the most loaded stage. Every term is evaluated on
 both the first and the last pipeline stage (the first fills the pipeline, the last holds the
 head), so each depends only on the axes it reads.
@@ -145,7 +141,7 @@ def tokens_per_microbatch(cfg: TrainConfig):
 
 
 def tokens_per_step(cfg: TrainConfig):
-    """b·s·m·d: every data-parallel replica's micro-batches (c ranks share a sequence)."""
+    """G = b·s·m·D: every data-parallel replica's micro-batches (c ranks share a sequence)."""
     return cfg.micro_batch * cfg.seq_len * cfg.grad_accum * cfg.n_gpus / (
         cfg.tp * cfg.pp * cfg.cp)
 
@@ -376,17 +372,17 @@ def step_terms(arch: Architecture, cfg: TrainConfig, hw: Hardware, overlap: comm
                work: StageWork, stage: int) -> StepTerms:
     """Data-parallel gradient reduction and parameter gathers, optimizer and offload.
 
-    Collectives by ZeRO stage (group: the n/(t·p) ranks holding the same dense parameters,
-    n/(t_e·p·x) for routed experts; G gradient bytes of the trainable parameters, W parameter
-    bytes): stage 0 all-reduces G once per step; stages 1-2 reduce-scatter G and all-gather
-    the updated parameters; stage 3 all-gathers all of W before the forward and again before
-    the backward of every micro-batch and reduce-scatters G after it. Gradients are reduced
-    every micro-batch in DeepSpeed from stage 2 (deepspeed/runtime/engine.py
+    Collectives by ZeRO stage (group: the N = n/(t·p) ranks holding the same dense parameters,
+    n/(t_e·p·x) for routed experts): stage 0 all-reduces the gradients of the trainable
+    parameters once per step; stages 1-2 reduce-scatter them and all-gather the updated
+    parameters; stage 3 all-gathers all the weights before the forward and again before the
+    backward of every micro-batch and reduce-scatters the gradients after it. Gradients are
+    reduced every micro-batch in DeepSpeed from stage 2 (deepspeed/runtime/engine.py
     `allreduce_gradients`: "ZeRO stage >= 2 communicates during non gradient accumulation
-    boundaries as well") and in FSDP (`fully_shard` syncs every backward by default), else
-    once per step. Overlapped, a per-step reduction hides behind the last micro-batch's
-    backward and a per-step gather behind the first forward; per-micro-batch gathers behind
-    that micro-batch's forward and backward.
+    boundaries as well") and in FSDP (`fully_shard` syncs every backward by default), else once
+    per step. Overlapped, a per-step reduction hides behind the last micro-batch's backward and
+    a per-step gather behind the first forward; per-micro-batch gathers behind that
+    micro-batch's forward and backward.
     """
     shard = stage_shard(arch, cfg, stage)
     g_dense, g_expert = dense_shard_degree(cfg), expert_shard_degree(cfg)

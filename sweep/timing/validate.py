@@ -65,20 +65,22 @@ def gpt_architecture(hidden, layers, heads, vocab, seq_len, dropout, tied) -> Ar
 
 
 def narayanan_flops(batch, seq, layers, hidden, vocab):
-    """Narayanan et al. 2021 eq. 3: 96·B·s·l·h²·(1 + s/(6h) + V/(16·l·h))."""
+    """Narayanan et al. 2021 eq. 3: 96·G·L·h²·(1 + s/(6h) + V/(16·L·h)), G = batch·s tokens
+    (notation: docs/notation.md)."""
     return 96 * batch * seq * layers * hidden**2 * (
         1 + seq / (6 * hidden) + vocab / (16 * layers * hidden))
 
 
 def megatron_r080_flops(batch, seq, layers, hidden, vocab):
     """Megatron-Core r0.8.0 `num_floating_point_operations` for MHA, f = 4h, no SwiGLU, one
-    routed expert: 12·B·s·L·h²·((1 + 1 + s/h) + 4 + V/(2·L·h))."""
+    routed expert: 12·G·L·h²·((1 + 1 + s/h) + 4 + V/(2·L·h)), G = batch·s tokens."""
     return 12 * batch * seq * layers * hidden**2 * (
         (2 + seq / hidden) + 4 + vocab / (2 * layers * hidden))
 
 
 def korthikanti_model_flops(batch, seq, layers, hidden, vocab):
-    """Korthikanti et al. 2022 §6.1, model FLOPs: 72·B·s·l·h²·(1 + s/(6h) + V/(12·l·h))."""
+    """Korthikanti et al. 2022 §6.1, model FLOPs: 72·G·L·h²·(1 + s/(6h) + V/(12·L·h)),
+    G = batch·s tokens."""
     return 72 * batch * seq * layers * hidden**2 * (
         1 + seq / (6 * hidden) + vocab / (12 * layers * hidden))
 
