@@ -79,6 +79,14 @@ def _strategy_axes(args) -> dict:
     return axes
 
 
+def _add_cost_flags(parser) -> None:
+    group = parser.add_argument_group("time and cost")
+    group.add_argument("--token-budget", type=float, default=0.0, metavar="TOKENS",
+                       help="tokens to train on: gives days and cost to train (e.g. 1e12)")
+    group.add_argument("--price-per-gpu-hour", type=float, metavar="USD",
+                       help="USD per GPU-hour (default: the catalog's cited price)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llm-memory-sweep",
@@ -113,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="also show Megatron-LM's and DeepSpeed's estimates")
     explain.add_argument("--check", action="store_true",
                          help="exit with status 1 when the configuration does not fit")
+    _add_cost_flags(explain)
     big = commands.add_parser(
         "largest", help="the largest trainable model per node type and cluster size")
     big.add_argument("grid", nargs="?", default=LARGEST_GRID, help=f"default: {LARGEST_GRID}")
@@ -274,6 +283,9 @@ def _run(args) -> None:
         _initialize_distributed(args)
     if args.out:
         grid = dataclasses.replace(grid, output_dir=str(check_path(args.out, "--out", "--out")))
+    from sweep.engine.orchestrate import check_size
+
+    check_size(grid)
     lead = jax.process_index() == 0
     if lead:
         print(f"{grid.name}: {grid.size:,} configurations over "
@@ -315,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
             model = args.model if args.params is None else model_spec(args.family, args.params)
             given = _explicit_keys(argv) | set(values) - set(_config_values(args))
             assumed = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in given]
-            result = explain(model, args.gpu, assumed=assumed, **values)
+            result = explain(model, args.gpu, assumed=assumed, token_budget=args.token_budget,
+                             price_per_gpu_hour_usd=args.price_per_gpu_hour, **values)
             print(render(result, as_json=args.json, compare=args.compare))
             if args.check and not result.result.fits:
                 return 1

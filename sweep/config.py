@@ -8,6 +8,7 @@ code of their value, so that every field can be an array axis of a sweep.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import jax
@@ -24,10 +25,35 @@ DEFAULT_FRAGMENTATION = 0.15
 COUNT, NUMBER, BOOLEAN, CATEGORY, TARGETS = "count", "number", "boolean", "category", "targets"
 
 
-def key(default, kind: str, doc: str):
+def key(default, kind: str, doc: str, low: float | None = None, high: float | None = None,
+        below: float | None = None):
     """A configuration field: its default (codes for categories), what kind of value it takes
-    (how grid files and command-line flags read it) and what it means (the flag's help)."""
-    return dataclasses.field(default=default, metadata={"kind": kind, "doc": doc})
+    (how grid files and command-line flags read it), what it means (the flag's help) and the
+    values allowed: low <= value <= high, value < below (counts are whole numbers)."""
+    if kind == COUNT and low is None:
+        low = 0
+    return dataclasses.field(default=default, metadata={
+        "kind": kind, "doc": doc, "low": low, "high": high, "below": below})
+
+
+def value_problem(name: str, value) -> str | None:
+    """What is wrong with `value` for the numeric key `name` (None when it is allowed):
+    finite, whole for counts, within the key's range."""
+    meta = FIELDS[name].metadata
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"must be a number, got {value!r}"
+    if not math.isfinite(value):
+        return f"must be finite, got {value!r}"
+    if meta["kind"] == COUNT and not float(value).is_integer():
+        return f"must be a whole number, got {value!r}"
+    low, high, below = meta["low"], meta["high"], meta["below"]
+    if low is not None and value < low or high is not None and value > high \
+            or below is not None and value >= below:
+        allowed = " and ".join(x for x in (
+            f">= {low:g}" if low is not None else "", f"<= {high:g}" if high is not None else "",
+            f"< {below:g}" if below is not None else "") if x)
+        return f"must be {allowed}, got {value:g}"
+    return None
 
 
 @jax.tree_util.register_dataclass
@@ -36,34 +62,36 @@ class TrainConfig:
     """One training (or inference) configuration. Each field is a vocabulary key: a grid axis,
     an `explain` flag (`--n-gpus`), a Parquet column; `kind` and `doc` in its metadata."""
 
-    n_gpus: float = key(8, COUNT, "GPUs in the job")
-    gpus_per_node: float = key(8, COUNT, "GPUs per node (default: the GPU catalog's node)")
-    tp: float = key(1, COUNT, "tensor-parallel degree")
-    pp: float = key(1, COUNT, "pipeline-parallel degree")
-    vpp: float = key(1, COUNT, "virtual pipeline stages per rank (Megatron interleaving)")
-    cp: float = key(1, COUNT, "context-parallel degree")
-    ep: float = key(1, COUNT, "expert-parallel degree")
+    n_gpus: float = key(8, COUNT, "GPUs in the job", low=1)
+    gpus_per_node: float = key(8, COUNT, "GPUs per node (default: the GPU catalog's node)",
+                               low=1)
+    tp: float = key(1, COUNT, "tensor-parallel degree", low=1)
+    pp: float = key(1, COUNT, "pipeline-parallel degree", low=1)
+    vpp: float = key(1, COUNT, "virtual pipeline stages per rank (Megatron interleaving)", low=1)
+    cp: float = key(1, COUNT, "context-parallel degree", low=1)
+    ep: float = key(1, COUNT, "expert-parallel degree", low=1)
     etp: float = key(0, COUNT, "expert tensor-parallel degree (0: same as tp, Megatron's "
                                "default)")
     sp: float = key(0, BOOLEAN, "sequence parallelism (Megatron, with tp > 1)")
-    zero_stage: float = key(0, COUNT, "ZeRO stage 0-3 (FSDP: 2 = SHARD_GRAD_OP, 3 = FULL_SHARD)")
+    zero_stage: float = key(0, COUNT, "ZeRO stage 0-3 (FSDP: 2 = SHARD_GRAD_OP, 3 = FULL_SHARD)",
+                            high=3)
     framework: float = key(0, CATEGORY, "whose memory accounting")
     precision: float = key(1, CATEGORY, "weights, gradients and compute dtypes")
     optimizer: float = key(0, CATEGORY, "optimizer (its states per parameter)")
-    micro_batch: float = key(1, COUNT, "sequences per micro-batch")
-    seq_len: float = key(4096, COUNT, "tokens per sequence")
-    grad_accum: float = key(1, COUNT, "micro-batches per step (gradient accumulation)")
+    micro_batch: float = key(1, COUNT, "sequences per micro-batch", low=1)
+    seq_len: float = key(4096, COUNT, "tokens per sequence", low=1)
+    grad_accum: float = key(1, COUNT, "micro-batches per step (gradient accumulation)", low=1)
     recompute: float = key(0, CATEGORY, "activation recomputation")
     flash_attention: float = key(1, BOOLEAN, "FlashAttention (no s x s scores saved)")
     offload: float = key(0, CATEGORY, "ZeRO/FSDP offload to host RAM or NVMe")
     finetune: float = key(0, CATEGORY, "full training or LoRA/QLoRA adapters")
-    lora_rank: float = key(16, COUNT, "LoRA rank r")
+    lora_rank: float = key(16, COUNT, "LoRA rank r", low=1)
     lora_targets: float = key(0b1111111, TARGETS, "LoRA target modules")
     frozen_layers: float = key(0, COUNT, "freeze the embedding and this many leading blocks "
                                          "(full fine-tuning)")
     zero_init: float = key(1, BOOLEAN, "DeepSpeed zero.Init (ZeRO-3 host memory)")
     additional_buffer_factor: float = key(DEEPSPEED_ADDITIONAL_BUFFER_FACTOR, NUMBER,
-                                          "DeepSpeed estimator's host-memory safety factor")
+                                          "DeepSpeed estimator's host-memory safety factor", low=0)
     recompute_layers: float = key(0, COUNT, "with recompute full: blocks per stage recomputed "
                                             "(0: all)")
     fused_cross_entropy: float = key(0, BOOLEAN, "chunked/fused loss: no vocabulary-sized "
@@ -71,13 +99,14 @@ class TrainConfig:
     loss_fusion: float = key(0, BOOLEAN, "Megatron-LM --cross-entropy-loss-fusion (a fused "
                                          "kernel, not chunked)")
     capacity_factor: float = key(0, NUMBER, "MoE expert capacity (0: dropless, exactly top-k "
-                                            "per token)")
+                                            "per token)", low=0)
     mode: float = key(0, CATEGORY, "training or inference")
     kv_cache_dtype: float = key(0, CATEGORY, "inference: KV cache dtype")
     device: float = key(0, CATEGORY, "where byte layouts differ (dropout masks, norm "
                                      "statistics): cuda or the CPU reference")
     fragmentation: float = key(DEFAULT_FRAGMENTATION, NUMBER,
-                               "share of reserved memory lost to allocator fragmentation")
+                               "share of reserved memory lost to allocator fragmentation",
+                               low=0, below=1)
     first_stage_layers: float = key(0, COUNT, "blocks on the first pipeline stage (0: the even "
                                               "split; Megatron-LM "
                                               "--decoder-first-pipeline-num-layers)")
@@ -114,6 +143,9 @@ class TrainConfig:
             else:
                 out[f.name] = float(value)
         return out
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 
 @jax.tree_util.register_dataclass

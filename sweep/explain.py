@@ -16,7 +16,7 @@ import numpy as np
 
 from sweep import catalog, outputs, validity
 from sweep.catalog import GpuSpec
-from sweep.config import TrainConfig
+from sweep.config import COUNT, FIELDS, NUMBER, TrainConfig, value_problem
 from sweep.errors import SweepError
 from sweep.memory.total import GPU_COMPONENTS, Estimate, estimate
 from sweep.model import ModelSpec
@@ -27,28 +27,30 @@ GIB = 2**30
 
 MODEL_STATE_COMPONENTS = ("weights", "master_weights", "gradients", "optimizer_states")
 # Per framework code: (formula of each model-state component, source). Symbols as in
-# sweep/memory/model_states.py: P, T params and trainables on the GPU's shard, N sharding ranks,
-# w, g, m bytes, o(T) optimizer states, LL largest module, B one block.
+# docs/notation.md: P, P_t parameters and trainable parameters on the GPU's shard, N the ranks
+# it is sharded over, w, g, M bytes per weight, gradient, master element, o(P_t) optimizer
+# states, LL the largest module, B one block.
 FORMULAS = (
-    (("w·P (/N at ZeRO-3)", "m·T (/N at ZeRO>=1)", "g·T (/N at ZeRO>=2)", "o(T) (/N at ZeRO>=1)"),
+    (("w·P (/N at ZeRO-3)", "M·P_t (/N at ZeRO>=1)", "g·P_t (/N at ZeRO>=2)",
+      "o(P_t) (/N at ZeRO>=1)"),
      "Rajbhandari et al. 2020 (ZeRO) §5, Table 1"),
-    (("ZeRO-1/2: w·P; ZeRO-3: w·P/N + w·LL", "m·T/N", "ZeRO-1/2: (g + 4)·T/N; ZeRO-3: 4·T/N + g·LL",
-      "o(T)/N"),
+    (("ZeRO-1/2: w·P; ZeRO-3: w·P/N + w·LL", "M·P_t/N",
+      "ZeRO-1/2: (g + 4)·P_t/N; ZeRO-3: 4·P_t/N + g·LL", "o(P_t)/N"),
      "DeepSpeed estimate_zero2_model_states_mem_needs (stage_1_and_2.py @02aa38c3) and "
      "estimate_zero3_model_states_mem_needs (stage3.py @007cca6a)"),
-    (("w·P_shard", "m·P_shard/d (distributed optimizer)", "4·P_shard (fp32 main_grad)",
-      "o·P_shard/d (distributed optimizer)"),
+    (("w·P", "M·P/N (distributed optimizer, N = D·c)", "4·P (fp32 main_grad)",
+      "o(P)/N (distributed optimizer)"),
      "Megatron-LM compute_weight_and_optimizer_memory (theoretical_memory_usage.py @00caa53a; "
      "EP/ETP split @e851e7d2)"),
-    (("ZeRO-3: 2·w·B gathered units; ZeRO-2: w·P", "4·T/N (fp32 sharded parameters)",
-      "4·T/N + g·B", "o(T)/N"),
+    (("ZeRO-3: 2·w·B gathered units; ZeRO-2: w·P", "4·P_t/N (fp32 sharded parameters)",
+      "4·P_t/N + g·B", "o(P_t)/N"),
      "PyTorch FSDP2 fully_shard with MixedPrecisionPolicy(bf16, reduce fp32)"),
 )
 RUNTIME_FORMULAS = {
     "activations": "saved tensors per block x L/p x micro-batches in flight "
                    "(memory/activations.py; Korthikanti 2022 Table 2 generalised)",
     "logits": "fp32 log-probs 4·T·V/t + loss gradient 4·T·V/t + targets 8·T",
-    "kv_cache": "inference: 2·B·s·(k/t)·d·(L/p)·bytes (memory/inference.py)",
+    "kv_cache": "inference: 2·b·s·(k/t)·d·(L/p)·e_kv (memory/inference.py)",
     "buffers": "DDP/DeepSpeed/FSDP communication buffers + optimizer-step excess "
                "(memory/runtime.py)",
     "overhead": "CUDA context, cuBLAS, NCCL (GPU catalog) + fragmentation of reserved memory",
@@ -63,16 +65,44 @@ class Explanation:
     result: Estimate
     assumed: tuple[str, ...] = ()  # keys the user did not give (their defaults were used)
     nearest: tuple = ()  # when it does not fit: `nearest.Suggestion`s that do
+    hardware: object = None  # config.Hardware as evaluated (the price as given)
+    token_budget: float = 0.0  # tokens to train on (0: none)
+
+    @property
+    def evaluation(self) -> outputs.Evaluation:
+        hw = self.gpu.hardware() if self.hardware is None else self.hardware
+        return outputs.Evaluation(_as_numpy(self.cfg), self.result, _as_numpy(hw),
+                                  _as_numpy(self.model.arch), self.token_budget)
+
+    @property
+    def training(self) -> bool:
+        return self.cfg.to_names()["mode"] != "inference"
+
+    def time_json(self) -> dict:
+        """Step time, rates, MFU and the breakdown (seconds), then cost (USD, days)."""
+        ev = self.evaluation
+        t = ev.time
+        time = {k: _number(getattr(t, k)) for k in TIME_KEYS}
+        time["breakdown_s"] = {k: _number(getattr(t.breakdown, k)) for k in outputs.TIME_PARTS}
+        values = outputs.values(ev)
+        cost = {k: _number(values[k]) for k in COST_KEYS}
+        if not self.token_budget:
+            cost = {k: v for k, v in cost.items() if k not in outputs.BUDGET_QUANTITIES}
+        else:
+            cost["token_budget"] = _number(self.token_budget)
+        return {"time": time, "cost": cost}
 
     def to_json(self, compare: bool = False) -> dict:
         """The model, GPU and configuration (vocabulary names) and the keys assumed, every
         quantity of the registry, whether it fits, the nearest configurations that do when it
         does not, and with `compare` the other estimators' figures."""
-        ev = outputs.Evaluation(self.cfg, self.result, self.gpu.hardware())
-        quantities = {k: _number(v) for k, v in outputs.values(ev).items()}
+        quantities = {k: _number(v) for k, v in outputs.values(self.evaluation).items()
+                      if self.training or k not in TIMED}
         out = {"model": self.model.name, "gpu": self.gpu.name,
                "configuration": {k: _number(v) for k, v in self.cfg.to_names().items()},
                "assumed": list(self.assumed), **quantities, "fits": bool(self.result.fits)}
+        if self.training:
+            out.update(self.time_json())
         if not self.result.fits:
             out["nearest"] = [{"changes": {k: _number(v) for k, v in s.changes.items()},
                                "per_gpu_total_bytes": _number(s.per_gpu_total_bytes)}
@@ -86,30 +116,55 @@ class Explanation:
         return out
 
 
+TIME_KEYS = ("step_s", "tokens_per_s", "tokens_per_gpu_per_s", "model_flops_per_step", "mfu")
+COST_KEYS = ("price_per_gpu_hour_usd", "cost_per_million_tokens", "days_to_train",
+             "cost_to_train")
+# Quantities of a training step: left out of an inference configuration's JSON (they are NaN).
+TIMED = (*TIME_KEYS, *(f"time_{k}_s" for k in outputs.TIME_PARTS), *COST_KEYS)
+
+
 def _number(value):
-    """An exact int when the value is whole (bytes, counts), else a float; strings as they are."""
+    """An exact int when the value is whole (bytes, counts), else a float; strings as they
+    are; None (JSON null) for NaN, so the JSON stays valid."""
     value = np.asarray(value)
     if value.dtype.kind in "USO":
         return str(value.item())
     value = float(value)
+    if not np.isfinite(value):
+        return None
     return int(value) if value.is_integer() else value
 
 
-def explain(model: str | ModelSpec, gpu_name: str, assumed=(), **values) -> Explanation:
+def explain(model: str | ModelSpec, gpu_name: str, assumed=(), token_budget: float = 0.0,
+            price_per_gpu_hour_usd: float | None = None, **values) -> Explanation:
     """Evaluate one configuration of a model (a `ModelSpec`, or anything `catalog.model`
     takes). `values` are vocabulary keys with user-facing values; `assumed` names those the
-    user did not give. When it does not fit, the nearest configurations that do."""
+    user did not give; `token_budget` (tokens) gives days and cost to train, at the
+    catalog's price per GPU-hour or `price_per_gpu_hour_usd`. When it does not fit, the
+    nearest configurations that do."""
     spec = model if isinstance(model, ModelSpec) else catalog.model(model)
     gpu = catalog.gpu(gpu_name)
+    for name, value, high in (("token_budget", token_budget, float("inf")),
+                              ("price_per_gpu_hour_usd", price_per_gpu_hour_usd, 1e4)):
+        if value is not None and not (np.isfinite(value) and 0 <= value <= high):
+            raise SweepError(f"`{name}` (--{name.replace('_', '-')}): must be a finite "
+                             f"number in 0..{high:g}, got {value!r}")
     values.setdefault("gpus_per_node", gpu.devices_per_node)
+    for name, value in values.items():
+        if FIELDS[name].metadata["kind"] in (COUNT, NUMBER):
+            problem = value_problem(name, value)
+            if problem:
+                raise SweepError(f"`{name}` (--{name.replace('_', '-')}): {problem}")
     cfg = TrainConfig.from_names(**values)
-    arch, cfg64, hw = (_as_numpy(x) for x in (spec.arch, cfg, gpu.hardware()))
+    hardware = gpu.hardware(price_per_gpu_hour_usd)
+    arch, cfg64, hw = (_as_numpy(x) for x in (spec.arch, cfg, hardware))
     result = jax.tree_util.tree_map(lambda x: float(np.asarray(x)), estimate(arch, cfg64, hw))
     reasons = validity.describe(result.invalid)
     if reasons:
         raise SweepError(_invalid_message(spec, cfg, reasons))
     suggestions = () if result.fits else tuple(nearest(arch, cfg, hw))
-    return Explanation(spec, gpu, cfg, result, tuple(assumed), suggestions)
+    return Explanation(spec, gpu, cfg, result, tuple(assumed), suggestions, hardware,
+                       float(token_budget))
 
 
 def _invalid_message(spec: ModelSpec, cfg: TrainConfig, reasons) -> str:
@@ -205,6 +260,8 @@ def format_table(ex: Explanation) -> str:
            if r.nvme_bytes_per_node else ""),
         f"fits: {'yes' if r.fits else 'NO'}",
     ]
+    if not inference:
+        lines += ["", *format_time(ex)]
     if not r.fits:
         lines.append("nearest configurations that fit (fewest changes first):" if ex.nearest
                      else "nothing within two changes (GPUs x2-x16, ZeRO, recompute, offload, "
@@ -214,6 +271,35 @@ def format_table(ex: Explanation) -> str:
                          f"{suggestion.per_gpu_total_bytes / GIB:7.2f} GiB of "
                          f"{suggestion.gpu_capacity_bytes / GIB:.2f}")
     return "\n".join(lines)
+
+
+def format_time(ex: Explanation) -> list[str]:
+    """The step time's breakdown (seconds, share), rates, MFU and cost."""
+    from sweep import units
+
+    data = ex.time_json()
+    t, cost = data["time"], data["cost"]
+    step = t["step_s"]
+    lines = [f"step time: {units.duration(step)} (sweep/timing; docs/time_accuracy.md): "
+             f"{units.tokens(t['tokens_per_s'])} tokens/s, "
+             f"{units.tokens(t['tokens_per_gpu_per_s'])} per GPU; MFU "
+             f"{units.percent(t['mfu'])} (model FLOPs without recompute / dense bf16 peak)"]
+    for key, seconds in t["breakdown_s"].items():
+        if seconds:
+            lines.append(f"  {key:<10} {seconds:12.4f} s {seconds / step:6.1%}  "
+                         f"{outputs.TIME_PARTS[key]}")
+    price = cost["price_per_gpu_hour_usd"]
+    given = price != ex.gpu.price_per_gpu_hour_usd
+    line = (f"cost: {units.money(price)} per GPU-hour ({'given' if given else 'catalog'}), "
+            f"${cost['cost_per_million_tokens']:.3g} per million tokens")
+    if ex.token_budget:
+        line += (f"; {units.tokens(ex.token_budget)} tokens take "
+                 f"{units.duration(cost['days_to_train'] * 86400)} and cost "
+                 f"{units.money(cost['cost_to_train'])}")
+    else:
+        line += " (--token-budget gives days and cost to train)"
+    lines.append(line)
+    return lines
 
 
 def comparisons(ex: Explanation):

@@ -17,6 +17,10 @@ whole_nodes = false                    # n_gpus a multiple of gpus_per_node
 global_batch_tokens = 4194304          # grad_accum = tokens/(micro_batch·seq_len·D), whole
 native_frameworks = false              # each accelerator with its own software: GPUs with
                                        # DeepSpeed/Megatron/FSDP, TPUs with generic (XLA)
+[cost]
+token_budget = 1e12                    # tokens to train on: days_to_train, cost_to_train
+price_per_gpu_hour_usd = 2.5           # every GPU, or {"h100-sxm-80gb" = 2.5, ...}
+                                       # (default: the catalog's cited price)
 [frontier]
 group_by = ["gpu"]
 objectives = ["-n_gpus", "+params", "+seq_len", "+tokens_per_gpu"]
@@ -30,6 +34,7 @@ Errors name the file and the key, and say what is allowed (`SweepError`).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import tomllib
@@ -41,11 +46,11 @@ import numpy as np
 from sweep import architecture, catalog, families
 from sweep import vocabulary as vocab
 from sweep.catalog import GpuSpec
-from sweep.config import BOOLEAN, TrainConfig
+from sweep.config import BOOLEAN, TrainConfig, value_problem
 from sweep.errors import SweepError
 from sweep.model import Architecture, ModelSpec, total_params
 from sweep.outdir import check_name, check_path, safe_name
-from sweep.outputs import OBJECTIVES
+from sweep.outputs import BUDGET_QUANTITIES, OBJECTIVES, TIME_QUANTITIES
 
 CONFIG_KEYS = tuple(f.name for f in fields(TrainConfig))
 KINDS = {f.name: f.metadata["kind"] for f in fields(TrainConfig)}
@@ -55,11 +60,14 @@ AXIS_KEYS = ("model", "gpu", *CONFIG_KEYS)
 AXIS_ORDER = AXIS_KEYS
 DERIVED_OBJECTIVES = OBJECTIVES  # computed per configuration (sweep/outputs.py)
 DEFAULT_OBJECTIVES = ("-n_gpus", "+params", "+seq_len", "+tokens_per_gpu")
-TOP_LEVEL = ("name", "description", "axes", "constraints", "frontier", "output")
+TOP_LEVEL = ("name", "description", "axes", "constraints", "cost", "frontier", "output")
+COST_KEYS = ("token_budget", "price_per_gpu_hour_usd")
+MAX_PRICE_PER_GPU_HOUR_USD = 1e4
 CONSTRAINT_KEYS = ("tp_within_node", "whole_nodes", "global_batch_tokens", "native_frameworks")
 FRONTIER_KEYS = ("group_by", "objectives")
 OUTPUT_KEYS = ("dir", "feasible_dump", "chunk_size")
 DEFAULT_CHUNK_SIZE = 1 << 24
+MIN_CHUNK_SIZE = 64  # smaller chunks cost more in bookkeeping than they evaluate
 
 
 @dataclass(frozen=True)
@@ -96,6 +104,7 @@ class Grid:
     whole_nodes: bool = False
     native_frameworks: bool = False
     global_batch_tokens: float = 0.0
+    token_budget: float = 0.0  # tokens to train on (0: none)
     group_by: tuple[str, ...] = ("gpu",)
     objectives: tuple[Objective, ...] = ()
     output_dir: str = ""
@@ -140,37 +149,71 @@ def _check_keys(where: _Where, table: dict, allowed, prefix: str):
                                      f"Allowed: {', '.join(allowed)}.")
 
 
+MAX_AXIS_VALUES = 100_000  # values of one axis (a range table is counted before listing)
+MAX_MODELS = 2_000  # models of one grid (each is resolved and counted before the sweep)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
 def _numbers(where: _Where, key: str, spec) -> list[float]:
-    """A numeric axis: a list, or {pow2 = [lo, hi]}, {range = [a, b, step]}, {log_range}."""
-    if isinstance(spec, bool | int | float):
+    """A numeric axis: a list, or {pow2 = [lo, hi]}, {range = [a, b, step]}, {log_range}:
+    finite values, at most `MAX_AXIS_VALUES`, none listed twice; in ascending order."""
+    if _is_number(spec):
         spec = [spec]
     if isinstance(spec, list):
-        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in spec):
+        if not all(_is_number(v) for v in spec):
             where.fail(key, f"values must be numbers, got {spec!r}")
         values = [float(v) for v in spec]
     elif isinstance(spec, dict) and len(spec) == 1:
         (kind, args), = spec.items()
-        ok = isinstance(args, list) and all(
-            isinstance(v, int | float) and not isinstance(v, bool) for v in args)
+        ok = isinstance(args, list) and all(_is_number(v) and math.isfinite(v) for v in args)
+        count = None
         if kind == "pow2" and ok and len(args) == 2 and 0 < args[0] <= args[1]:
             lo, hi = math.ceil(math.log2(args[0])), math.floor(math.log2(args[1]))
-            values = [float(2**i) for i in range(lo, hi + 1)]
+            count = hi - lo + 1
         elif kind == "range" and ok and len(args) == 3 and args[2] > 0 and args[0] <= args[1]:
             count = int(math.floor((args[1] - args[0]) / args[2] + 1e-9)) + 1
-            values = [float(args[0] + i * args[2]) for i in range(count)]
         elif kind == "log_range" and ok and len(args) == 3 and 0 < args[0] <= args[1] \
                 and args[2] >= 1 and float(args[2]).is_integer():
-            n = int(args[2])
-            values = [float(args[0])] if n == 1 else [
-                float(args[0] * (args[1] / args[0]) ** (i / (n - 1))) for i in range(n)]
+            count = int(args[2])
         else:
             where.fail(key, "range must be {pow2 = [low, high]}, {range = [start, stop, step]} "
-                            f"or {{log_range = [low, high, count]}}, got {spec!r}")
+                            "or {log_range = [low, high, count]} of finite numbers, got "
+                            f"{spec!r}")
+        if count > MAX_AXIS_VALUES:
+            where.fail(key, f"{spec!r} lists {count:,} values; at most {MAX_AXIS_VALUES:,} per "
+                            "axis")
+        if kind == "pow2":
+            values = [float(2**i) for i in range(lo, hi + 1)]
+        elif kind == "range":
+            values = [float(args[0] + i * args[2]) for i in range(count)]
+        else:
+            values = [float(args[0])] if count == 1 else [
+                float(args[0] * (args[1] / args[0]) ** (i / (count - 1))) for i in range(count)]
     else:
         where.fail(key, f"must be a list of values or a range table, got {spec!r}")
     if not values:
         where.fail(key, "is empty; give at least one value")
-    return sorted(set(values))
+    if len(values) > MAX_AXIS_VALUES:
+        where.fail(key, f"lists {len(values):,} values; at most {MAX_AXIS_VALUES:,} per axis")
+    bad = [v for v in values if not math.isfinite(v)]
+    if bad:
+        where.fail(key, f"values must be finite, got {bad[0]!r}")
+    repeated = sorted({v for v in values if values.count(v) > 1}) if len(values) < 1000 else \
+        sorted(v for v, n in zip(*np.unique(values, return_counts=True), strict=True) if n > 1)
+    if repeated:
+        where.fail(key, f"values listed twice: {', '.join(f'{v:g}' for v in repeated)}")
+    return sorted(values)
+
+
+def _unique(where: _Where, key: str, values: list, shown) -> list:
+    """`values` sorted; a value listed twice (in any spelling) is an error naming it."""
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        where.fail(key, f"listed twice: {', '.join(str(shown(v)) for v in repeated)}")
+    return sorted(values)
 
 
 def _axis(where: _Where, name: str, spec) -> Axis:
@@ -188,24 +231,30 @@ def _axis(where: _Where, name: str, spec) -> Axis:
                 codes.append(vocab.encode(name, item))
             except SweepError as err:
                 where.fail(key, str(err))
-        codes = sorted(set(codes))
+        codes = _unique(where, key, codes, lambda c: vocab.decode(name, c))
         return Axis(name, np.array(codes, float), tuple(vocab.decode(name, c) for c in codes))
     if name in BOOLEAN_KEYS:
         items = spec if isinstance(spec, list) else [spec]
         if not items or not all(isinstance(v, bool) for v in items):
             where.fail(key, f"must be true, false or a list of them, got {spec!r}")
-        values = sorted({float(v) for v in items})
+        values = _unique(where, key, [float(v) for v in items], lambda v: str(bool(v)).lower())
         return Axis(name, np.array(values), tuple(str(bool(v)).lower() for v in values))
     if name == "lora_targets":
         items = spec if isinstance(spec, list) else [spec]
+        if not items or not all(isinstance(v, str) for v in items):
+            where.fail(key, f"must be module lists like \"q_proj,v_proj\" or \"all-linear\", "
+                            f"got {spec!r}")
         try:
-            codes = sorted({float(vocab.encode_lora_targets(v)) for v in items})
-        except (SweepError, AttributeError) as err:
+            codes = [float(vocab.encode_lora_targets(v)) for v in items]
+        except SweepError as err:
             where.fail(key, str(err))
+        codes = _unique(where, key, codes, vocab.decode_lora_targets)
         return Axis(name, np.array(codes), tuple(vocab.decode_lora_targets(c) for c in codes))
     values = _numbers(where, key, spec)
-    if any(v < 0 for v in values):
-        where.fail(key, f"values must be >= 0, got {values}")
+    for value in values:
+        problem = value_problem(name, value)
+        if problem:
+            where.fail(key, problem)
     return Axis(name, np.array(values), tuple(f"{v:g}" for v in values))
 
 
@@ -216,11 +265,8 @@ def _models(where: _Where, spec) -> tuple[ModelSpec, ...]:
     items = spec if isinstance(spec, list) else [spec]
     if not items:
         where.fail("axes.model", "is empty; name at least one model")
-    out, seen = [], set()
+    out = []
     for index, item in enumerate(items):
-        if isinstance(item, str) and item in seen:
-            continue  # the same name twice is the same model
-        seen.add(item if isinstance(item, str) else None)
         key = "axes.model" if len(items) == 1 and not isinstance(spec, list) \
             else f"axes.model[{index}]"
         if isinstance(item, str):
@@ -238,7 +284,10 @@ def _models(where: _Where, spec) -> tuple[ModelSpec, ...]:
     names = [m.name for m in out]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
-        where.fail("axes.model", f"model names must be unique, repeated: {repeated}")
+        where.fail("axes.model", f"the same model listed twice (in any spelling): {repeated}")
+    if len(out) > MAX_MODELS:
+        where.fail("axes.model", f"{len(out):,} models; at most {MAX_MODELS:,} per grid (a "
+                                 "family's largest model is `largest`'s job)")
     return tuple(out)
 
 
@@ -252,6 +301,11 @@ def _family_models(where: _Where, key: str, spec: dict) -> list[ModelSpec]:
     if "family" not in spec:
         where.fail(f"{key}.family", f"missing: one of {list(families.FAMILIES)}")
     params = _numbers(where, f"{key}.params", spec["params"])
+    if min(params) < families.MIN_PARAMS:
+        where.fail(f"{key}.params", f"parameter counts must be >= {families.MIN_PARAMS:g}, got "
+                                    f"{min(params):g}")
+    if len(params) > MAX_MODELS:
+        where.fail(f"{key}.params", f"{len(params):,} sizes; at most {MAX_MODELS:,} models")
     try:
         return [families.model_spec(spec["family"], target) for target in params]
     except SweepError as err:
@@ -270,6 +324,42 @@ def _looked_up(where: _Where, key: str, spec, lookup, expected: str) -> tuple:
         except SweepError as err:
             where.fail(key, str(err))
     return tuple(out)
+
+
+def _cost(where: _Where, cost, gpus) -> tuple[float, tuple[GpuSpec, ...]]:
+    """(token budget, the GPUs with the grid's prices) from the `[cost]` table."""
+    if not isinstance(cost, dict):
+        where.fail("cost", "must be a table with token_budget and price_per_gpu_hour_usd")
+    _check_keys(where, cost, COST_KEYS, "cost.")
+    budget = cost.get("token_budget", 0)
+    if isinstance(budget, bool) or not isinstance(budget, int | float) \
+            or not math.isfinite(budget) or budget < 0:
+        where.fail("cost.token_budget", f"must be a finite number of tokens >= 0 (0: none), "
+                                        f"got {budget!r}")
+
+    def price(key, value):
+        if isinstance(value, bool) or not isinstance(value, int | float) \
+                or not math.isfinite(value) or not 0 <= value <= MAX_PRICE_PER_GPU_HOUR_USD:
+            where.fail(key, f"must be USD per GPU-hour in 0..{MAX_PRICE_PER_GPU_HOUR_USD:g}, "
+                            f"got {value!r}")
+        return float(value)
+
+    prices = cost.get("price_per_gpu_hour_usd")
+    if prices is None:
+        return float(budget), gpus
+    if isinstance(prices, dict):
+        names = {g.name for g in gpus}
+        for name in prices:
+            if name not in names:
+                where.fail(f"cost.price_per_gpu_hour_usd.{name}",
+                           f"is not a GPU of axes.gpu ({sorted(names)})")
+        table = {name: price(f"cost.price_per_gpu_hour_usd.{name}", v)
+                 for name, v in prices.items()}
+    else:
+        table = {g.name: price("cost.price_per_gpu_hour_usd", prices) for g in gpus}
+    return float(budget), tuple(
+        dataclasses.replace(g, price_per_gpu_hour_usd=table[g.name]) if g.name in table else g
+        for g in gpus)
 
 
 def _objectives(where: _Where, items, axis_keys) -> tuple[Objective, ...]:
@@ -335,10 +425,14 @@ def parse(text: str, path: str = "<grid>") -> Grid:
         if key in constraints and not isinstance(constraints[key], bool):
             where.fail(f"constraints.{key}", f"must be true or false, got {constraints[key]!r}")
     tokens = constraints.get("global_batch_tokens", 0)
-    if isinstance(tokens, bool) or not isinstance(tokens, int | float) or tokens < 0:
-        where.fail("constraints.global_batch_tokens", f"must be a positive number, got {tokens!r}")
+    if isinstance(tokens, bool) or not isinstance(tokens, int | float) or tokens < 0 \
+            or not math.isfinite(tokens) or not float(tokens).is_integer():
+        where.fail("constraints.global_batch_tokens", f"must be a whole number of tokens >= 1 "
+                                                      f"(0: no fixed batch), got {tokens!r}")
     if tokens and "grad_accum" in axes_raw:
         where.fail("constraints.global_batch_tokens", "fixes grad_accum; remove axes.grad_accum")
+
+    token_budget, gpus = _cost(where, raw.get("cost", {}), gpus)
 
     frontier = raw.get("frontier", {})
     _check_keys(where, frontier, FRONTIER_KEYS, "frontier.")
@@ -350,6 +444,16 @@ def parse(text: str, path: str = "<grid>") -> Grid:
     if not isinstance(group_by, list) or not all(g in AXIS_KEYS for g in group_by):
         where.fail("frontier.group_by", f"must be a list of axis keys among {list(AXIS_KEYS)}, "
                                         f"got {group_by!r}")
+    if len(set(group_by)) != len(group_by):
+        where.fail("frontier.group_by", f"a key is listed twice: {group_by!r}")
+    for o in objectives:
+        if o.key in BUDGET_QUANTITIES and not token_budget:
+            where.fail("frontier.objectives", f"{o.text!r} needs a token budget: set "
+                                              "cost.token_budget (tokens to train on)")
+        if o.key in TIME_QUANTITIES and "mode" in axes_raw and any(
+                a.name == "mode" and (a.values > 0).any() for a in axes):
+            where.fail("frontier.objectives", f"{o.text!r} is a training step's time; "
+                                              "axes.mode includes inference")
     clash = {g for g in group_by} & {o.key for o in objectives}
     if clash:
         where.fail("frontier.group_by", f"{sorted(clash)} cannot be both a group and an objective")
@@ -362,13 +466,16 @@ def parse(text: str, path: str = "<grid>") -> Grid:
     if not isinstance(dump, bool):
         where.fail("output.feasible_dump", f"must be true or false, got {dump!r}")
     chunk = output.get("chunk_size", DEFAULT_CHUNK_SIZE)
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or not 1 <= chunk <= 1 << 30:
-        where.fail("output.chunk_size", f"must be an integer in 1..2^30, got {chunk!r}")
+    if isinstance(chunk, bool) or not isinstance(chunk, int) \
+            or not MIN_CHUNK_SIZE <= chunk <= 1 << 30:
+        where.fail("output.chunk_size", f"must be an integer in {MIN_CHUNK_SIZE}..2^30 "
+                                        f"(configurations per chunk), got {chunk!r}")
 
     grid = Grid(
         name=name, path=path, text=text, axes=tuple(axes), models=models, gpus=gpus,
         tp_within_node=constraints.get("tp_within_node", True),
         whole_nodes=constraints.get("whole_nodes", False), global_batch_tokens=float(tokens),
+        token_budget=token_budget,
         native_frameworks=constraints.get("native_frameworks", False),
         group_by=tuple(group_by), objectives=objectives, output_dir=out_dir,
         feasible_dump=dump, chunk_size=chunk,

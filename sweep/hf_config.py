@@ -426,7 +426,7 @@ NOT_SUPPORTED_HINT = (
 def architecture_from_config(config: dict, path: str) -> Architecture:
     """The `Architecture` of a parsed config.json; `SweepError` naming the bad key if any."""
     model_type = config.get("model_type")
-    if model_type not in READERS:
+    if not isinstance(model_type, str) or model_type not in READERS:
         raise SweepError(
             f"{path}: `model_type`: {model_type!r} is not supported; supported: "
             f"{', '.join(sorted(READERS))}.{did_you_mean(str(model_type), sorted(READERS))} "

@@ -5,17 +5,22 @@ The registry builds the Parquet columns of frontier and feasible rows (after the
 the keys of `explain --json`, the objectives a grid may name (those with a `device` form: how
 the kernel computes them), and the data dictionary in the README (`sweep/docs.py`). A quantity
 is computed from an `Evaluation`: the configuration as evaluated (`TrainConfig`, grad_accum
-derived), its `Estimate` and the `Hardware`.
+derived), its `Estimate`, the `Hardware`, the `Architecture` and the plan's token budget; the
+step time (`sweep.timing.step_time`) is computed from them on first use.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
+from sweep import timing
 from sweep.memory.total import GPU_COMPONENTS, PHASES
+from sweep.timing.cost import MILLION, cost_per_million_tokens
+from sweep.timing.cost import days_to_train as days_for_budget
 
 GIB = 2**30
 STAGE_NAMES = ("first", "last", "second")  # codes of memory.shard FIRST, LAST, MIDDLE
@@ -28,6 +33,12 @@ class Evaluation:
     cfg: object  # TrainConfig, grad_accum and gpus_per_node as evaluated
     est: object  # memory.total.Estimate
     hw: object  # config.Hardware
+    arch: object = None  # model.Architecture (needed by the time quantities)
+    token_budget: float = 0.0  # tokens to train on (0: none; days and cost to train are NaN)
+
+    @cached_property
+    def time(self) -> timing.StepTime:
+        return timing.step_time(self.arch, self.cfg, self.hw)
 
 
 @dataclass(frozen=True)
@@ -48,13 +59,22 @@ class OfMargin:
 
 
 @dataclass(frozen=True)
+class OfTime:
+    """On device: a function of (arch, cfg, hw, token_budget) evaluated on the whole chunk
+    (it reads the step time, which depends on nearly every axis)."""
+
+    value: Callable
+
+
+@dataclass(frozen=True)
 class Quantity:
     name: str  # Parquet column, explain --json key, objective key
     unit: str
     dtype: str  # "float64", "int64" or "string"
     doc: str
     compute: Callable[[Evaluation], object]
-    device: Product | OfMargin | None = None  # how the kernel computes it: an objective
+    device: Product | OfMargin | OfTime | None = None  # how the kernel computes it: an objective
+    needs_budget: bool = False  # meaningful only for a plan with a token budget
 
 
 def _component(key: str) -> Quantity:
@@ -105,6 +125,77 @@ HEADROOM_ON_DEVICE = OfMargin(lambda cfg, hw: -_inverse_free_fraction(cfg, hw),
                               lambda cfg, hw: 0.0)
 
 
+def _budget(token_budget):
+    """The token budget, NaN where there is none (days and cost to train are then NaN)."""
+    return np.where(np.asarray(token_budget) > 0, token_budget, np.nan)
+
+
+# Time quantities: functions of (t, cfg, hw, token_budget), t the `timing.StepTime`.
+def step_seconds(t, cfg, hw, token_budget):
+    """τ_step: seconds of one optimizer step (`sweep.timing.step_time`)."""
+    return t.step_s
+
+
+def tokens_per_second(t, cfg, hw, token_budget):
+    """G/τ_step: tokens trained on per second, all GPUs."""
+    return t.tokens_per_s
+
+
+def tokens_per_gpu_per_second(t, cfg, hw, token_budget):
+    """G/(τ_step·n): tokens per second per GPU."""
+    return t.tokens_per_gpu_per_s
+
+
+def model_flops_utilization(t, cfg, hw, token_budget):
+    """MFU: model FLOPs of a step (no recomputation) / (τ_step · n · dense bf16 peak)."""
+    return t.mfu
+
+
+def cost_per_million(t, cfg, hw, token_budget):
+    """ρ·n·τ_step/3600/G·10^6: USD per million tokens at the GPU's price per hour."""
+    return cost_per_million_tokens(t.step_s, t.tokens_per_step, cfg.n_gpus,
+                                   hw.price_per_gpu_hour_usd)
+
+
+def days_to_train(t, cfg, hw, token_budget):
+    """G_train·τ_step/G/86400: days to train on the token budget."""
+    return days_for_budget(t.step_s, t.tokens_per_step, token_budget)
+
+
+def cost_to_train(t, cfg, hw, token_budget):
+    """ρ·n·24·days: USD to train on the token budget."""
+    return cost_per_million(t, cfg, hw, token_budget) * token_budget / MILLION
+
+
+def _timed(name, unit, function, budget=False) -> Quantity:
+    def compute(ev):
+        value = function(ev.time, ev.cfg, ev.hw, _budget(ev.token_budget) if budget else 0.0)
+        return np.where(np.asarray(ev.cfg.mode) > 0, np.nan, value)  # inference: no step
+
+    def device(arch, cfg, hw, token_budget):
+        return function(timing.step_time(arch, cfg, hw), cfg, hw, token_budget)
+
+    return Quantity(name, unit, "float64", function.__doc__.splitlines()[0], compute,
+                    OfTime(device), needs_budget=budget)
+
+
+def _breakdown(key: str) -> Quantity:
+    return Quantity(f"time_{key}_s", "s", "float64",
+                    f"seconds of the step: {TIME_PARTS[key]}",
+                    lambda ev, k=key: np.where(np.asarray(ev.cfg.mode) > 0, np.nan,
+                                               getattr(ev.time.breakdown, k)))
+
+
+TIME_PARTS = {
+    "compute": "forward and backward compute of every micro-batch on the slowest stage",
+    "recompute": "the extra forward work of activation recomputation",
+    "tp": "exposed tensor-parallel communication", "cp": "exposed context-parallel exchange",
+    "ep": "exposed expert-parallel all-to-all", "pp": "exposed pipeline point-to-point",
+    "dp": "exposed data-parallel reduction and ZeRO/FSDP gathers",
+    "bubble": "pipeline fill and drain", "optimizer": "the optimizer step",
+    "offload": "PCIe/NVMe transfers of offloaded states",
+}
+
 QUANTITIES: tuple[Quantity, ...] = (
     Quantity("grad_accum", "count", "float64",
              "micro-batches per step (derived from global_batch_tokens when the grid sets it)",
@@ -145,6 +236,21 @@ QUANTITIES: tuple[Quantity, ...] = (
              "the most loaded pipeline stage: first, last or second",
              lambda ev: np.asarray(STAGE_NAMES)[np.asarray(ev.est.stage, int)]),
     Quantity("binding_constraint", "", "string", _binding.__doc__, _binding),
+    _timed("step_s", "s", step_seconds),
+    _timed("tokens_per_s", "tokens/s", tokens_per_second),
+    _timed("tokens_per_gpu_per_s", "tokens/s", tokens_per_gpu_per_second),
+    Quantity("model_flops_per_step", "FLOP", "float64",
+             "model FLOPs of one step (no recomputation, full s x s attention scores)",
+             lambda ev: np.where(np.asarray(ev.cfg.mode) > 0, np.nan,
+                                 ev.time.model_flops_per_step)),
+    _timed("mfu", "fraction", model_flops_utilization),
+    *(_breakdown(k) for k in TIME_PARTS),
+    Quantity("price_per_gpu_hour_usd", "USD", "float64",
+             "one GPU-hour (catalog price or the grid's cost.price_per_gpu_hour_usd)",
+             lambda ev: ev.hw.price_per_gpu_hour_usd),
+    _timed("cost_per_million_tokens", "USD", cost_per_million),
+    _timed("days_to_train", "days", days_to_train, budget=True),
+    _timed("cost_to_train", "USD", cost_to_train, budget=True),
 )
 BY_NAME = {q.name: q for q in QUANTITIES}
 OBJECTIVES = tuple(q.name for q in QUANTITIES if q.device is not None)
@@ -159,3 +265,7 @@ def values(ev: Evaluation, n: int | None = None) -> dict:
             value = np.broadcast_to(value, (n,))
         out[q.name] = value if q.dtype == "string" else value.astype(np.float64)
     return out
+
+
+TIME_QUANTITIES = tuple(q.name for q in QUANTITIES if isinstance(q.device, OfTime))
+BUDGET_QUANTITIES = tuple(q.name for q in QUANTITIES if q.needs_budget)

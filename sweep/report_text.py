@@ -78,6 +78,10 @@ def summary(grid: Grid, manifest: dict) -> str:
     elif manifest:
         lines.append("nothing to compute: every chunk was already done (results rewritten "
                      "from the saved state)")
+    if manifest.get("feasible") == 0:
+        from sweep.engine.exact import why_nothing_fits
+
+        lines += why_nothing_fits(grid)
     if frame is not None and len(frame):
         shown = ["model", "n_gpus", "seq_len", "tp", "pp", "cp", "zero_stage", "micro_batch",
                  "recompute", "offload", "tokens_per_gpu", "per_gpu_total_bytes"]

@@ -163,7 +163,7 @@ def test_inline_grid_table_errors_name_the_grid_and_item():
         parse(text, "g.toml")
     with pytest.raises(SweepError, match=r"g.toml: `axes.model\[0\].name`: missing"):
         parse('[axes]\nmodel = [{hidden_size = 64}]\ngpu = ["a100-80gb"]\n', "g.toml")
-    with pytest.raises(SweepError, match=r"model names must be unique"):
+    with pytest.raises(SweepError, match=r"the same model listed twice"):
         parse('[axes]\nmodel = ["llama-2-7b", {name = "llama-2-7b", hidden_size = 64, '
               'num_layers = 2, num_heads = 4, ffn_hidden_size = 256, vocab_size = 100}]\n'
               'gpu = ["a100-80gb"]\n', "g.toml")

@@ -17,6 +17,7 @@ from sweep.config import Hardware, TrainConfig
 from sweep.engine import kernel
 from sweep.grid import parse
 from sweep.memory.total import estimate
+from sweep.timing import step_time
 from sweep.vocabulary import FRAMEWORKS, MODES
 
 MEGATRON = FRAMEWORKS.index("megatron")
@@ -58,7 +59,8 @@ def reference(grid):
                                             * data_parallel)
         allowed &= (accum >= 1) & (accum == np.round(accum))
         values["grad_accum"] = accum
-    est = estimate(arch, TrainConfig(**values), hw)
+    cfg = TrainConfig(**values)
+    est = estimate(arch, cfg, hw)
     fits = allowed & np.broadcast_to(est.fits, (n,))
     total = np.broadcast_to(est.per_gpu_total_bytes, (n,))
     computed = {
@@ -68,6 +70,14 @@ def reference(grid):
         "headroom_bytes": np.broadcast_to(est.gpu_capacity_bytes, (n,)) - total,
         "params": np.broadcast_to(est.params_total, (n,)),
     }
+    time_keys = {"step_s", "tokens_per_s", "days_to_train", "cost_to_train"}
+    if time_keys & {o.key for o in grid.objectives}:
+        t = step_time(arch, cfg, hw)
+        seconds, tokens = np.broadcast_to(t.step_s, (n,)), np.broadcast_to(t.tokens_per_step, n)
+        computed |= {"step_s": seconds, "tokens_per_s": tokens / seconds,
+                     "days_to_train": grid.token_budget * seconds / tokens / 86400,
+                     "cost_to_train": grid.token_budget * seconds / tokens / 3600
+                     * values["n_gpus"] * hw.price_per_gpu_hour_usd}
     frame = {"config_index": np.arange(n), "grad_accum": np.broadcast_to(values["grad_accum"], n),
              "gpus_per_node": values["gpus_per_node"],
              "per_gpu_total_bytes_": total}
@@ -91,6 +101,12 @@ def dominated(points: np.ndarray, up: list[bool]) -> np.ndarray:
     return (ge & gt).any(1)
 
 
+def rounded(value) -> float:
+    """To 12 significant digits: the float64 formulas here and in the registry may order
+    their operations differently (the cost of a run, for one)."""
+    return float(f"{float(value):.12g}")
+
+
 def reference_frontier(grid, rows: pl.DataFrame) -> set:
     """(group labels, objective values, config index) of every Pareto-optimal point; a point
     reached by several configurations is shown by the first in grid order."""
@@ -103,7 +119,7 @@ def reference_frontier(grid, rows: pl.DataFrame) -> set:
         points = firsts.select(keys).to_numpy().astype(float)
         keep = ~dominated(points, up)
         for row in firsts.filter(pl.Series(keep)).iter_rows(named=True):
-            out.add((tuple(map(str, labels)), tuple(float(row[k]) for k in keys),
+            out.add((tuple(map(str, labels)), tuple(rounded(row[k]) for k in keys),
                      int(row["config_index"])))
     return out
 
@@ -113,7 +129,7 @@ def engine_frontier(grid, tmp_path):
     manifest = engine.run(grid, progress=False)
     front = pl.read_parquet(tmp_path / "out" / "frontier", hive_partitioning=True)
     keys = [o.key for o in grid.objectives]
-    got = {(tuple(str(r[g]) for g in grid.group_by), tuple(float(r[k]) for k in keys),
+    got = {(tuple(str(r[g]) for g in grid.group_by), tuple(rounded(r[k]) for k in keys),
             int(r["config_index"])) for r in front.iter_rows(named=True)}
     summary = pl.read_parquet(tmp_path / "out" / "summary.parquet")
     return got, manifest, summary, front
@@ -161,6 +177,48 @@ micro_batch = [1, 2]
 seq_len = [4096, 8192]
 recompute = ["none", "full"]
 """
+
+
+TIME_PLANNER = """
+model = ["llama-3.1-8b", "mixtral-8x7b"]
+gpu = ["a100-40gb", "h100-sxm-80gb"]
+n_gpus = [8, 16, 32]
+tp = [1, 2, 4]
+pp = [1, 2]
+ep = [1, 8]
+zero_stage = [1, 3]
+framework = ["megatron", "fsdp"]
+micro_batch = [1, 2]
+recompute = ["none", "full"]
+"""
+
+
+@pytest.mark.parametrize("objective", ["-days_to_train", "+tokens_per_s", "-cost_to_train"])
+def test_time_objectives_with_global_batch(tmp_path, objective):
+    """Time-valued objectives (the step time reads nearly every axis, and m per
+    configuration with a global batch): the fastest or cheapest configuration per GPU count,
+    GPU and model, against the step time of every configuration in float64."""
+    grid = grid_of(tmp_path, TIME_PLANNER, f"""
+[constraints]
+global_batch_tokens = 262144
+[cost]
+token_budget = 1e11
+price_per_gpu_hour_usd = {{"a100-40gb" = 1.1, "h100-sxm-80gb" = 2.5}}
+[frontier]
+group_by = ["gpu", "model"]
+objectives = ["-n_gpus", "{objective}"]
+""")
+    check(grid, tmp_path)
+
+
+def test_time_objective_with_grad_accum_axis(tmp_path):
+    """m as an axis: the step time's m micro-batches come from the grid."""
+    grid = grid_of(tmp_path, TIME_PLANNER + "grad_accum = [1, 4]", """
+[frontier]
+group_by = ["gpu"]
+objectives = ["-n_gpus", "+seq_len", "-step_s"]
+""")
+    check(grid, tmp_path)
 
 
 @pytest.mark.parametrize("rows_per_block", [kernel.ROWS_PER_BLOCK_CONFIGS, 8])

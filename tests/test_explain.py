@@ -25,7 +25,7 @@ def test_done_when_command(capsys):
     out = run_json(capsys, "--model", "llama-3.1-70b", "--gpu", "h100-sxm-80gb",
                    "--n-gpus", "64", "--zero-stage", "3")
     assert set(out) == {"model", "gpu", "configuration", "assumed", *(q.name for q in QUANTITIES),
-                        "fits", "nearest"}
+                        "fits", "nearest", "time", "cost"}
     assert "seq_len" in out["assumed"] and "n_gpus" not in out["assumed"]
     assert out["configuration"]["n_gpus"] == 64 and out["configuration"]["zero_stage"] == 3
     assert (out["params"], out["params_trainable"], out["params_per_gpu"]) == (LLAMA_70B,) * 3

@@ -22,11 +22,13 @@ def grid(extra: str = "", base: str = BASE):
 
 def test_ranges():
     g = grid('n_gpus = {pow2 = [3, 64]}\nseq_len = {range = [1024, 4096, 1024]}\n'
-             'micro_batch = [4, 1, 2, 2]')
+             'micro_batch = [4, 1, 2]')
     assert list(g.axis("n_gpus").values) == [4, 8, 16, 32, 64]
     assert list(g.axis("seq_len").values) == [1024, 2048, 3072, 4096]
-    assert list(g.axis("micro_batch").values) == [1, 2, 4]  # sorted, deduplicated
+    assert list(g.axis("micro_batch").values) == [1, 2, 4]  # sorted
     assert g.size == 5 * 4 * 3
+    with pytest.raises(SweepError, match="listed twice: 2"):
+        grid("micro_batch = [4, 1, 2, 2]")
 
 
 def test_family_log_range_orders_models_by_size():
@@ -57,7 +59,7 @@ def test_defaults_for_unnamed_keys():
     ("n_gpus = {pow2 = [64, 8]}", r"`axes.n_gpus`: range must be"),
     ("sp = [1]", r"`axes.sp`: must be true, false"),
     ("[constraints]\nwhole_node = true", r"`constraints.whole_node`: unknown key"),
-    ("[constraints]\nglobal_batch_tokens = -5", r"global_batch_tokens`: must be a positive"),
+    ("[constraints]\nglobal_batch_tokens = -5", r"global_batch_tokens`: must be a whole number"),
     ("[frontier]\nobjectives = [\"+speed\"]", r"`frontier.objectives`"),
     ("[frontier]\nobjectives = [\"+tokens_per_gpu\", \"-per_gpu_total_bytes\"]",
      r"at most one objective"),

@@ -22,7 +22,7 @@ def evaluation(grid: Grid, layout: Layout, tables: Tables, flat) -> tuple[Evalua
     arch, cfg, hw = flat_inputs(tables, layout, coords)
     cfg, allowed = constrain(grid, cfg, hw)
     est = estimate(arch, cfg, hw)
-    return Evaluation(cfg, est, hw), allowed & est.fits, coords
+    return Evaluation(cfg, est, hw, arch, grid.token_budget), allowed & est.fits, coords
 
 
 def objective_value(grid: Grid, ev: Evaluation):
@@ -61,3 +61,58 @@ def unpack_near(bits: np.ndarray, layout: Layout, permutation) -> np.ndarray:
     coords = np.unravel_index(local, [shape[i] for i in permutation])
     by_dim = dict(zip(permutation, coords, strict=True))
     return np.ravel_multi_index(tuple(by_dim[i] for i in range(len(shape))), shape)
+
+
+DIAGNOSIS_SAMPLE = 20_000
+
+
+def why_nothing_fits(grid: Grid, sample: int = DIAGNOSIS_SAMPLE) -> list[str]:
+    """Lines saying what excluded the configurations of a grid where nothing fits, from a
+    random sample evaluated exactly: the grid's constraints, each validity reason, and among
+    the valid ones GPU memory (with the smallest total against the capacity) or host RAM."""
+    from sweep.enumerate import layout_constraints
+    from sweep.validity import REASONS
+
+    layout, tables = Layout.of(grid), Tables(grid)
+    if grid.size <= sample:
+        flat = np.arange(grid.size, dtype=np.int64)
+    else:
+        rng = np.random.default_rng(0)
+        flat = np.unique(rng.integers(0, grid.size, size=sample, dtype=np.int64))
+    ev, _, coords = evaluation(grid, layout, tables, flat)
+    n = len(flat)
+    arch, cfg, hw = flat_inputs(tables, layout, coords)
+    constrained = ~np.broadcast_to(layout_constraints(grid, cfg, hw), (n,))
+    batch = np.zeros(n, bool)
+    if grid.global_batch_tokens:
+        _, allowed = constrain(grid, cfg, hw)
+        batch = ~np.broadcast_to(allowed, (n,)) & ~constrained
+    invalid = np.broadcast_to(ev.est.invalid, (n,)).astype(np.int64)
+    lines = [f"nothing fits; of {n:,} sampled configurations:"]
+
+    def share(mask) -> str:
+        return f"{mask.mean():.0%} ({int(mask.sum()):,})"
+
+    if constrained.any():
+        lines.append(f"  {share(constrained)} excluded by the grid's constraints "
+                     "(tp_within_node, whole_nodes, native_frameworks)")
+    if batch.any():
+        lines.append(f"  {share(batch)} excluded by global_batch_tokens (no whole number "
+                     "of micro-batches >= 1 per data-parallel rank)")
+    for bit, (key, text) in enumerate(REASONS):
+        hit = (invalid >> bit & 1).astype(bool)
+        if hit.any():
+            lines.append(f"  {share(hit)} invalid: {key} ({text})")
+    valid = (invalid == 0) & ~constrained & ~batch
+    total = np.broadcast_to(ev.est.per_gpu_total_bytes, (n,))
+    capacity = np.broadcast_to(ev.est.gpu_capacity_bytes, (n,))
+    too_big = valid & (total > capacity)
+    if too_big.any():
+        i = np.flatnonzero(too_big)[np.argmin((total / capacity)[too_big])]
+        lines.append(f"  {share(too_big)} valid but over GPU memory (the closest needs "
+                     f"{total[i] / 2**30:.1f} GiB of {capacity[i] / 2**30:.1f} GiB)")
+    host = valid & ~too_big
+    if host.any():
+        lines.append(f"  {share(host)} valid and within GPU memory but over the node's host "
+                     "RAM or NVMe (offloaded states)")
+    return lines

@@ -85,8 +85,9 @@ def summary_frame(grid: Grid, group: tuple[str, ...], count: np.ndarray,
         at = dict(zip(group, cell, strict=True))
         labels = {n: grid.axis(n).labels[at[n]] for n in grid.group_by}
         points = frame
-        for name, label in labels.items():
-            points = points.filter(pl.col(name) == label)
+        for name in grid.group_by:  # labelled axes by label, numeric ones by value
+            value = labels[name] if name in LABELLED_AXES else grid.axis(name).values[at[name]]
+            points = points.filter(pl.col(name) == value)
         best = points.head(1).to_dicts()[0] if len(points) else {}
         rows.append({**labels, "configurations": per_group,
                      "feasible": int(count[cell]), "frontier_points": len(points),

@@ -88,7 +88,8 @@ def grid_frontier(best: np.ndarray, grid: Grid, kept: Kept) -> np.ndarray:
 
 
 def pareto_mask(points: np.ndarray, maximize) -> np.ndarray:
-    """Exact non-dominated mask of `points` (n x k) under per-column directions, by pairwise
+    """Exact non-dominated mask of `points` (one row per point, one column per objective)
+    under per-column directions, by pairwise
     comparison (for checking; the engine uses `frontier_cells`)."""
     signs = np.where(np.asarray(maximize), 1.0, -1.0)
     p = np.asarray(points, dtype=float) * signs

@@ -53,7 +53,7 @@ from sweep.enumerate import (
 )
 from sweep.grid import Grid
 from sweep.memory.total import fit_terms
-from sweep.outputs import OfMargin
+from sweep.outputs import OfMargin, OfTime
 from sweep.validity import grouped_microbatches, microbatches_ok
 
 NEAR = 1e-5
@@ -93,12 +93,14 @@ class GlobalBatch:
 @jax.tree_util.register_dataclass
 @dataclass(frozen=True)
 class Value:
-    """The computed objective, larger is better: scale·margin + static·dynamic (`scale` None
-    when the objective does not read the margin)."""
+    """The computed objective, larger is better: scale·margin + static·dynamic + joint
+    (`scale` None when the objective does not read the margin; `joint` None unless the
+    objective reads the step time, which spans both sides: then it is the whole value)."""
 
     scale: object
     static: object
     dynamic: object
+    joint: object = None
 
 
 @jax.tree_util.register_dataclass
@@ -109,14 +111,16 @@ class Sides:
     value: Value
     batch: GlobalBatch | None
 
-    def map(self, static: Callable, dynamic: Callable) -> Sides:
-        """The sides with `static` applied to every static term and `dynamic` to every
-        dynamic one."""
+    def map(self, static: Callable, dynamic: Callable, joint: Callable | None = None) -> Sides:
+        """The sides with `static` applied to every static term, `dynamic` to every dynamic
+        one and `joint` to the joint value (left alone when None)."""
         stages = tuple(StageSides(static(s.backward), static(s.step), dynamic(s.dynamic),
                                   static(s.accumulated), static(s.cap),
                                   dynamic(s.per_microbatch)) for s in self.stages)
-        value = Value(None if self.value.scale is None else static(self.value.scale),
-                      static(self.value.static), dynamic(self.value.dynamic))
+        v = self.value
+        value = Value(None if v.scale is None else static(v.scale), static(v.static),
+                      dynamic(v.dynamic),
+                      v.joint if joint is None or v.joint is None else joint(v.joint))
         batch = None if self.batch is None else GlobalBatch(
             dynamic(self.batch.per_replica), static(self.batch.inverse_replicas),
             static(self.batch.replicas), static(self.batch.grouped), static(self.batch.pp))
@@ -155,14 +159,21 @@ def _place_checks(checks, static_dims: set, dynamic_dims: set):
     return static_ok, dynamic_ok
 
 
-def _objective_value(grid: Grid, cfg, hw, dynamic_only: set) -> Value:
+def _objective_value(grid: Grid, arch, cfg, hw, dynamic_only: set, m=None) -> Value:
     """The computed objective's device form (`outputs.Quantity.device`): a product's factors
-    go to the dynamic side when they vary along an axis only the dynamic side has."""
+    go to the dynamic side when they vary along an axis only the dynamic side has; a time
+    quantity is evaluated on the whole chunk with m micro-batches (given per configuration
+    with a global batch)."""
     objective = computed_objective(grid)
     if objective is None:
         return Value(None, 0.0, 0.0)
     quantity, sign = objective
     form = quantity.device
+    if isinstance(form, OfTime):
+        if m is not None:
+            cfg = cfg.replace(grad_accum=m)
+        value = sign * form.value(arch, cfg, hw, grid.token_budget)
+        return Value(None, 1.0, 1.0, xp.materialize(jnp.asarray(value, jnp.float32)))
     if isinstance(form, OfMargin):
         return Value(xp.materialize(sign * form.scale(cfg, hw)),
                      xp.materialize(sign * form.offset(cfg, hw)), 1.0)
@@ -179,9 +190,10 @@ def _objective_value(grid: Grid, cfg, hw, dynamic_only: set) -> Value:
 def split_terms(grid: Grid, arch, cfg, hw) -> Sides:
     """`fit_terms` regrouped so that each term stays on the sub-grid of its own axes."""
     frameworks = tuple(int(code) for code in grid.axis("framework").values)
-    batch = None
+    batch, m = None, None
     if grid.global_batch_tokens:
         per_replica, replicas = global_batch_split(grid, cfg)
+        m = jnp.maximum(jnp.round(per_replica / replicas), 1)  # where whole (checked below)
         # The interleaved schedule's check needs m; it is made per configuration below.
         cfg = cfg.replace(grad_accum=cfg.pp)
         batch = GlobalBatch(xp.materialize(per_replica * 1.0),
@@ -218,7 +230,7 @@ def split_terms(grid: Grid, arch, cfg, hw) -> Sides:
             stages.append(StageSides(static_side(pieces.base), static_side(pieces.step),
                                      dynamic_side(pieces.once), pieces.accumulated,
                                      pieces.in_flight_cap, pieces.per_microbatch))
-    value = _objective_value(grid, cfg, hw, dynamic_dims - static_dims)
+    value = _objective_value(grid, arch, cfg, hw, dynamic_dims - static_dims, m)
     return Sides(tuple(stages), xp.materialize(NEAR * allocatable), value, batch)
 
 
@@ -335,7 +347,8 @@ def reduce_chunk(sides: Sides, plan: KernelPlan, shape, inner, kept: Kept) -> Ch
                               for g in (shared, static_only, dynamic_only))
     n_rows = c_size * s_size
     mats = sides.map(lambda a: _matrix(a, shared, static_only, shape).reshape(-1),
-                     lambda a: _matrix(a, shared, dynamic_only, shape))
+                     lambda a: _matrix(a, shared, dynamic_only, shape),
+                     lambda a: _matrix(a, (*shared, *static_only), dynamic_only, shape))
     rank_c, rank_s, rank_d = (jnp.asarray(_ranks(g, shape))
                               for g in (shared, static_only, dynamic_only))
 
@@ -366,7 +379,7 @@ def reduce_chunk(sides: Sides, plan: KernelPlan, shape, inner, kept: Kept) -> Ch
         index = block * rows_per_block + jnp.arange(rows_per_block)
         rows = jax.lax.dynamic_slice(order, (block * rows_per_block,), (rows_per_block,))
         c, s = rows // s_size, rows % s_size
-        one = mats.map(lambda a: a[rows][:, None], lambda a: a[c])
+        one = mats.map(lambda a: a[rows][:, None], lambda a: a[c], lambda a: a[rows])
         ok = (index < n_alive)[:, None]
         m = None
         if sides.batch is not None:
@@ -376,6 +389,8 @@ def reduce_chunk(sides: Sides, plan: KernelPlan, shape, inner, kept: Kept) -> Ch
         safe = (margin <= -one.tolerance) & ok
         near = (margin <= one.tolerance) & ~safe & ok
         value = one.value.static * one.value.dynamic
+        if one.value.joint is not None:
+            value = one.value.joint
         if one.value.scale is not None:
             value = value + one.value.scale * margin
         rank_of = (rank_c[c] + rank_s[s])[:, None] + rank_d[None, :]

@@ -11,6 +11,8 @@ the smaller index; counts add.
 from __future__ import annotations
 
 import json
+import math
+import os
 import sys
 import time
 import zipfile
@@ -26,6 +28,7 @@ from sweep.engine.exact import BATCH, evaluate_flat, full_flat, unpack_near
 from sweep.engine.frontier import Kept, grid_frontier
 from sweep.engine.kernel import NO_RANK, ChunkResult, compile_kernel
 from sweep.enumerate import Layout, Tables
+from sweep.errors import SweepError
 from sweep.grid import Grid
 from sweep.outdir import OutputDir
 
@@ -102,11 +105,12 @@ def run(grid: Grid, *, force: bool = False, progress: bool = True,
         devices: list | None = None, max_chunks: int | None = None) -> dict:
     """Evaluate the whole grid and write the outputs; returns the manifest.
 
-    Under `jax.distributed` (several processes, `jax.process_count() > 1`) process p takes
-    chunks p, p + P, p + 2P, ... on its local devices and keeps its own resumable state in
+    Under `jax.distributed` (several processes, `jax.process_count() > 1`) process i of K
+    takes chunks i, i + K, i + 2K, ... on its local devices and keeps its own resumable state in
     the shared output directory; process 0 merges the parts (max and sum: exact and
     order-independent) and writes the files, identical to a one-process run.
     `max_chunks` stops after that many new chunks (an interrupted run, for tests)."""
+    check_size(grid)
     out = OutputDir(grid.output_dir)
     rank = jax.process_index()
     if rank != 0:
@@ -114,6 +118,45 @@ def run(grid: Grid, *, force: bool = False, progress: bool = True,
     with out.lock():
         out.claim(grid.hash, grid.name, force=force)
         return _run(grid, out, progress, devices, max_chunks)
+
+
+MAX_CONFIGURATIONS = 10**15  # about two weeks at this project's 2-core rate of ~1e9/s
+MAX_CHUNKS = 10**8
+BOOKKEEPING_SHARE = 0.25  # of the machine's memory, at most, for the merged state
+STATE_BYTES_PER_CELL = 16  # best value (float64) and configuration index (int64)
+
+
+def machine_memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 8 * 2**30
+
+
+def check_size(grid: Grid) -> None:
+    """Refuse, before anything is allocated, a grid whose configurations, chunks or merged
+    bookkeeping (per kept cell) exceed the limits, with the figures and how to split it."""
+    size = math.prod(len(a) for a in grid.axes)  # exact: Python integers
+    split = ("split the grid (fewer values on an axis, or one grid per model or GPU) or "
+             "group by fewer axes")
+    if size >= 2**63:
+        raise SweepError(f"{grid.path}: {size:.3g} configurations is beyond what a 64-bit index "
+                         f"can count; {split}.")
+    if size > MAX_CONFIGURATIONS:
+        raise SweepError(f"{grid.path}: {size:.3g} configurations is over the limit of "
+                         f"{MAX_CONFIGURATIONS:.0e} (weeks on one machine); {split}.")
+    layout, kept = Layout.of(grid), Kept.of(grid)
+    if layout.n_chunks > MAX_CHUNKS:
+        raise SweepError(f"{grid.path}: {layout.n_chunks:,} chunks is over {MAX_CHUNKS:.0e}; "
+                         "raise [output] chunk_size.")
+    cells = math.prod(kept.shape(grid))
+    budget = BOOKKEEPING_SHARE * machine_memory_bytes()
+    if cells * STATE_BYTES_PER_CELL > budget:
+        raise SweepError(
+            f"{grid.path}: the frontier keeps {cells:,} cells (the product of the group_by "
+            f"and objective axes: {', '.join(f'{n} {len(grid.axis(n))}' for n in kept.names)}), "
+            f"{cells * STATE_BYTES_PER_CELL / 2**30:.1f} GiB of bookkeeping, over "
+            f"{BOOKKEEPING_SHARE:.0%} of this machine's memory; {split}.")
 
 
 def _state_name(rank: int, ranks: int) -> str:
