@@ -347,8 +347,7 @@ def reduce_chunk(sides: Sides, plan: KernelPlan, shape, inner, kept: Kept) -> Ch
                               for g in (shared, static_only, dynamic_only))
     n_rows = c_size * s_size
     mats = sides.map(lambda a: _matrix(a, shared, static_only, shape).reshape(-1),
-                     lambda a: _matrix(a, shared, dynamic_only, shape),
-                     lambda a: _matrix(a, (*shared, *static_only), dynamic_only, shape))
+                     lambda a: _matrix(a, shared, dynamic_only, shape))  # joint: rows x columns
     rank_c, rank_s, rank_d = (jnp.asarray(_ranks(g, shape))
                               for g in (shared, static_only, dynamic_only))
 
@@ -500,6 +499,11 @@ def _compile(grid: Grid, layout: Layout, kept: Kept, devices, tables: Tables):
     def terms(indices, arrays):
         arch, cfg, hw = broadcast_inputs(tables, layout, indices[0], arrays, jnp)
         sides = split_terms(grid, arch, cfg, hw)
+        # The joint value already as the reduction's rows x columns matrix: written in that
+        # order by the loop that computes it, instead of transposed afterwards.
+        plan = plan_of(sides, shape, keep)
+        sides = sides.map(lambda a: a, lambda a: a, lambda a: _matrix(
+            a, (*plan.shared, *plan.static_only), plan.dynamic_only, shape))
         return jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32)[None], sides)
 
     indices = jax.ShapeDtypeStruct((len(devices), layout.outer), jnp.int32)

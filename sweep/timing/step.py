@@ -22,7 +22,7 @@ head), so each depends only on the axes it reads.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import jax
 
@@ -135,6 +135,20 @@ class StageWork:
         return self.compute + self.recompute + self.tp + self.cp + self.ep + self.pp
 
 
+# Terms up to this many elements are computed on their own sub-grid (`xp.materialize`);
+# larger ones span nearly a whole chunk and are cheaper fused into the kernel's loop than
+# written out and read back (the loop is memory-bound).
+OWN_AXES_MAX_ELEMENTS = 1 << 18
+
+
+def _on_own_axes(parts):
+    """The fields of a dataclass of terms, the small ones computed on their own axes."""
+    def keep(a):
+        return xp.materialize(a) if xp.size(a) <= OWN_AXES_MAX_ELEMENTS else a
+
+    return type(parts)(**{f.name: keep(getattr(parts, f.name)) for f in fields(parts)})
+
+
 def tokens_per_microbatch(cfg: TrainConfig):
     """T = b·s/c."""
     return cfg.micro_batch * cfg.seq_len / cfg.cp
@@ -243,11 +257,17 @@ def block_times(arch: Architecture, cfg: TrainConfig, hw: Hardware, moe: bool) -
     if moe:
         ep_comm = EP_ALL_TO_ALLS_PER_PASS * comms.all_to_all_seconds(
             slots_bytes, ep, etp, cfg, hw)
-    return BlockTimes(gemm=gemm, lora=lora, attention=attention, memory=memory,
-                      tp_comm=tp_comm, cp_comm=cp_comm, ep_comm=ep_comm)
+    return _on_own_axes(BlockTimes(gemm=gemm, lora=lora, attention=attention, memory=memory,
+                                   tp_comm=tp_comm, cp_comm=cp_comm, ep_comm=ep_comm))
 
 
-def _head_seconds(arch: Architecture, cfg: TrainConfig, hw: Hardware):
+@dataclass(frozen=True)
+class HeadTimes:
+    forward: object
+    total: object
+
+
+def _head_seconds(arch: Architecture, cfg: TrainConfig, hw: Hardware) -> HeadTimes:
     """Head GEMM (all passes) and loss of one micro-batch on the stage holding the head."""
     T = tokens_per_microbatch(cfg)
     e = eff.activation_bytes(cfg)
@@ -260,7 +280,7 @@ def _head_seconds(arch: Architecture, cfg: TrainConfig, hw: Hardware):
     per_logit = xp.where(cfg.fused_cross_entropy > 0, FUSED_CROSS_ENTROPY_BYTES_PER_LOGIT,
                          CROSS_ENTROPY_BYTES_PER_LOGIT)
     loss = eff.memory_seconds(T * vocab * per_logit, hw)
-    return forward, passes * forward + loss
+    return _on_own_axes(HeadTimes(forward, passes * forward + loss))
 
 
 @dataclass(frozen=True)
@@ -275,10 +295,10 @@ class LayerTimes:
 
 
 def layer_times(arch: Architecture, cfg: TrainConfig, hw: Hardware) -> LayerTimes:
-    head_forward, head = _head_seconds(arch, cfg, hw)
+    head = _head_seconds(arch, cfg, hw)
     return LayerTimes(dense=block_times(arch, cfg, hw, False),
-                      moe=block_times(arch, cfg, hw, True), head_forward=head_forward,
-                      head=head)
+                      moe=block_times(arch, cfg, hw, True), head_forward=head.forward,
+                      head=head.total)
 
 
 def stage_work(arch: Architecture, cfg: TrainConfig, hw: Hardware, overlap: comms.Overlap,
@@ -343,8 +363,8 @@ def stage_work(arch: Architecture, cfg: TrainConfig, hw: Hardware, overlap: comm
     pp_comm = (cfg.pp > 1) * 2 * cfg.vpp * boundary / comms.point_to_point_bandwidth(
         cfg.n_gpus, cfg, hw)
     pp = comms.exposed(pp_comm, compute, overlap.pp)
-    return StageWork(compute=compute, recompute=recompute, tp=tp, cp=cp, ep=ep, pp=pp,
-                     forward=forward, backward=backward)
+    return _on_own_axes(StageWork(compute=compute, recompute=recompute, tp=tp, cp=cp, ep=ep,
+                                  pp=pp, forward=forward, backward=backward))
 
 
 def _gradient_reduce_bytes(cfg: TrainConfig):
@@ -453,7 +473,7 @@ def step_terms(arch: Architecture, cfg: TrainConfig, hw: Hardware, overlap: comm
                                  overlap.dp_param)
     offload = xp.where(on_host, step_copies + nvme_step, 0) + xp.where(
         cfg.offload >= OFFLOAD_PARAMS, cfg.grad_accum * micro_params, 0)
-    return StepTerms(dp=dp, optimizer=optimizer, offload=offload)
+    return _on_own_axes(StepTerms(dp=dp, optimizer=optimizer, offload=offload))
 
 
 def step_time(arch: Architecture, cfg: TrainConfig, hw: Hardware,
