@@ -133,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
         "fewest", help="the fewest GPUs of each type that train a model at a context length")
     few.add_argument("--model", required=True, help="catalog name or config.json path")
     few.add_argument("--seq-len", type=int, default=8192)
+    few.add_argument("--global-batch-tokens", type=int, metavar="TOKENS",
+                     help="tokens per optimizer step the speeds are compared at "
+                          "(default: 1024 sequences)")
     few.add_argument("--gpu", nargs="+", help="GPU catalog names (default: all)")
     few.add_argument("--out", help="output directory (default: outputs/fewest-<model>-<seq>)")
     few.add_argument("--force", action="store_true")
@@ -207,6 +210,8 @@ def _largest(args) -> None:
 
 
 def _fewest(args) -> None:
+    import polars as pl
+
     from sweep.fewest import fewest, fewest_grid
     from sweep.report_text import human
 
@@ -214,11 +219,18 @@ def _fewest(args) -> None:
                                  ("frameworks", args.frameworks),
                                  ("recompute", args.recompute)) if v}
     grid = fewest_grid(args.model, args.seq_len, args.gpu, out=args.out, offload=args.offload,
-                       **options)
+                       global_batch_tokens=args.global_batch_tokens, **options)
     frame = fewest(grid, force=args.force, progress=True)
-    print(human(frame, ["gpu", "n_gpus", "nodes", "framework", "zero_stage", "tp", "pp", "cp",
-                        "recompute", "offload", "per_gpu_total_bytes"]) if len(frame)
-          else "no GPU type can train it within the grid")
+    columns = ["gpu", "n_gpus", "nodes", "framework", "zero_stage", "tp", "pp", "cp",
+               "micro_batch", "recompute", "offload", "per_gpu_total_bytes", "tokens_per_s",
+               "mfu", "cost_per_million_tokens"]
+    if not len(frame):
+        print("no GPU type can train it within the grid")
+    for pick, title in (("fewest", "the fewest GPUs (the fastest strategy at that size)"),
+                        ("cheapest", "the cheapest (lowest cost per million tokens)")):
+        if len(frame):
+            print(f"{title}, global batch {int(grid.global_batch_tokens):,} tokens:")
+            print(human(frame.filter(pl.col("pick") == pick), columns))
     missing = sorted(set(g.name for g in grid.gpus) - set(frame["gpu"] if len(frame) else []))
     if missing:
         print(f"cannot train it (up to {int(max(grid.axis('n_gpus').values))} GPUs): "

@@ -23,6 +23,11 @@ HUMAN = {
     "lora_rank": units.count,
     "per_gpu_total_bytes": units.bytes_, "headroom_bytes": units.bytes_,
     "host_bytes_per_node": units.bytes_,
+    "step_s": units.duration, "tokens_per_s": units.tokens, "tokens_per_gpu_per_s": units.tokens,
+    "mfu": units.percent, "days_to_train": lambda d: units.duration(d * 86400),
+    "cost_to_train": units.money,
+    "cost_per_million_tokens": lambda usd: f"${units.significant(usd)}",
+    "price_per_gpu_hour_usd": units.money,
 }
 
 
@@ -85,6 +90,7 @@ def summary(grid: Grid, manifest: dict) -> str:
     if frame is not None and len(frame):
         shown = ["model", "n_gpus", "seq_len", "tp", "pp", "cp", "zero_stage", "micro_batch",
                  "recompute", "offload", "tokens_per_gpu", "per_gpu_total_bytes"]
+        shown += [o.key for o in grid.objectives if o.key not in shown]
         if group:
             top = frame.group_by(group, maintain_order=True).head(TOP)
             lines += ["", f"top {TOP} frontier points per {', '.join(group)}:",
