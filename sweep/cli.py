@@ -129,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
     big.add_argument("--force", action="store_true",
                      help="replace the output of a different grid (only files this tool wrote)")
     _add_strategy_flags(big, "the grid's")
+    budget = big.add_argument_group(
+        "time budget", "the largest model that trains on T tokens within D days")
+    budget.add_argument("--days", type=float, metavar="D", help="days of training allowed")
+    budget.add_argument("--tokens", type=float, metavar="T", help="tokens to train on (1e12)")
+    budget.add_argument("--tokens-per-param", type=float, metavar="R",
+                        help="tokens per parameter instead (20: Chinchilla-optimal)")
     few = commands.add_parser(
         "fewest", help="the fewest GPUs of each type that train a model at a context length")
     few.add_argument("--model", required=True, help="catalog name or config.json path")
@@ -196,14 +202,24 @@ def _largest(args) -> None:
     if changes:
         grid = with_axes(grid, **changes)
     out = OutputDir(args.out or grid.output_dir)
-    frame = largest(grid, progress=True)
+    budget = None
+    if args.days is not None or args.tokens or args.tokens_per_param:
+        from sweep.largest import TimeBudget
+
+        budget = TimeBudget(args.days or 0.0, args.tokens or 0.0, args.tokens_per_param or 0.0)
+    frame = largest(grid, progress=True, budget=budget)
     with out.lock():
         out.claim(grid.hash, grid.name, force=args.force, what="largest")
         sink.write_partitioned(out, "largest", frame, "gpu", sink.metadata(grid))
     if len(frame):
+        if budget:
+            print(f"trained on {budget.tokens:g} tokens" if budget.tokens else
+                  f"trained on {budget.tokens_per_param:g} tokens per parameter",
+                  f"within {budget.days:g} days")
         print(human(frame, ["gpu", "nodes", "n_gpus", "params", "hidden_size", "num_layers",
                             "framework", "finetune", "zero_stage", "tp", "pp", "recompute",
-                            "offload", "grad_accum", "per_gpu_total_bytes"]))
+                            "offload", "grad_accum", "per_gpu_total_bytes", "tokens_per_s",
+                            "mfu", *(["days_to_train", "cost_to_train"] if budget else [])]))
     else:
         print("no model of the family fits within the grid")
     print(f"output: {out.root / 'largest'}/ (partitioned by gpu)")

@@ -8,6 +8,10 @@ bisected on device over whole blocks per pipeline stage within that range (memor
 depth for a fixed width and strategy; depth must be a multiple of pp): 10 halvings cover 512
 blocks. The largest model of a group is the one with the most parameters among those; ties
 go to the first in the grid's order.
+
+With a time budget (`TimeBudget`: train on a number of tokens, fixed or per parameter, within
+a number of days) a depth must also train in time: the step time grows with depth at a fixed
+width and strategy, and so does the token count per parameter, so the bisection still holds.
 """
 
 from __future__ import annotations
@@ -26,10 +30,37 @@ from sweep.errors import SweepError
 from sweep.grid import Axis, Grid
 from sweep.memory.total import estimate
 from sweep.model import total_params
+from sweep.timing import step_time
+from sweep.timing.cost import SECONDS_PER_DAY
 
 WIDTHS = 1024.0 * np.arange(1, 65)  # 1024 .. 65536
 MAX_LAYERS = 1024
 HALVINGS = 11  # 2^11 > MAX_LAYERS + 1
+
+
+@dataclasses.dataclass(frozen=True)
+class TimeBudget:
+    """Train on `tokens` (or `tokens_per_param` x the model's parameters) within `days`."""
+
+    days: float
+    tokens: float = 0.0
+    tokens_per_param: float = 0.0
+
+    def tokens_for(self, params):
+        return self.tokens if self.tokens else self.tokens_per_param * params
+
+    def __post_init__(self):
+        if not (self.days > 0 and (self.tokens > 0) != (self.tokens_per_param > 0)):
+            raise SweepError("a time budget is --days D with either --tokens T or "
+                             f"--tokens-per-param R (got days={self.days!r}, "
+                             f"tokens={self.tokens!r}, tokens_per_param={self.tokens_per_param!r})")
+
+    def in_time(self, arch, cfg, hw):
+        """Whether the configuration trains on the budget's tokens within its days."""
+        t = step_time(arch, cfg, hw)
+        days = self.tokens_for(total_params(arch)) * t.step_s / t.tokens_per_step / (
+            SECONDS_PER_DAY)
+        return days <= self.days
 
 
 def depth_ranges(widths=WIDTHS) -> tuple[np.ndarray, np.ndarray]:
@@ -60,9 +91,9 @@ def _with_width_dim(tree):
         lambda x: jnp.reshape(x, (1, *jnp.shape(x))) if jnp.ndim(x) else x, tree)
 
 
-def depth_kernel(grid: Grid, layout: Layout):
+def depth_kernel(grid: Grid, layout: Layout, budget: TimeBudget | None = None):
     """jit: outer index -> blocks per stage (`k`, of shape widths x inner) of the deepest
-    model that fits."""
+    model that fits (and trains within `budget`)."""
     tables = Tables(grid)
     arrays = tables.swept_arrays(layout)
     n_inner = len(layout.inner_shape)
@@ -76,7 +107,10 @@ def depth_kernel(grid: Grid, layout: Layout):
         cfg, hw = _with_width_dim(cfg), _with_width_dim(hw)
         arch = families.llama3_architecture(widths, k * cfg.pp)
         cfg, allowed = constrain(grid, cfg, hw)
-        return jnp.broadcast_to(allowed & estimate(arch, cfg, hw).fits & (k >= 1), shape)
+        ok = allowed & estimate(arch, cfg, hw).fits & (k >= 1)
+        if budget is not None:
+            ok = ok & budget.in_time(arch, cfg, hw)
+        return jnp.broadcast_to(ok, shape)
 
     def kernel(outer_index, arrays):
         _, cfg, _ = broadcast_inputs(tables, layout, outer_index, arrays, jnp)
@@ -97,14 +131,16 @@ def depth_kernel(grid: Grid, layout: Layout):
     return lambda outer_index: np.asarray(jitted(jnp.asarray(outer_index, jnp.int32), arrays))
 
 
-def largest(grid: Grid, progress: bool = False) -> pl.DataFrame:
-    """One row per (gpu, n_gpus): the largest model that fits and the strategy that does it."""
+def largest(grid: Grid, progress: bool = False, budget: TimeBudget | None = None
+            ) -> pl.DataFrame:
+    """One row per (gpu, n_gpus): the largest model that fits (and trains within `budget`)
+    and the strategy that does it."""
     from sweep.engine.orchestrate import progress_bar
 
     grid = strategy_grid(grid)
     layout = Layout.with_outer(grid, ("gpu",))
     tables = Tables(grid)
-    depth = depth_kernel(grid, layout)
+    depth = depth_kernel(grid, layout, budget)
     rows = []
     n_gpus_dim = layout.inner_names.index("n_gpus") if "n_gpus" in layout.inner_names else None
     bar = progress_bar(layout.n_chunks, 0, progress, "node types")
@@ -127,7 +163,8 @@ def largest(grid: Grid, progress: bool = False) -> pl.DataFrame:
             if n_gpus_dim is not None:
                 full_index[1 + n_gpus_dim] = g
             rows.append(_row(grid, layout, tables, outer_index, tuple(full_index),
-                             float(width[tuple(full_index)]), float(layers[tuple(full_index)])))
+                             float(width[tuple(full_index)]), float(layers[tuple(full_index)]),
+                             budget))
     bar.update(1)
     bar.close()
     return pl.concat(rows) if rows else pl.DataFrame()
@@ -142,14 +179,17 @@ def _axis_values(grid: Grid, layout: Layout, name: str) -> np.ndarray:
     return values.reshape(shape)
 
 
-def _row(grid, layout, tables, outer_index, index, width, layers) -> pl.DataFrame:
-    """The chosen configuration, evaluated exactly (float64), with its model's shape."""
+def _row(grid, layout, tables, outer_index, index, width, layers, budget) -> pl.DataFrame:
+    """The chosen configuration, evaluated exactly (float64), with its model's shape (and its
+    days and cost to train on the budget's tokens)."""
     coords = dict(zip(layout.names[: layout.outer], [np.array([i]) for i in outer_index],
                       strict=True))
     coords.update({n: np.array([i]) for n, i in zip(layout.inner_names, index[1:], strict=True)})
     flat = np.ravel_multi_index(tuple(coords[n] for n in layout.names), layout.sizes)
     arch = families.llama3_architecture(width, layers)
-    model_grid = dataclasses.replace(grid, models=(dataclasses.replace(grid.models[0], arch=arch),))
+    tokens = budget.tokens_for(float(total_params(arch))) if budget else grid.token_budget
+    model_grid = dataclasses.replace(
+        grid, models=(dataclasses.replace(grid.models[0], arch=arch),), token_budget=tokens)
     frame = configurations_frame(model_grid, layout, Tables(model_grid), flat)
     gpn = frame["gpus_per_node"][0]
     return frame.with_columns(pl.col(pl.Categorical).cast(pl.String)).with_columns(
