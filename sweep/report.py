@@ -42,6 +42,7 @@ from sweep.report_plots import (
     fewest_figure,
     frontier_figure,
     largest_figure,
+    time_figure,
 )
 from sweep.report_style import COMPONENT_NAMES, series_styles
 
@@ -275,6 +276,21 @@ class Run:
     gpus: list[str]  # node types in report (catalog) order
 
     @property
+    def fewest_rows(self) -> pl.DataFrame | None:
+        """The fewest-GPU row of each node type (a fewest run also holds the cheapest)."""
+        if self.fewest is None or "pick" not in self.fewest.columns:
+            return self.fewest
+        return self.fewest.filter(pl.col("pick") == "fewest")
+
+    @property
+    def timed(self) -> pl.DataFrame | None:
+        """The rows that carry a step time: every row of the run's result."""
+        for frame in (self.largest, self.fewest, self.frontier):
+            if frame is not None and "tokens_per_s" in frame.columns:
+                return frame
+        return None
+
+    @property
     def kind(self) -> str:
         return "largest" if self.largest is not None else \
             "fewest" if self.fewest is not None else "frontier"
@@ -338,7 +354,7 @@ def _largest_section(run: Run, styles, series: dict) -> str:
 
 
 def _fewest_section(run: Run, styles, series: dict) -> str:
-    fig, series["fewest"] = fewest_figure(run.fewest, styles)
+    fig, series["fewest"] = fewest_figure(run.fewest_rows, styles)
     return _section(
         "fewest", "Fewest GPUs",
         "The smallest number of GPUs of each type that fits the model with one of the "
@@ -348,7 +364,7 @@ def _fewest_section(run: Run, styles, series: dict) -> str:
 
 
 def _fewest_order(run: Run) -> pl.DataFrame:
-    return run.by_gpu(run.fewest).sort("n_gpus", maintain_order=True)
+    return run.by_gpu(run.fewest_rows).sort("n_gpus", maintain_order=True)
 
 
 def _frontier_section(run: Run, styles, series: dict) -> str:
@@ -372,11 +388,22 @@ def _chosen(run: Run) -> tuple[pl.DataFrame, str]:
         frame = run.largest.sort("n_gpus").group_by("gpu", maintain_order=True).last()
         why = "each node type's largest model on the most GPUs of the grid"
     elif run.fewest is not None:
-        frame, why = run.fewest, "each node type's fewest-GPU configuration"
+        frame, why = run.fewest_rows, "each node type's fewest-GPU configuration"
     else:
         frame = run.frontier.group_by("gpu", maintain_order=True).first()
         why = "each node type's first frontier point in objective order (fewest GPUs first)"
     return run.by_gpu(frame), why
+
+
+def _time_section(run: Run, styles, series: dict) -> str:
+    fig, series["time"] = time_figure(run.timed, styles)
+    return _section(
+        "time", "Time and cost",
+        "The step time model (sweep/timing; checked against published runs in "
+        "docs/time_accuracy.md) on the configurations above: at each GPU count the fastest "
+        "(tokens per second, all GPUs) and the cheapest (USD per million tokens at each GPU's "
+        "price per hour). Hover a point for its configuration.",
+        _plot(fig, "plot-time"))
 
 
 def _breakdown_section(run: Run, series: dict) -> str:
@@ -433,6 +460,9 @@ def render(run: Run) -> tuple[str, dict]:
     elif run.frontier is not None:  # a fewest run's frontier is its fewest.parquet
         sections.append(_frontier_section(run, styles, series))
         toc.append(("frontier", "Pareto frontier"))
+    if run.timed is not None:
+        sections.append(_time_section(run, styles, series))
+        toc.append(("time", "Time and cost"))
     sections.append(_breakdown_section(run, series))
     toc.append(("breakdown", "Memory per GPU"))
     page = PAGE.format(title=html.escape(title(run)), style=STYLE, plotly=get_plotlyjs(),

@@ -40,10 +40,23 @@ DOT_ROW_HEIGHT = 34
 SIZE_MIN, SIZE_MAX, SIZE_STEP = 8.0, 26.0, 5.0  # marker diameter (px) per doubling of the value
 SIZE_LEGEND_ENTRIES = 6
 AXIS_LABELS = {"n_gpus": "GPUs", "params": "parameters", "seq_len": "context length (tokens)",
-               "tokens_per_gpu": "tokens per GPU per micro-batch"}
-SIZE_LABELS = {"params": "parameters", "seq_len": "context", "tokens_per_gpu": "tokens/GPU"}
+               "tokens_per_gpu": "tokens per GPU per micro-batch",
+               "tokens_per_s": "tokens per second", "step_s": "seconds per step",
+               "days_to_train": "days to train", "cost_to_train": "cost to train (USD)",
+               "cost_per_million_tokens": "USD per million tokens", "mfu": "MFU"}
+LOWER_IS_BETTER = ("step_s", "days_to_train", "cost_to_train", "cost_per_million_tokens")
+TIME_AXES = ("tokens_per_s", "tokens_per_gpu_per_s", "step_s", "days_to_train",
+             "cost_to_train", "cost_per_million_tokens", "mfu")
+SIZE_LABELS = {"params": "parameters", "seq_len": "context", "tokens_per_gpu": "tokens/GPU",
+               "tokens_per_s": "tokens/s", "tokens_per_gpu_per_s": "tokens/s per GPU",
+               "step_s": "step time", "days_to_train": "days", "cost_to_train": "cost",
+               "cost_per_million_tokens": "USD/M tokens", "mfu": "MFU"}
 FORMATS = {"n_gpus": units.count, "params": units.params, "seq_len": units.tokens,
-           "tokens_per_gpu": units.tokens}
+           "tokens_per_gpu": units.tokens, "tokens_per_s": units.tokens,
+           "tokens_per_gpu_per_s": units.tokens, "step_s": units.duration,
+           "days_to_train": lambda d: units.duration(d * 86400), "cost_to_train": units.money,
+           "cost_per_million_tokens": lambda usd: f"${units.significant(usd)}",
+           "mfu": units.percent}
 
 
 def _value(row: dict, key: str, default=None):
@@ -135,8 +148,15 @@ def _log_axis(title: str, values: list[float], ticks) -> dict:
             "zeroline": False}
 
 
+def _generic_ticks(key):
+    def ticks(low, high):
+        values = _steps_125(low, high)
+        return values, [FORMATS[key](v) for v in values]
+    return ticks
+
+
 TICKS = {"n_gpus": pow2_ticks, "params": param_ticks, "seq_len": token_ticks,
-         "tokens_per_gpu": token_ticks}
+         "tokens_per_gpu": token_ticks, **{k: _generic_ticks(k) for k in TIME_AXES}}
 
 
 def largest_figure(frame: pl.DataFrame, styles: dict[str, SeriesStyle]):
@@ -175,7 +195,8 @@ def largest_figure(frame: pl.DataFrame, styles: dict[str, SeriesStyle]):
 def frontier_axes(frame: pl.DataFrame, objectives: list[str]) -> tuple[str, str, str | None]:
     """(x, y, size) of the frontier plot: GPUs across, then the objectives that vary in the
     frame (parameters, context, tokens per GPU) up and as marker size."""
-    varying = [k for k in ("params", "seq_len", "tokens_per_gpu")
+    timed = [k for k in objectives if k in TIME_AXES]
+    varying = [k for k in (*timed, "params", "seq_len", "tokens_per_gpu")
                if k in frame.columns and frame[k].n_unique() > 1
                and (not objectives or k in objectives or k == "params")]
     y = varying[0] if varying else "params"
@@ -253,7 +274,8 @@ def frontier_figure(frame: pl.DataFrame, styles: dict[str, SeriesStyle], objecti
     fig.update_yaxes(title_text=AXIS_LABELS[ykey], col=1, row=(rows + 1) // 2)
     for i, annotation in enumerate(fig.layout.annotations):  # panel titles in series colour
         annotation.update(font={"size": 14, "color": styles[gpus[i]].color})
-    layout = _layout(f"Pareto frontier per node type: fewest GPUs for the most "
+    most = "fewest" if ykey in LOWER_IS_BETTER else "most"
+    layout = _layout(f"Pareto frontier per node type: fewest GPUs for the {most} "
                      f"{AXIS_LABELS[ykey]}", 90 + FACET_HEIGHT * rows + (70 if skey else 0))
     layout["margin"] = {**layout["margin"], "l": 105, "t": 80, "b": 120 if skey else 60}
     if skey:
@@ -283,6 +305,57 @@ def fewest_figure(frame: pl.DataFrame, styles: dict[str, SeriesStyle]):
         120 + DOT_ROW_HEIGHT * len(rows), xaxis=xaxis,
         yaxis={"autorange": "reversed", "type": "category", "gridcolor": GRID_COLOR}))
     return fig, {r["gpu"]: r["n_gpus"] for r in rows}
+
+
+def _steps_125(low: float, high: float) -> list[float]:
+    """1-2-5 steps from below `low` to above `high` (log axes of rates and prices)."""
+    values, decade = [], 10.0 ** math.floor(math.log10(low))
+    while decade <= high * 10:
+        values += [m * decade for m in (1, 2, 5) if low / 1.5 <= m * decade <= high * 1.5]
+        decade *= 10
+    return values
+
+
+TIME_PANELS = (("tokens_per_s", "fastest: tokens/s", max),
+               ("cost_per_million_tokens", "cheapest: USD per million tokens", min))
+
+
+def time_figure(frame: pl.DataFrame, styles: dict[str, SeriesStyle]):
+    """Throughput and cost against GPUs, one line per node type: at each GPU count the
+    fastest configuration (left) and the cheapest (right) among the rows given."""
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
+                        subplot_titles=[title for _, title, _ in TIME_PANELS])
+    series = {}
+    frame = frame.filter(pl.col("tokens_per_s").is_finite() & (pl.col("tokens_per_s") > 0))
+    for col, (key, _, pick) in enumerate(TIME_PANELS, start=1):
+        best = pl.col(key).max() if pick is max else pl.col(key).min()
+        for gpu in styles:
+            part = frame.filter(pl.col("gpu") == gpu)
+            if not len(part):
+                continue
+            top = part.filter(pl.col(key) == best.over("n_gpus")).sort("n_gpus").unique(
+                "n_gpus", keep="first", maintain_order=True)
+            x, y = top["n_gpus"].to_list(), top[key].to_list()
+            series.setdefault(gpu, {})[key] = {"n_gpus": x, key: y}
+            style = styles[gpu]
+            fig.add_trace(go.Scatter(
+                x=x, y=y, name=gpu, legendgroup=gpu, showlegend=col == 1,
+                mode="lines+markers", text=[hover(r) for r in top.to_dicts()],
+                hovertemplate="%{text}<extra></extra>",
+                line={"color": style.color, "width": 2},
+                marker={"color": style.color, "symbol": style.symbol, "size": 9}),
+                row=1, col=col)
+        values = frame[key].to_list()
+        if values:
+            low, high = min(values), max(values)
+            tickvals, ticktext = TICKS[key](low, high)
+            fig.update_yaxes(type="log", tickvals=tickvals, ticktext=ticktext,
+                             gridcolor=GRID_COLOR, row=1, col=col)
+            fig.update_xaxes(**_log_axis("GPUs", frame["n_gpus"].to_list(), pow2_ticks),
+                             row=1, col=col)
+    fig.update_layout(**_layout("Step time: throughput and cost by node type and number of GPUs",
+                                PLOT_HEIGHT))
+    return fig, series
 
 
 def breakdown_label(row: dict) -> str:

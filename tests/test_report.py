@@ -21,7 +21,7 @@ from sweep.report import write_report
 from sweep.report_style import series_styles
 from sweep.sink import metadata, write_parquet, write_partitioned
 
-PLOTS = ("plot-largest", "plot-frontier", "plot-breakdown")
+PLOTS = ("plot-largest", "plot-frontier", "plot-time", "plot-breakdown")
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))
                  if p), None)
 SCIENTIFIC = re.compile(r"\d\.\d+e[+-]\d\d")
@@ -61,6 +61,14 @@ def test_plotted_numbers_are_the_parquet_data(run):
             "n_gpus", "params", "seq_len")
         for key in axes.values():
             assert points[key] == part[key].to_list()
+    # Time and cost (of the largest run's rows): per GPU count the fastest and the cheapest.
+    for gpu, panels in series["time"].items():
+        part = biggest.filter(pl.col("gpu").cast(pl.String) == gpu)
+        for key, best in (("tokens_per_s", max), ("cost_per_million_tokens", min)):
+            counts = sorted(set(part["n_gpus"].to_list()))
+            assert panels[key]["n_gpus"] == counts
+            assert panels[key][key] == [best(part.filter(pl.col("n_gpus") == n)[key].to_list())
+                                        for n in counts]
     breakdown = series["breakdown"]
     # each node type's largest model on the most GPUs; the catalog lists a100-40gb before l40s
     chosen = biggest.sort("n_gpus").group_by("gpu").last().sort("gpu")
