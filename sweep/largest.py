@@ -50,7 +50,9 @@ class TimeBudget:
         return self.tokens if self.tokens else self.tokens_per_param * params
 
     def __post_init__(self):
-        if not (self.days > 0 and (self.tokens > 0) != (self.tokens_per_param > 0)):
+        finite = all(np.isfinite(v) for v in (self.days, self.tokens, self.tokens_per_param))
+        if not (finite and self.days > 0 and (self.tokens > 0) != (self.tokens_per_param > 0)
+                and self.tokens >= 0 and self.tokens_per_param >= 0):
             raise SweepError("a time budget is --days D with either --tokens T or "
                              f"--tokens-per-param R (got days={self.days!r}, "
                              f"tokens={self.tokens!r}, tokens_per_param={self.tokens_per_param!r})")

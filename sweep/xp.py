@@ -38,6 +38,10 @@ def ceil(a):
     return namespace(a).ceil(a)
 
 
+def round_(a):
+    return namespace(a).round(a)
+
+
 def divides(divisor, value):
     """`value` is a whole multiple of `divisor`, without float `%`.
 

@@ -1,6 +1,13 @@
 """Shared helpers: scalar configurations evaluated in float64 (exact byte counts)."""
 
-import jax
+import os
+
+# The tests run small grids, where XLA's compiling dominates: compile with its cheaper passes
+# (set before JAX starts its backend; subprocesses inherit it). Results do not change.
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
+                           " --xla_llvm_disable_expensive_passes=true").strip()
+
+import jax  # noqa: E402
 import numpy as np
 import pytest
 

@@ -9,7 +9,9 @@ import pytest
 
 from sweep import engine
 from sweep.fewest import fewest, fewest_grid
-from sweep.grid import Axis
+from sweep.grid import Axis, Objective
+
+FEWER = Objective("n_gpus", maximize=False)  # the probe needs no step time
 
 
 def test_fewest_is_minimal(tmp_path):
@@ -19,21 +21,20 @@ def test_fewest_is_minimal(tmp_path):
     assert set(frame["gpu"]) == {"a100-40gb", "l40s", "h200-141gb"}
     assert (frame["per_gpu_total_bytes"] <= frame["gpu_capacity_bytes"]).all()
     assert (tmp_path / "few" / "fewest.parquet").exists()
-    for row in frame.filter(pl.col("pick") == "fewest").iter_rows(named=True):
-        n = row["n_gpus"]
-        if n == 1:
-            continue
-        # Every configuration of the grid with fewer GPUs of that type fails.
-        gpu = [g for g in grid.gpus if g.name == row["gpu"]]
-        smaller = [v for v in grid.axis("n_gpus").values if v < n]
-        axes = tuple(
-            Axis("n_gpus", np.array(smaller), tuple(f"{v:g}" for v in smaller))
-            if a.name == "n_gpus" else
-            Axis("gpu", np.zeros(1), (row["gpu"],)) if a.name == "gpu" else a
-            for a in grid.axes)
-        probe = replace(grid, axes=axes, gpus=tuple(gpu),
-                        output_dir=str(tmp_path / f"probe-{row['gpu']}"))
-        assert engine.run(probe, progress=False)["feasible"] == 0
+    # Every configuration of the grid with fewer GPUs of a type fails: one probe sweep of
+    # the counts below the largest answer, counted per (gpu, n_gpus).
+    fewest_of = dict(frame.filter(pl.col("pick") == "fewest").select("gpu", "n_gpus").iter_rows())
+    smaller = [v for v in grid.axis("n_gpus").values if v < max(fewest_of.values())]
+    axes = tuple(Axis("n_gpus", np.array(smaller), tuple(f"{v:g}" for v in smaller))
+                 if a.name == "n_gpus" else a for a in grid.axes)
+    probe = replace(grid, axes=axes, group_by=("gpu", "n_gpus"), objectives=(FEWER,),
+                    output_dir=str(tmp_path / "probe"))
+    engine.run(probe, progress=False)
+    summary = pl.read_parquet(tmp_path / "probe" / "summary.parquet").with_columns(
+        pl.col("gpu").cast(pl.String))
+    for row in summary.iter_rows(named=True):
+        if float(row["n_gpus"]) < fewest_of[row["gpu"]]:  # group labels are text
+            assert row["feasible"] == 0, row
 
 
 def test_every_node_type_gets_a_framework_it_runs_and_options_hold(tmp_path):

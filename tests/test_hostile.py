@@ -62,6 +62,16 @@ GRIDS = {  # grid file text -> a fragment of the error it must give
     "NUL in dir": (HEAD + '[output]\ndir = "out\\u0000x"', "dir"),
     "long dir": (HEAD + f'[output]\ndir = "{"x" * 5000}"', "dir"),
     "deep nesting": (HEAD + "tp = " + "[" * 200 + "1" + "]" * 200, "axes.tp"),
+    "token budget negative": (HEAD + "[cost]\ntoken_budget = -1", "token_budget"),
+    "token budget inf": (HEAD + "[cost]\ntoken_budget = inf", "token_budget"),
+    "price nan": (HEAD + "[cost]\nprice_per_gpu_hour_usd = nan", "price_per_gpu_hour_usd"),
+    "price of a GPU not swept": (HEAD + '[cost]\nprice_per_gpu_hour_usd = {"b200" = 5.0}',
+                                 "not a GPU of axes.gpu"),
+    "cost is not a table": (HEAD.replace("[axes]", 'cost = 3\n[axes]'), "cost"),
+    "days without a budget": (HEAD + '[frontier]\nobjectives = ["-n_gpus", "-days_to_train"]',
+                              "token budget"),
+    "time objective in inference": (HEAD + 'mode = ["train", "inference"]\n[frontier]\n'
+                                    'objectives = ["-n_gpus", "+tokens_per_s"]', "inference"),
     "inline zero heads": ('[axes]\nmodel = [{name = "x", hidden_size = 64, num_layers = 2, '
                           'num_heads = 0, num_kv_heads = 0, ffn_hidden_size = 256, '
                           'vocab_size = 100}]\ngpu = ["a100-80gb"]', "num_heads"),
@@ -120,6 +130,15 @@ def test_frontier_bookkeeping_too_large_is_refused(tmp_path, capsys, monkeypatch
     assert "cells" in refused(capsys, [str(path)])
 
 
+@pytest.mark.parametrize("flags", [["--days", "-1", "--tokens", "1e12"],
+                                   ["--days", "nan", "--tokens", "1e12"],
+                                   ["--days", "3", "--tokens", "inf"],
+                                   ["--days", "3"],
+                                   ["--days", "3", "--tokens", "1e9", "--tokens-per-param", "20"]])
+def test_time_budgets_that_make_no_sense(flags, capsys):
+    assert "time budget" in refused(capsys, ["largest", *flags])
+
+
 def test_model_files_that_make_no_sense(tmp_path, capsys):
     base = {"model_type": "llama", "hidden_size": 4096, "num_hidden_layers": 2,
             "num_attention_heads": 32, "num_key_value_heads": 8, "intermediate_size": 11008,
@@ -145,7 +164,10 @@ FLAG_VALUES = st.one_of(st.integers(-3, 70000).map(str), st.sampled_from(
        st.sampled_from(["llama-2-7b", "mixtral-8x7b", "llama-3.1-70b"]),
        st.sampled_from(["a100-80gb", "rtx-4090", "tpu-v5e"]),
        st.sampled_from([[], ["--framework", "megatron"], ["--finetune", "qlora"],
-                        ["--mode", "inference"], ["--offload", "optimizer", "--zero-stage", "1"]]))
+                        ["--mode", "inference"], ["--offload", "optimizer", "--zero-stage", "1"],
+                        ["--token-budget", "1e12"], ["--token-budget", "nan"],
+                        ["--token-budget", "-5"], ["--price-per-gpu-hour", "inf"],
+                        ["--price-per-gpu-hour", "2.5", "--token-budget", "1e9"]]))
 def test_explain_flags_never_traceback_or_nonsense(flags, model, gpu, extra):
     import contextlib
     import io
@@ -163,6 +185,11 @@ def test_explain_flags_never_traceback_or_nonsense(flags, model, gpu, extra):
     assert code in (0, 2), (argv, err.getvalue())
     if code == 0:
         result = json.loads(out.getvalue())  # valid JSON: no NaN
+        for section in ("time", "cost"):  # training: seconds, rates, USD finite and >= 0
+            for key, value in {**result.get(section, {}),
+                               **result.get(section, {}).get("breakdown_s", {})}.items():
+                if key != "breakdown_s":
+                    assert math.isfinite(value) and value >= 0, (section, key, value, argv)
         for key, value in result.items():
             if key.endswith("_bytes") or key.startswith("params"):
                 assert math.isfinite(value), (key, value, argv)

@@ -173,7 +173,7 @@ def _objective_value(grid: Grid, arch, cfg, hw, dynamic_only: set, m=None) -> Va
         if m is not None:
             cfg = cfg.replace(grad_accum=m)
         value = sign * form.value(arch, cfg, hw, grid.token_budget)
-        return Value(None, 1.0, 1.0, xp.materialize(jnp.asarray(value, jnp.float32)))
+        return Value(None, 1.0, 1.0, xp.materialize(value))
     if isinstance(form, OfMargin):
         return Value(xp.materialize(sign * form.scale(cfg, hw)),
                      xp.materialize(sign * form.offset(cfg, hw)), 1.0)
@@ -193,7 +193,7 @@ def split_terms(grid: Grid, arch, cfg, hw) -> Sides:
     batch, m = None, None
     if grid.global_batch_tokens:
         per_replica, replicas = global_batch_split(grid, cfg)
-        m = jnp.maximum(jnp.round(per_replica / replicas), 1)  # where whole (checked below)
+        m = xp.maximum(xp.round_(per_replica / replicas), 1)  # where whole (checked below)
         # The interleaved schedule's check needs m; it is made per configuration below.
         cfg = cfg.replace(grad_accum=cfg.pp)
         batch = GlobalBatch(xp.materialize(per_replica * 1.0),
