@@ -7,6 +7,10 @@ import os
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
                            " --xla_llvm_disable_expensive_passes=true").strip()
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One worker per core: torch's own thread pool would only fight the other workers.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import jax  # noqa: E402
 import numpy as np
 import pytest
@@ -19,9 +23,14 @@ jax.config.update("jax_platforms", "cpu")
 
 @pytest.fixture(autouse=True, scope="session")
 def kernel_cache(tmp_path_factory):
-    """Compiled kernels cached for this session only (never in the user's cache), shared by
-    the tests (and the subprocesses they start) that run the same grid."""
-    folder = tmp_path_factory.mktemp("kernel-cache")
+    """Compiled kernels cached for this run only (never in the user's cache), shared by the
+    tests (and the subprocesses they start) that run the same grid, across xdist workers
+    (the cache writes atomically)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # every worker's base is under one run folder
+        folder = tmp_path_factory.getbasetemp().parent / "kernel-cache"
+        folder.mkdir(exist_ok=True)
+    else:
+        folder = tmp_path_factory.mktemp("kernel-cache")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("LLM_MEMORY_SWEEP_CACHE", str(folder))
         yield folder
