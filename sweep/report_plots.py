@@ -394,17 +394,17 @@ def breakdown_figure(frame: pl.DataFrame):
         hovertemplate="usable capacity: %{customdata}<extra></extra>"))
     fig = go.Figure(traces)
     most = max(max(capacity), max(r["per_gpu_total_bytes"] / GIB for r in rows))
-    layout = _layout("Memory per GPU of the chosen configurations", 140 + BAR_ROW_HEIGHT
+    layout = _layout("Memory per GPU of the chosen configurations", 200 + BAR_ROW_HEIGHT
                      * len(rows),
                      xaxis={"title": {"text": "GiB per GPU (most loaded rank)"},
                             "range": [0, most * 1.32], "gridcolor": GRID_COLOR},
                      yaxis={"autorange": "reversed", "automargin": True,
                             "tickfont": {"size": 12}})
     layout.update(barmode="stack", bargap=0.38, hovermode="y unified",
+                  # below the axis title, so that two rows of entries never reach the title
                   legend={"title": {"text": "component"}, "orientation": "h", "x": 0,
-                          "traceorder": "normal",
-                          "xanchor": "left", "y": 1.0, "yanchor": "bottom",
-                          "font": {"size": 13}})
-    layout["margin"] = {**layout["margin"], "t": 110}
+                          "traceorder": "normal", "xanchor": "left", "y": 0,
+                          "yref": "container", "yanchor": "bottom", "font": {"size": 13}})
+    layout["margin"] = {**layout["margin"], "t": 60, "b": 150}
     fig.update_layout(**layout)
     return fig, series
