@@ -456,7 +456,7 @@ def compile_kernel(grid: Grid, layout: Layout, kept: Kept, devices) -> Kernel:
     key = cache.kernel_key(
         layout, kept, ROWS_PER_BLOCK_CONFIGS, NEAR, [o.text for o in grid.objectives],
         grid.group_by, grid.tp_within_node, grid.whole_nodes, grid.global_batch_tokens,
-        grid.native_frameworks,
+        grid.native_frameworks, grid.token_budget,
         grid.gpus_per_node_from_gpu, [(d.platform, d.device_kind, d.id) for d in devices],
         tables.arrays)
     # Under jax.distributed a reloaded executable refuses its inputs (jax 0.10: "CopyArrays
