@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from sweep.engine.exact import evaluate_flat
-from sweep.engine.kernel import plan_of, split_terms
+from sweep.engine.kernel import atom_readers, plan_of, read_atoms, split_terms, time_value
 from sweep.enumerate import broadcast_inputs
 
 
@@ -51,8 +51,10 @@ def structured_chunk(grid, layout, kept, tables, chunk: int):
     c_size, s_size, d_size = (math.prod(shape[i] for i in g)
                               for g in (shared, static_only, dynamic_only))
     mats = sides.map(lambda a: _matrix(a, shared, static_only, shape).reshape(-1),
-                     lambda a: _matrix(a, shared, dynamic_only, shape),
-                     lambda a: _matrix(a, (*shared, *static_only), dynamic_only, shape))
+                     lambda a: _matrix(a, shared, dynamic_only, shape))
+    time_of = time_value(grid)
+    if time_of is not None:
+        readers, treedef = atom_readers(sides.value.atoms, plan, shape, _matrix, np)
     best_case = -np.inf
     for stage in mats.stages:
         low = stage.dynamic + (stage.per_microbatch if sides.batch is not None else 0)
@@ -67,8 +69,7 @@ def structured_chunk(grid, layout, kept, tables, chunk: int):
     for start in range(0, len(live_rows), plan.rows_per_block):
         rows = live_rows[start:start + plan.rows_per_block]
         c, s = rows // s_size, rows % s_size
-        one = mats.map(lambda a: a[rows][:, None], lambda a: a[c],  # noqa: B023
-                       lambda a: a[rows])  # noqa: B023
+        one = mats.map(lambda a: a[rows][:, None], lambda a: a[c])  # noqa: B023
         ok = True
         m = None
         if sides.batch is not None:
@@ -80,8 +81,8 @@ def structured_chunk(grid, layout, kept, tables, chunk: int):
         # Decided in float64 outright: no near-capacity band to hand to a second pass.
         fits = np.broadcast_to((margin <= 0) & ok, margin.shape)
         value = one.value.static * one.value.dynamic
-        if one.value.joint is not None:  # a time objective: its value per configuration
-            value = one.value.joint
+        if time_of is not None:  # a time objective: its atoms read per configuration
+            value = time_of(read_atoms(readers, treedef, rows, c), m)
         if one.value.scale is not None:
             value = value + one.value.scale * margin
         value = np.where(fits, np.broadcast_to(value, fits.shape), -np.inf)

@@ -60,9 +60,11 @@ class OfMargin:
 
 @dataclass(frozen=True)
 class OfTime:
-    """On device: a function of (arch, cfg, hw, token_budget) evaluated on the whole chunk
-    (it reads the step time, which depends on nearly every axis)."""
+    """On device: `atoms(arch, cfg, hw)` (a pytree of terms, each on the sub-grid of its own
+    axes) and `value(atoms, m, token_budget)`, a few operations per configuration on the
+    atoms gathered for it (the step time depends on nearly every axis, its atoms on few)."""
 
+    atoms: Callable
     value: Callable
 
 
@@ -130,53 +132,61 @@ def _budget(token_budget):
     return np.where(np.asarray(token_budget) > 0, token_budget, np.nan)
 
 
-# Time quantities: functions of (t, cfg, hw, token_budget), t the `timing.StepTime`.
-def step_seconds(t, cfg, hw, token_budget):
+# Time quantities: functions of (t, n_gpus, price, token_budget), t the `timing.StepTime`,
+# price the USD per GPU-hour.
+def step_seconds(t, n_gpus, price, token_budget):
     """τ_step: seconds of one optimizer step (`sweep.timing.step_time`)."""
     return t.step_s
 
 
-def tokens_per_second(t, cfg, hw, token_budget):
+def tokens_per_second(t, n_gpus, price, token_budget):
     """G/τ_step: tokens trained on per second, all GPUs."""
     return t.tokens_per_s
 
 
-def tokens_per_gpu_per_second(t, cfg, hw, token_budget):
+def tokens_per_gpu_per_second(t, n_gpus, price, token_budget):
     """G/(τ_step·n): tokens per second per GPU."""
     return t.tokens_per_gpu_per_s
 
 
-def model_flops_utilization(t, cfg, hw, token_budget):
+def model_flops_utilization(t, n_gpus, price, token_budget):
     """MFU: model FLOPs of a step (no recomputation) / (τ_step · n · dense bf16 peak)."""
     return t.mfu
 
 
-def cost_per_million(t, cfg, hw, token_budget):
+def cost_per_million(t, n_gpus, price, token_budget):
     """ρ·n·τ_step/3600/G·10^6: USD per million tokens at the GPU's price per hour."""
-    return cost_per_million_tokens(t.step_s, t.tokens_per_step, cfg.n_gpus,
-                                   hw.price_per_gpu_hour_usd)
+    return cost_per_million_tokens(t.step_s, t.tokens_per_step, n_gpus, price)
 
 
-def days_to_train(t, cfg, hw, token_budget):
+def days_to_train(t, n_gpus, price, token_budget):
     """G_train·τ_step/G/86400: days to train on the token budget."""
     return days_for_budget(t.step_s, t.tokens_per_step, token_budget)
 
 
-def cost_to_train(t, cfg, hw, token_budget):
+def cost_to_train(t, n_gpus, price, token_budget):
     """ρ·n·24·days: USD to train on the token budget."""
-    return cost_per_million(t, cfg, hw, token_budget) * token_budget / MILLION
+    return cost_per_million(t, n_gpus, price, token_budget) * token_budget / MILLION
+
+
+def time_atoms(arch, cfg, hw):
+    """What the kernel evaluates on the sub-grids: the step's atoms and the price."""
+    return timing.step_atoms(arch, cfg, hw), hw.price_per_gpu_hour_usd
 
 
 def _timed(name, unit, function, budget=False) -> Quantity:
     def compute(ev):
-        value = function(ev.time, ev.cfg, ev.hw, _budget(ev.token_budget) if budget else 0.0)
+        value = function(ev.time, ev.cfg.n_gpus, ev.hw.price_per_gpu_hour_usd,
+                         _budget(ev.token_budget) if budget else 0.0)
         return np.where(np.asarray(ev.cfg.mode) > 0, np.nan, value)  # inference: no step
 
-    def device(arch, cfg, hw, token_budget):
-        return function(timing.step_time(arch, cfg, hw), cfg, hw, token_budget)
+    def device(atoms, m, token_budget):
+        step, price = atoms
+        t = timing.combine(step, m)
+        return function(t, step.n_gpus, price, token_budget)
 
     return Quantity(name, unit, "float64", function.__doc__.splitlines()[0], compute,
-                    OfTime(device), needs_budget=budget)
+                    OfTime(time_atoms, device), needs_budget=budget)
 
 
 def _breakdown(key: str) -> Quantity:

@@ -38,10 +38,6 @@ def ceil(a):
     return namespace(a).ceil(a)
 
 
-def round_(a):
-    return namespace(a).round(a)
-
-
 def divides(divisor, value):
     """`value` is a whole multiple of `divisor`, without float `%`.
 

@@ -93,14 +93,14 @@ class GlobalBatch:
 @jax.tree_util.register_dataclass
 @dataclass(frozen=True)
 class Value:
-    """The computed objective, larger is better: scale·margin + static·dynamic + joint
-    (`scale` None when the objective does not read the margin; `joint` None unless the
-    objective reads the step time, which spans both sides: then it is the whole value)."""
+    """The computed objective, larger is better: scale·margin + static·dynamic (`scale` None
+    when the objective does not read the margin), or, for a time objective, its value from
+    `atoms` (a pytree of terms on their own sub-grids, gathered per configuration)."""
 
     scale: object
     static: object
     dynamic: object
-    joint: object = None
+    atoms: object = None
 
 
 @jax.tree_util.register_dataclass
@@ -111,16 +111,15 @@ class Sides:
     value: Value
     batch: GlobalBatch | None
 
-    def map(self, static: Callable, dynamic: Callable, joint: Callable | None = None) -> Sides:
-        """The sides with `static` applied to every static term, `dynamic` to every dynamic
-        one and `joint` to the joint value (left alone when None)."""
+    def map(self, static: Callable, dynamic: Callable) -> Sides:
+        """The sides with `static` applied to every static term and `dynamic` to every
+        dynamic one (the atoms of a time objective are left as they are)."""
         stages = tuple(StageSides(static(s.backward), static(s.step), dynamic(s.dynamic),
                                   static(s.accumulated), static(s.cap),
                                   dynamic(s.per_microbatch)) for s in self.stages)
         v = self.value
         value = Value(None if v.scale is None else static(v.scale), static(v.static),
-                      dynamic(v.dynamic),
-                      v.joint if joint is None or v.joint is None else joint(v.joint))
+                      dynamic(v.dynamic), v.atoms)
         batch = None if self.batch is None else GlobalBatch(
             dynamic(self.batch.per_replica), static(self.batch.inverse_replicas),
             static(self.batch.replicas), static(self.batch.grouped), static(self.batch.pp))
@@ -159,21 +158,18 @@ def _place_checks(checks, static_dims: set, dynamic_dims: set):
     return static_ok, dynamic_ok
 
 
-def _objective_value(grid: Grid, arch, cfg, hw, dynamic_only: set, m=None) -> Value:
+def _objective_value(grid: Grid, arch, cfg, hw, dynamic_only: set) -> Value:
     """The computed objective's device form (`outputs.Quantity.device`): a product's factors
     go to the dynamic side when they vary along an axis only the dynamic side has; a time
-    quantity is evaluated on the whole chunk with m micro-batches (given per configuration
-    with a global batch)."""
+    quantity's atoms stay on their own sub-grids (`time_value` combines them)."""
     objective = computed_objective(grid)
     if objective is None:
         return Value(None, 0.0, 0.0)
     quantity, sign = objective
     form = quantity.device
     if isinstance(form, OfTime):
-        if m is not None:
-            cfg = cfg.replace(grad_accum=m)
-        value = sign * form.value(arch, cfg, hw, grid.token_budget)
-        return Value(None, 1.0, 1.0, xp.materialize(value))
+        atoms = jax.tree_util.tree_map(xp.materialize, form.atoms(arch, cfg, hw))
+        return Value(None, 1.0, 1.0, atoms)
     if isinstance(form, OfMargin):
         return Value(xp.materialize(sign * form.scale(cfg, hw)),
                      xp.materialize(sign * form.offset(cfg, hw)), 1.0)
@@ -190,10 +186,9 @@ def _objective_value(grid: Grid, arch, cfg, hw, dynamic_only: set, m=None) -> Va
 def split_terms(grid: Grid, arch, cfg, hw) -> Sides:
     """`fit_terms` regrouped so that each term stays on the sub-grid of its own axes."""
     frameworks = tuple(int(code) for code in grid.axis("framework").values)
-    batch, m = None, None
+    batch = None
     if grid.global_batch_tokens:
         per_replica, replicas = global_batch_split(grid, cfg)
-        m = xp.maximum(xp.round_(per_replica / replicas), 1)  # where whole (checked below)
         # The interleaved schedule's check needs m; it is made per configuration below.
         cfg = cfg.replace(grad_accum=cfg.pp)
         batch = GlobalBatch(xp.materialize(per_replica * 1.0),
@@ -230,7 +225,7 @@ def split_terms(grid: Grid, arch, cfg, hw) -> Sides:
             stages.append(StageSides(static_side(pieces.base), static_side(pieces.step),
                                      dynamic_side(pieces.once), pieces.accumulated,
                                      pieces.in_flight_cap, pieces.per_microbatch))
-    value = _objective_value(grid, arch, cfg, hw, dynamic_dims - static_dims, m)
+    value = _objective_value(grid, arch, cfg, hw, dynamic_dims - static_dims)
     return Sides(tuple(stages), xp.materialize(NEAR * allocatable), value, batch)
 
 
@@ -336,10 +331,68 @@ def _cells(safe, near, value, rank, axes):
         (np.float32(-np.inf), np.int32(NO_RANK), np.int32(0), np.int32(0)), combine, axes)
 
 
-def reduce_chunk(sides: Sides, plan: KernelPlan, shape, inner, kept: Kept) -> ChunkResult:
+def time_value(grid: Grid) -> Callable | None:
+    """(atoms gathered for a block, m) -> the time objective's oriented value, or None."""
+    objective = computed_objective(grid)
+    if objective is None or not isinstance(objective[0].device, OfTime):
+        return None
+    quantity, sign = objective
+    return lambda atoms, m: sign * quantity.device.value(atoms, m, grid.token_budget)
+
+
+def atom_readers(atoms, plan: KernelPlan, shape, matrix=None, namespace=jnp
+                 ) -> tuple[list, object]:
+    """For every atom of a time objective, how a block of rows reads it: ("static", one
+    value per row), ("dynamic", a column vector per shared index) or, for an atom that
+    varies along static-only and dynamic-only axes at once, ("mixed", its own rows x every
+    column, the index of its row for each row of the chunk); and the pytree's structure.
+    `matrix` and `namespace` default to the kernel's (`_matrix`, jax.numpy); the NumPy twin
+    passes its own."""
+    matrix = matrix or _matrix
+    leaves, treedef = jax.tree_util.tree_flatten(atoms)
+    shared, static_only, dynamic_only = plan.shared, plan.static_only, plan.dynamic_only
+    row_axes = (*shared, *static_only)
+    coords = np.unravel_index(np.arange(math.prod(shape[i] for i in row_axes)),
+                              [shape[i] for i in row_axes]) if row_axes else ()
+    readers = []
+    for a in leaves:
+        d = dims(a)
+        if not d:
+            readers.append(("scalar", namespace.asarray(a).reshape(())))
+        elif not d & set(dynamic_only):
+            readers.append(("static", matrix(a, shared, static_only, shape).reshape(-1)))
+        elif not d & set(static_only):
+            readers.append(("dynamic", matrix(a, shared, dynamic_only, shape)))
+        else:
+            own = [i for i in row_axes if i in d]
+            index = np.ravel_multi_index([coords[row_axes.index(i)] for i in own],
+                                         [shape[i] for i in own])
+            readers.append(("mixed", matrix(a, own, dynamic_only, shape),
+                            namespace.asarray(index, np.int32)))
+    return readers, treedef
+
+
+def read_atoms(readers, treedef, rows, c):
+    """The atoms of a block: rows x columns (or broadcastable to it)."""
+    out = []
+    for kind, matrix, *index in readers:
+        if kind == "scalar":
+            out.append(matrix)
+        elif kind == "static":
+            out.append(matrix[rows][:, None])
+        elif kind == "dynamic":
+            out.append(matrix[c])
+        else:
+            out.append(matrix[index[0][rows]])
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def reduce_chunk(sides: Sides, plan: KernelPlan, shape, inner, kept: Kept,
+                 time_of: Callable | None = None) -> ChunkResult:
     """The chunk's reduction over its live rows only (see the module docstring). A row is one
     (shared, static-only) index: static terms are one value per row, dynamic ones a vector of
-    columns per shared index."""
+    columns per shared index; a time objective (`time_of`, `time_value`) reads its atoms
+    per row and column (`atom_readers`)."""
     shared, static_only, dynamic_only = plan.shared, plan.static_only, plan.dynamic_only
     keep = {i for i, n in enumerate(inner) if n in kept.names}
     size = math.prod(shape)
@@ -347,7 +400,9 @@ def reduce_chunk(sides: Sides, plan: KernelPlan, shape, inner, kept: Kept) -> Ch
                               for g in (shared, static_only, dynamic_only))
     n_rows = c_size * s_size
     mats = sides.map(lambda a: _matrix(a, shared, static_only, shape).reshape(-1),
-                     lambda a: _matrix(a, shared, dynamic_only, shape))  # joint: rows x columns
+                     lambda a: _matrix(a, shared, dynamic_only, shape))
+    if time_of is not None:
+        readers, treedef = atom_readers(sides.value.atoms, plan, shape)
     rank_c, rank_s, rank_d = (jnp.asarray(_ranks(g, shape))
                               for g in (shared, static_only, dynamic_only))
 
@@ -378,7 +433,7 @@ def reduce_chunk(sides: Sides, plan: KernelPlan, shape, inner, kept: Kept) -> Ch
         index = block * rows_per_block + jnp.arange(rows_per_block)
         rows = jax.lax.dynamic_slice(order, (block * rows_per_block,), (rows_per_block,))
         c, s = rows // s_size, rows % s_size
-        one = mats.map(lambda a: a[rows][:, None], lambda a: a[c], lambda a: a[rows])
+        one = mats.map(lambda a: a[rows][:, None], lambda a: a[c])
         ok = (index < n_alive)[:, None]
         m = None
         if sides.batch is not None:
@@ -388,8 +443,8 @@ def reduce_chunk(sides: Sides, plan: KernelPlan, shape, inner, kept: Kept) -> Ch
         safe = (margin <= -one.tolerance) & ok
         near = (margin <= one.tolerance) & ~safe & ok
         value = one.value.static * one.value.dynamic
-        if one.value.joint is not None:
-            value = one.value.joint
+        if time_of is not None:  # with a global batch m is the configuration's, else the axis
+            value = time_of(read_atoms(readers, treedef, rows, c), m)
         if one.value.scale is not None:
             value = value + one.value.scale * margin
         rank_of = (rank_c[c] + rank_s[s])[:, None] + rank_d[None, :]
@@ -499,11 +554,6 @@ def _compile(grid: Grid, layout: Layout, kept: Kept, devices, tables: Tables):
     def terms(indices, arrays):
         arch, cfg, hw = broadcast_inputs(tables, layout, indices[0], arrays, jnp)
         sides = split_terms(grid, arch, cfg, hw)
-        # The joint value already as the reduction's rows x columns matrix: written in that
-        # order by the loop that computes it, instead of transposed afterwards.
-        plan = plan_of(sides, shape, keep)
-        sides = sides.map(lambda a: a, lambda a: a, lambda a: _matrix(
-            a, (*plan.shared, *plan.static_only), plan.dynamic_only, shape))
         return jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32)[None], sides)
 
     indices = jax.ShapeDtypeStruct((len(devices), layout.outer), jnp.int32)
@@ -514,7 +564,7 @@ def _compile(grid: Grid, layout: Layout, kept: Kept, devices, tables: Tables):
 
     def reduce(sides):
         result = reduce_chunk(jax.tree_util.tree_map(lambda x: x[0], sides), plan, shape,
-                              inner, kept)
+                              inner, kept, time_value(grid))
         count = jnp.sum(result.count, axis=not_group) if not_group else result.count
         return jax.tree_util.tree_map(lambda x: x[None], result._replace(count=count))
 

@@ -116,6 +116,7 @@ class StepTime:
     breakdown: Breakdown
 
 
+@jax.tree_util.register_dataclass
 @dataclass(frozen=True)
 class StageWork:
     """Seconds of one micro-batch on one stage: compute, recompute, exposed communication,
@@ -378,18 +379,27 @@ def _gradient_reduce_bytes(cfg: TrainConfig):
     return xp.where(fp32_reduce, b.FP32_BYTES, b.gradient_bytes(cfg.precision))
 
 
+@jax.tree_util.register_dataclass
 @dataclass(frozen=True)
-class StepTerms:
-    """Per-step terms of one stage: exposed data-parallel communication, optimizer step and
-    offload transfers."""
+class StepComms:
+    """One stage's per-step terms before they meet the compute they overlap with: the
+    data-parallel collectives by when they run (`forward` and `backward` of every
+    micro-batch; `step_reduce` behind the last backward, `step_gather` behind the first
+    forward), whether there is a data-parallel group (`active`), the optimizer step, and the
+    offload transfers (`offload_step` once per step, `offload_microbatch` every micro-batch
+    behind its forward and backward)."""
 
-    dp: object
+    active: object
+    forward: object
+    backward: object
+    step_reduce: object
+    step_gather: object
     optimizer: object
-    offload: object
+    offload_step: object
+    offload_microbatch: object
 
 
-def step_terms(arch: Architecture, cfg: TrainConfig, hw: Hardware, overlap: comms.Overlap,
-               work: StageWork, stage: int) -> StepTerms:
+def step_comms(arch: Architecture, cfg: TrainConfig, hw: Hardware, stage: int) -> StepComms:
     """Data-parallel gradient reduction and parameter gathers, optimizer and offload.
 
     Collectives by ZeRO stage (group: the N = n/(t·p) ranks holding the same dense parameters,
@@ -402,7 +412,7 @@ def step_terms(arch: Architecture, cfg: TrainConfig, hw: Hardware, overlap: comm
     boundaries as well") and in FSDP (`fully_shard` syncs every backward by default), else once
     per step. Overlapped, a per-step reduction hides behind the last micro-batch's backward and
     a per-step gather behind the first forward; per-micro-batch gathers behind that
-    micro-batch's forward and backward.
+    micro-batch's forward and backward (`stage_step_seconds`).
     """
     shard = stage_shard(arch, cfg, stage)
     g_dense, g_expert = dense_shard_degree(cfg), expert_shard_degree(cfg)
@@ -433,18 +443,6 @@ def step_terms(arch: Architecture, cfg: TrainConfig, hw: Hardware, overlap: comm
     gathers = xp.where(zero >= 3, 2, xp.where((zero == 2) & (cfg.framework == FSDP), 1, 0))
     step_gather = xp.where((zero >= 1) & (gathers == 0), gather_updated, 0)
 
-    # Per micro-batch: the forward hides the first gather, the backward the second gather and
-    # the gradient reduction; per step: the last backward hides the reduction, the first
-    # forward the gather of the update.
-    forward_comm = (gathers >= 1) * gather_all
-    backward_comm = (gathers >= 2) * gather_all + per_microbatch_grads * grad_comm
-    per_microbatch = (comms.exposed(forward_comm, work.forward, overlap.dp_param)
-                      + comms.exposed(backward_comm, work.backward, overlap.dp_grad))
-    per_step = (comms.exposed((1 - per_microbatch_grads) * grad_comm, work.backward,
-                              overlap.dp_grad)
-                + comms.exposed(step_gather, work.forward, overlap.dp_param))
-    dp = xp.where(g_dense * g_expert > 1, cfg.grad_accum * per_microbatch + per_step, 0)
-
     # Optimizer: read the gradient, read and write the master copy and the states, write
     # the compute copy, and read the gradient once more for the norm (clipping).
     sharded = zero >= 1
@@ -469,57 +467,113 @@ def step_terms(arch: Architecture, cfg: TrainConfig, hw: Hardware, overlap: comm
     to_nvme = cfg.offload == OFFLOAD_NVME
     nvme_step = comms.transfer_seconds(to_nvme * 2 * state_bytes * node, nvme)
     nvme_params = comms.transfer_seconds(to_nvme * 2 * shard_w * node, nvme)
-    micro_params = comms.exposed(param_copies + nvme_params, work.forward + work.backward,
-                                 overlap.dp_param)
-    offload = xp.where(on_host, step_copies + nvme_step, 0) + xp.where(
-        cfg.offload >= OFFLOAD_PARAMS, cfg.grad_accum * micro_params, 0)
-    return _on_own_axes(StepTerms(dp=dp, optimizer=optimizer, offload=offload))
+    return _on_own_axes(StepComms(
+        active=(g_dense * g_expert > 1) * 1.0,
+        forward=(gathers >= 1) * gather_all,
+        backward=(gathers >= 2) * gather_all + per_microbatch_grads * grad_comm,
+        step_reduce=(1 - per_microbatch_grads) * grad_comm,
+        step_gather=step_gather,
+        optimizer=optimizer,
+        offload_step=xp.where(on_host, step_copies + nvme_step, 0),
+        offload_microbatch=xp.where(cfg.offload >= OFFLOAD_PARAMS, param_copies + nvme_params,
+                                    0),
+    ))
 
 
-def step_time(arch: Architecture, cfg: TrainConfig, hw: Hardware,
-              overlap: comms.Overlap | None = None) -> StepTime:
-    """The time of one optimizer step and its breakdown (see the module docstring).
+def stage_step_seconds(c: StepComms, work: StageWork, overlap: comms.Overlap, m):
+    """(dp, optimizer, offload) seconds of one stage's step with m micro-batches: the
+    per-micro-batch collectives behind that micro-batch's forward and backward, the per-step
+    ones behind the last backward and the first forward."""
+    per_microbatch = (comms.exposed(c.forward, work.forward, overlap.dp_param)
+                      + comms.exposed(c.backward, work.backward, overlap.dp_grad))
+    per_step = (comms.exposed(c.step_reduce, work.backward, overlap.dp_grad)
+                + comms.exposed(c.step_gather, work.forward, overlap.dp_param))
+    dp = xp.where(c.active > 0, m * per_microbatch + per_step, 0)
+    offload = c.offload_step + m * comms.exposed(c.offload_microbatch,
+                                                 work.forward + work.backward,
+                                                 overlap.dp_param)
+    return dp, c.optimizer, offload
 
-    `overlap` defaults to what `cfg.framework` achieves (`comms.framework_overlap`); pass one
-    to model other flags (the published runs of `sweep/timing/published.toml` do).
-    """
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class StepAtoms:
+    """Every term of a step on the sub-grid of its own axes; `combine` makes the step of m
+    micro-batches from them with a few operations per configuration (the sweep's kernel
+    gathers them per configuration it evaluates, `engine/kernel.py`)."""
+
+    first: StageWork
+    last: StageWork
+    first_comms: StepComms
+    last_comms: StepComms
+    overlap: comms.Overlap
+    bubble_microbatches: object  # (p - 1)/v
+    tokens_per_microbatch: object  # b·s·D: tokens of one micro-batch on every replica
+    flops_per_token: object  # model FLOPs per token
+    gpu_peak: object  # n · dense bf16 peak
+    n_gpus: object
+    grad_accum: object
+
+
+def step_atoms(arch: Architecture, cfg: TrainConfig, hw: Hardware,
+               overlap: comms.Overlap | None = None) -> StepAtoms:
     overlap = comms.framework_overlap(cfg) if overlap is None else overlap
     times = layer_times(arch, cfg, hw)
-    first = stage_work(arch, cfg, hw, overlap, FIRST, times)
-    last = stage_work(arch, cfg, hw, overlap, LAST, times)
+    return StepAtoms(
+        first=stage_work(arch, cfg, hw, overlap, FIRST, times),
+        last=stage_work(arch, cfg, hw, overlap, LAST, times),
+        first_comms=step_comms(arch, cfg, hw, FIRST),
+        last_comms=step_comms(arch, cfg, hw, LAST),
+        overlap=overlap,
+        bubble_microbatches=xp.materialize(schedule.bubble_microbatches(cfg)),
+        tokens_per_microbatch=xp.materialize(tokens_per_step(cfg.replace(grad_accum=1))),
+        flops_per_token=xp.materialize(fl.model_flops_per_token(arch, cfg)),
+        gpu_peak=cfg.n_gpus * hw.bf16_dense_flops,
+        n_gpus=cfg.n_gpus,
+        grad_accum=cfg.grad_accum,
+    )
+
+
+def combine(a: StepAtoms, m=None) -> StepTime:
+    """The step of m micro-batches (default `a.grad_accum`) from its atoms:
+    m·τ_max + (p - 1)/v·τ_fill (`schedule`) plus the data-parallel, optimizer and offload time
+    of the most loaded stage."""
+    m = a.grad_accum if m is None else m
+    first, last = a.first, a.last
     use_last = last.total > first.total
-    slowest = jax.tree_util.tree_map(lambda a, c: xp.where(use_last, a, c), _fields(last),
-                                     _fields(first))
-    first_terms = step_terms(arch, cfg, hw, overlap, first, FIRST)
-    last_terms = step_terms(arch, cfg, hw, overlap, last, LAST)
-    m = cfg.grad_accum
-    bubble = schedule.bubble_microbatches(cfg) * first.total
+    slowest = {k: xp.where(use_last, getattr(last, k), getattr(first, k)) for k in SLOWEST}
+    first_dp, first_opt, first_off = stage_step_seconds(a.first_comms, first, a.overlap, m)
+    last_dp, last_opt, last_off = stage_step_seconds(a.last_comms, last, a.overlap, m)
     breakdown = Breakdown(
-        compute=m * slowest["compute"],
-        recompute=m * slowest["recompute"],
-        tp=m * slowest["tp"],
-        cp=m * slowest["cp"],
-        ep=m * slowest["ep"],
-        pp=m * slowest["pp"],
-        dp=xp.maximum(first_terms.dp, last_terms.dp),
-        bubble=bubble,
-        optimizer=xp.maximum(first_terms.optimizer, last_terms.optimizer),
-        offload=xp.maximum(first_terms.offload, last_terms.offload),
+        **{k: m * v for k, v in slowest.items()},
+        dp=xp.maximum(first_dp, last_dp),
+        bubble=a.bubble_microbatches * first.total,
+        optimizer=xp.maximum(first_opt, last_opt),
+        offload=xp.maximum(first_off, last_off),
     )
     step_s = sum(jax.tree_util.tree_leaves(breakdown))
-    tokens = tokens_per_step(cfg)
-    model_flops = fl.model_flops_per_step(arch, cfg, tokens)
+    tokens = m * a.tokens_per_microbatch
+    model_flops = tokens * a.flops_per_token
     return StepTime(
         step_s=step_s,
         tokens_per_step=tokens,
         tokens_per_s=tokens / step_s,
-        tokens_per_gpu_per_s=tokens / step_s / cfg.n_gpus,
+        tokens_per_gpu_per_s=tokens / step_s / a.n_gpus,
         model_flops_per_step=model_flops,
-        mfu=model_flops / (step_s * cfg.n_gpus * hw.bf16_dense_flops),
+        mfu=model_flops / (step_s * a.gpu_peak),
         breakdown=breakdown,
     )
 
 
-def _fields(work: StageWork) -> dict:
-    return {"compute": work.compute, "recompute": work.recompute, "tp": work.tp,
-            "cp": work.cp, "ep": work.ep, "pp": work.pp}
+SLOWEST = ("compute", "recompute", "tp", "cp", "ep", "pp")
+
+
+def step_time(arch: Architecture, cfg: TrainConfig, hw: Hardware,
+              overlap: comms.Overlap | None = None) -> StepTime:
+    """The time of one optimizer step and its breakdown (see the module docstring):
+    `combine(step_atoms(...))`.
+
+    `overlap` defaults to what `cfg.framework` achieves (`comms.framework_overlap`); pass one
+    to model other flags (the published runs of `sweep/timing/published.toml` do).
+    """
+    return combine(step_atoms(arch, cfg, hw, overlap))
