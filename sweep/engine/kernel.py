@@ -18,7 +18,9 @@ data-parallel size), m = per_replica/replicas and
 
 A check that fails is +inf on its side. A configuration surely fits when
 margin <= -NEAR·A; within ±NEAR·A float32 cannot tell, and the host decides in float64.
-The computed objective is `value = scale·margin + static·dynamic` (`outputs.Quantity.device`).
+The computed objective is `value = scale·margin + static·dynamic` (`outputs.Quantity.device`);
+a time objective's value is `timing.combine` of its atoms (terms on their own sub-grids),
+which each block reads for its rows (`atom_readers`, `read_atoms`).
 
 Pruning. A static row is dead when even the smallest dynamic column cannot fit (a failed
 check, a model too large for the shard); live rows are sorted first and evaluated in blocks
