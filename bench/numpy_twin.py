@@ -14,30 +14,20 @@ import math
 import numpy as np
 
 from sweep.engine.exact import evaluate_flat
-from sweep.engine.kernel import atom_readers, plan_of, read_atoms, split_terms, time_value
+from sweep.engine.kernel import (
+    atom_readers,
+    margin_of,
+    matrix,
+    plan_of,
+    read_atoms,
+    split_terms,
+    time_value,
+)
 from sweep.enumerate import broadcast_inputs
 
 
 def _matrix(array, rows, cols, shape):
-    n = len(shape)
-    a = np.asarray(array, np.float64)
-    a = a.reshape((1,) * (n - a.ndim) + a.shape)
-    full = tuple(shape[i] if i in rows or i in cols else 1 for i in range(n))
-    a = np.broadcast_to(a, full)
-    rest = [i for i in range(n) if i not in rows and i not in cols]
-    a = np.transpose(a, [*rows, *cols, *rest])
-    return a.reshape(math.prod(shape[i] for i in rows), math.prod(shape[i] for i in cols))
-
-
-def _margin(one, m):
-    margin = -np.inf
-    for s in one.stages:
-        allocated = s.backward + s.dynamic
-        if m is not None:
-            allocated = (allocated + np.where(m > 1, s.accumulated, 0)
-                         + np.minimum(s.cap, m) * s.per_microbatch)
-        margin = np.maximum(margin, np.maximum(allocated, s.step))
-    return margin
+    return matrix(array, rows, cols, shape, np, np.float64)
 
 
 def structured_chunk(grid, layout, kept, tables, chunk: int):
@@ -54,7 +44,7 @@ def structured_chunk(grid, layout, kept, tables, chunk: int):
                      lambda a: _matrix(a, shared, dynamic_only, shape))
     time_of = time_value(grid)
     if time_of is not None:
-        readers, treedef = atom_readers(sides.value.atoms, plan, shape, _matrix, np)
+        readers, treedef = atom_readers(sides.value.atoms, plan, shape, np, np.float64)
     best_case = -np.inf
     for stage in mats.stages:
         low = stage.dynamic + (stage.per_microbatch if sides.batch is not None else 0)
@@ -77,7 +67,7 @@ def structured_chunk(grid, layout, kept, tables, chunk: int):
             m = np.round(b.per_replica * b.inverse_replicas)
             ok = (m >= 1) & (m * b.replicas == b.per_replica)
             ok = ok & ((b.grouped <= 0) | ((m >= b.pp) & (m == b.pp * np.floor(m / b.pp))))
-        margin = _margin(one, m)
+        margin = margin_of(one, m)
         # Decided in float64 outright: no near-capacity band to hand to a second pass.
         fits = np.broadcast_to((margin <= 0) & ok, margin.shape)
         value = one.value.static * one.value.dynamic

@@ -22,6 +22,7 @@ from sweep.memory.total import GPU_COMPONENTS, Estimate, estimate
 from sweep.model import ModelSpec
 from sweep.nearest import describe as describe_changes
 from sweep.nearest import nearest
+from sweep.timing.cost import MAX_PRICE_PER_GPU_HOUR_USD
 
 GIB = 2**30
 
@@ -145,7 +146,8 @@ def explain(model: str | ModelSpec, gpu_name: str, assumed=(), token_budget: flo
     spec = model if isinstance(model, ModelSpec) else catalog.model(model)
     gpu = catalog.gpu(gpu_name)
     for name, value, high in (("token_budget", token_budget, float("inf")),
-                              ("price_per_gpu_hour_usd", price_per_gpu_hour_usd, 1e4)):
+                              ("price_per_gpu_hour_usd", price_per_gpu_hour_usd,
+                               MAX_PRICE_PER_GPU_HOUR_USD)):
         if value is not None and not (np.isfinite(value) and 0 <= value <= high):
             raise SweepError(f"`{name}` (--{name.replace('_', '-')}): must be a finite "
                              f"number in 0..{high:g}, got {value!r}")
@@ -291,10 +293,10 @@ def format_time(ex: Explanation) -> list[str]:
     price = cost["price_per_gpu_hour_usd"]
     given = price != ex.gpu.price_per_gpu_hour_usd
     line = (f"cost: {units.money(price)} per GPU-hour ({'given' if given else 'catalog'}), "
-            f"${cost['cost_per_million_tokens']:.3g} per million tokens")
+            f"{units.unit_price(cost['cost_per_million_tokens'])} per million tokens")
     if ex.token_budget:
         line += (f"; {units.tokens(ex.token_budget)} tokens take "
-                 f"{units.duration(cost['days_to_train'] * 86400)} and cost "
+                 f"{units.days(cost['days_to_train'])} and cost "
                  f"{units.money(cost['cost_to_train'])}")
     else:
         line += " (--token-budget gives days and cost to train)"

@@ -51,6 +51,7 @@ from sweep.errors import SweepError
 from sweep.model import Architecture, ModelSpec, total_params
 from sweep.outdir import check_name, check_path, safe_name
 from sweep.outputs import BUDGET_QUANTITIES, OBJECTIVES, TIME_QUANTITIES
+from sweep.timing.cost import MAX_PRICE_PER_GPU_HOUR_USD
 
 CONFIG_KEYS = tuple(f.name for f in fields(TrainConfig))
 KINDS = {f.name: f.metadata["kind"] for f in fields(TrainConfig)}
@@ -62,7 +63,6 @@ DERIVED_OBJECTIVES = OBJECTIVES  # computed per configuration (sweep/outputs.py)
 DEFAULT_OBJECTIVES = ("-n_gpus", "+params", "+seq_len", "+tokens_per_gpu")
 TOP_LEVEL = ("name", "description", "axes", "constraints", "cost", "frontier", "output")
 COST_KEYS = ("token_budget", "price_per_gpu_hour_usd")
-MAX_PRICE_PER_GPU_HOUR_USD = 1e4
 CONSTRAINT_KEYS = ("tp_within_node", "whole_nodes", "global_batch_tokens", "native_frameworks")
 FRONTIER_KEYS = ("group_by", "objectives")
 OUTPUT_KEYS = ("dir", "feasible_dump", "chunk_size")
@@ -450,8 +450,8 @@ def parse(text: str, path: str = "<grid>") -> Grid:
         if o.key in BUDGET_QUANTITIES and not token_budget:
             where.fail("frontier.objectives", f"{o.text!r} needs a token budget: set "
                                               "cost.token_budget (tokens to train on)")
-        if o.key in TIME_QUANTITIES and "mode" in axes_raw and any(
-                a.name == "mode" and (a.values > 0).any() for a in axes):
+        if o.key in TIME_QUANTITIES and (next(a for a in axes if a.name == "mode").values
+                                         > 0).any():
             where.fail("frontier.objectives", f"{o.text!r} is a training step's time; "
                                               "axes.mode includes inference")
     clash = {g for g in group_by} & {o.key for o in objectives}

@@ -31,7 +31,7 @@ from sweep.grid import Axis, Grid
 from sweep.memory.total import estimate
 from sweep.model import total_params
 from sweep.timing import step_time
-from sweep.timing.cost import SECONDS_PER_DAY
+from sweep.timing.cost import days_to_train
 
 WIDTHS = 1024.0 * np.arange(1, 65)  # 1024 .. 65536
 MAX_LAYERS = 1024
@@ -50,9 +50,10 @@ class TimeBudget:
         return self.tokens if self.tokens else self.tokens_per_param * params
 
     def __post_init__(self):
-        finite = all(np.isfinite(v) for v in (self.days, self.tokens, self.tokens_per_param))
-        if not (finite and self.days > 0 and (self.tokens > 0) != (self.tokens_per_param > 0)
-                and self.tokens >= 0 and self.tokens_per_param >= 0):
+        counts = (self.tokens, self.tokens_per_param)
+        finite = all(np.isfinite(v) for v in (self.days, *counts))
+        # days > 0 and exactly one token count given, the other 0
+        if not (finite and self.days > 0 and sorted(counts)[0] == 0 < sorted(counts)[1]):
             raise SweepError("a time budget is --days D with either --tokens T or "
                              f"--tokens-per-param R (got days={self.days!r}, "
                              f"tokens={self.tokens!r}, tokens_per_param={self.tokens_per_param!r})")
@@ -60,9 +61,8 @@ class TimeBudget:
     def in_time(self, arch, cfg, hw):
         """Whether the configuration trains on the budget's tokens within its days."""
         t = step_time(arch, cfg, hw)
-        days = self.tokens_for(total_params(arch)) * t.step_s / t.tokens_per_step / (
-            SECONDS_PER_DAY)
-        return days <= self.days
+        tokens = self.tokens_for(total_params(arch))
+        return days_to_train(t.step_s, t.tokens_per_step, tokens) <= self.days
 
 
 def depth_ranges(widths=WIDTHS) -> tuple[np.ndarray, np.ndarray]:

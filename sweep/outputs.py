@@ -19,7 +19,8 @@ import numpy as np
 
 from sweep import timing
 from sweep.memory.total import GPU_COMPONENTS, PHASES
-from sweep.timing.cost import MILLION, cost_per_million_tokens
+from sweep.timing.cost import cost_per_million_tokens
+from sweep.timing.cost import cost_to_train as cost_for_budget
 from sweep.timing.cost import days_to_train as days_for_budget
 
 GIB = 2**30
@@ -166,7 +167,7 @@ def days_to_train(t, n_gpus, price, token_budget):
 
 def cost_to_train(t, n_gpus, price, token_budget):
     """ρ·n·24·days: USD to train on the token budget."""
-    return cost_per_million(t, n_gpus, price, token_budget) * token_budget / MILLION
+    return cost_for_budget(t.step_s, t.tokens_per_step, n_gpus, price, token_budget)
 
 
 def time_atoms(arch, cfg, hw):
@@ -174,11 +175,15 @@ def time_atoms(arch, cfg, hw):
     return timing.step_atoms(arch, cfg, hw), hw.price_per_gpu_hour_usd
 
 
+def _training_only(ev: Evaluation, value):
+    """`value`, NaN for an inference configuration (it has no training step)."""
+    return np.where(np.asarray(ev.cfg.mode) > 0, np.nan, value)
+
+
 def _timed(name, unit, function, budget=False) -> Quantity:
     def compute(ev):
-        value = function(ev.time, ev.cfg.n_gpus, ev.hw.price_per_gpu_hour_usd,
-                         _budget(ev.token_budget) if budget else 0.0)
-        return np.where(np.asarray(ev.cfg.mode) > 0, np.nan, value)  # inference: no step
+        return _training_only(ev, function(ev.time, ev.cfg.n_gpus, ev.hw.price_per_gpu_hour_usd,
+                                           _budget(ev.token_budget) if budget else 0.0))
 
     def device(atoms, m, token_budget):
         step, price = atoms
@@ -192,8 +197,7 @@ def _timed(name, unit, function, budget=False) -> Quantity:
 def _breakdown(key: str) -> Quantity:
     return Quantity(f"time_{key}_s", "s", "float64",
                     f"seconds of the step: {TIME_PARTS[key]}",
-                    lambda ev, k=key: np.where(np.asarray(ev.cfg.mode) > 0, np.nan,
-                                               getattr(ev.time.breakdown, k)))
+                    lambda ev, k=key: _training_only(ev, getattr(ev.time.breakdown, k)))
 
 
 TIME_PARTS = {
@@ -251,8 +255,7 @@ QUANTITIES: tuple[Quantity, ...] = (
     _timed("tokens_per_gpu_per_s", "tokens/s", tokens_per_gpu_per_second),
     Quantity("model_flops_per_step", "FLOP", "float64",
              "model FLOPs of one step (no recomputation, full s x s attention scores)",
-             lambda ev: np.where(np.asarray(ev.cfg.mode) > 0, np.nan,
-                                 ev.time.model_flops_per_step)),
+             lambda ev: _training_only(ev, ev.time.model_flops_per_step)),
     _timed("mfu", "fraction", model_flops_utilization),
     *(_breakdown(k) for k in TIME_PARTS),
     Quantity("price_per_gpu_hour_usd", "USD", "float64",

@@ -28,6 +28,7 @@ from sweep.report_style import (
     pow2_ticks,
     token_ticks,
 )
+from sweep.report_text import HUMAN  # one unit per column, as the printed tables show it
 
 GIB = 2**30
 FONT = {"family": "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, "
@@ -51,12 +52,6 @@ SIZE_LABELS = {"params": "parameters", "seq_len": "context", "tokens_per_gpu": "
                "tokens_per_s": "tokens/s", "tokens_per_gpu_per_s": "tokens/s per GPU",
                "step_s": "step time", "days_to_train": "days", "cost_to_train": "cost",
                "cost_per_million_tokens": "USD/M tokens", "mfu": "MFU"}
-FORMATS = {"n_gpus": units.count, "params": units.params, "seq_len": units.tokens,
-           "tokens_per_gpu": units.tokens, "tokens_per_s": units.tokens,
-           "tokens_per_gpu_per_s": units.tokens, "step_s": units.duration,
-           "days_to_train": lambda d: units.duration(d * 86400), "cost_to_train": units.money,
-           "cost_per_million_tokens": lambda usd: f"${units.significant(usd)}",
-           "mfu": units.percent}
 
 
 def _value(row: dict, key: str, default=None):
@@ -151,7 +146,7 @@ def _log_axis(title: str, values: list[float], ticks) -> dict:
 def _generic_ticks(key):
     def ticks(low, high):
         values = _steps_125(low, high)
-        return values, [FORMATS[key](v) for v in values]
+        return values, [HUMAN[key](v) for v in values]
     return ticks
 
 
@@ -217,7 +212,7 @@ def _size_legend(key: str, low: float, high: float, distinct: list[float]) -> li
         [2.0**e for e in range(math.ceil(math.log2(low)), math.floor(math.log2(high)) + 1)]
     if len(shown) > SIZE_LEGEND_ENTRIES:
         shown = shown[:: math.ceil(len(shown) / SIZE_LEGEND_ENTRIES)]
-    return [go.Scatter(x=[None], y=[None], mode="markers", name=FORMATS[key](v),
+    return [go.Scatter(x=[None], y=[None], mode="markers", name=HUMAN[key](v),
                        hoverinfo="skip", showlegend=True,
                        marker={"size": d, "color": "rgba(90,100,115,0.35)",
                                "line": {"color": "#5a6473", "width": 1.5}})

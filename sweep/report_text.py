@@ -24,9 +24,8 @@ HUMAN = {
     "per_gpu_total_bytes": units.bytes_, "headroom_bytes": units.bytes_,
     "host_bytes_per_node": units.bytes_,
     "step_s": units.duration, "tokens_per_s": units.tokens, "tokens_per_gpu_per_s": units.tokens,
-    "mfu": units.percent, "days_to_train": lambda d: units.duration(d * 86400),
-    "cost_to_train": units.money,
-    "cost_per_million_tokens": lambda usd: f"${units.significant(usd)}",
+    "mfu": units.percent, "days_to_train": units.days, "cost_to_train": units.money,
+    "cost_per_million_tokens": units.unit_price,
     "price_per_gpu_hour_usd": units.money,
 }
 

@@ -115,6 +115,17 @@ def duration(seconds: float, digits: int = DIGITS) -> str:
     return f"{years} year" if years == "1" else f"{years} years"
 
 
+def days(n_days: float, digits: int = DIGITS) -> str:
+    """A duration given in days (the `days_to_train` column), in the best unit: 0.5 -> '12 h'."""
+    return duration(float(n_days) * DAY, digits)
+
+
+def unit_price(amount: float, currency: str = "$", digits: int = DIGITS) -> str:
+    """A small price to `digits` significant digits, where `money` would round to cents:
+    0.0855 -> '$0.0855', 0.11 -> '$0.11'."""
+    return f"{currency}{significant(float(amount), digits)}"
+
+
 def money(amount: float, currency: str = "$", digits: int = DIGITS) -> str:
     """An amount of money: cents below 100 ('$3.50'), whole units below 10,000 ('$1,234'),
     prefixes above ('$12.3k', '$350k', '$1.2M', '$2.5B'); negative amounts get a leading

@@ -47,11 +47,6 @@ def divides(divisor, value):
     return value == divisor * floor(value / divisor)
 
 
-def size(a) -> int:
-    """Elements of `a` (1 for a Python number)."""
-    return int(np.prod(np.shape(a)))
-
-
 def lookup(table, code):
     """`table[code]` for a constant tuple `table` and an integer code array (or int)."""
     xp = namespace(code)

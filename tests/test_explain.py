@@ -159,3 +159,23 @@ def test_table_states_assumptions_and_inference_terms_only(capsys):
     for training_only in ("master_weights", "gradients", "optimizer_states"):
         assert training_only not in text
     assert "kv_cache" in text and "fits: yes" in text
+
+
+def test_time_and_cost_add_up(capsys):
+    """The JSON's breakdown sums to the step, and its cost follows from the step, the tokens,
+    the GPUs, the price given and the token budget (cost = price·n·τ/3600 per step)."""
+    out = run_json(capsys, "--model", "llama-3.1-8b", "--gpu", "h100-sxm-80gb", "--n-gpus", "16",
+                   "--zero-stage", "1", "--grad-accum", "4", "--token-budget", "1e12",
+                   "--price-per-gpu-hour", "2.5")
+    t, c = out["time"], out["cost"]
+    assert sum(t["breakdown_s"].values()) == pytest.approx(t["step_s"], rel=1e-12)
+    tokens_per_step = 1 * 4096 * 4 * 16  # micro-batch · context · micro-batches · replicas
+    assert t["tokens_per_s"] == pytest.approx(tokens_per_step / t["step_s"], rel=1e-12)
+    assert t["tokens_per_gpu_per_s"] == pytest.approx(t["tokens_per_s"] / 16, rel=1e-12)
+    assert c["price_per_gpu_hour_usd"] == 2.5 and c["token_budget"] == 10**12
+    usd_per_step = 2.5 * 16 * t["step_s"] / 3600
+    assert c["cost_per_million_tokens"] == pytest.approx(usd_per_step / tokens_per_step * 1e6,
+                                                         rel=1e-12)
+    assert c["days_to_train"] == pytest.approx(1e12 / t["tokens_per_s"] / 86400, rel=1e-12)
+    assert c["cost_to_train"] == pytest.approx(1e12 / tokens_per_step * usd_per_step,
+                                               rel=1e-12)

@@ -84,3 +84,10 @@ def test_percent(fraction, text):
 def test_digits_are_a_parameter():
     assert units.params(70_553_706_496, digits=2) == "71B"
     assert units.bytes_(79.37 * 2**30, digits=2) == "79 GiB"
+
+
+def test_days_and_unit_prices():
+    assert units.days(0.5) == "12 h"
+    assert units.days(30) == "30 days"
+    assert units.unit_price(0.0855) == "$0.0855"
+    assert units.unit_price(0.11) == "$0.11"

@@ -169,9 +169,8 @@ def _objective_value(grid: Grid, arch, cfg, hw, dynamic_only: set) -> Value:
         return Value(None, 0.0, 0.0)
     quantity, sign = objective
     form = quantity.device
-    if isinstance(form, OfTime):
-        atoms = jax.tree_util.tree_map(xp.materialize, form.atoms(arch, cfg, hw))
-        return Value(None, 1.0, 1.0, atoms)
+    if isinstance(form, OfTime):  # outputs of the terms program: computed on their own axes
+        return Value(None, 1.0, 1.0, form.atoms(arch, cfg, hw))
     if isinstance(form, OfMargin):
         return Value(xp.materialize(sign * form.scale(cfg, hw)),
                      xp.materialize(sign * form.offset(cfg, hw)), 1.0)
@@ -274,15 +273,16 @@ def plan_of(sides: Sides, shape, keep: frozenset) -> KernelPlan:
     return KernelPlan(shared, static_only, dynamic_only, rows)
 
 
-def _matrix(array, rows, cols, shape):
-    """`array` (broadcastable to `shape`) as a prod(rows) x prod(cols) matrix."""
+def matrix(array, rows, cols, shape, namespace=jnp, dtype=jnp.float32):
+    """`array` (broadcastable to `shape`) as a prod(rows) x prod(cols) matrix (in `namespace`:
+    jax.numpy in the kernel, NumPy float64 in the benchmark's twin)."""
     n = len(shape)
-    a = jnp.asarray(array, jnp.float32)
+    a = namespace.asarray(array, dtype)
     a = a.reshape((1,) * (n - a.ndim) + a.shape)
     full = tuple(shape[i] if i in rows or i in cols else 1 for i in range(n))
-    a = jnp.broadcast_to(a, full)
+    a = namespace.broadcast_to(a, full)
     rest = [i for i in range(n) if i not in rows and i not in cols]
-    a = jnp.transpose(a, [*rows, *cols, *rest])
+    a = namespace.transpose(a, [*rows, *cols, *rest])
     return a.reshape(math.prod(shape[i] for i in rows), math.prod(shape[i] for i in cols))
 
 
@@ -305,15 +305,16 @@ def _microbatches(batch: GlobalBatch):
     return m, ok & microbatches_ok(batch.grouped > 0, batch.pp, m)
 
 
-def _margin(sides: Sides, m=None):
-    """The fit margin of every configuration the (broadcastable) sides span."""
-    margin = -jnp.inf
+def margin_of(sides: Sides, m=None):
+    """The fit margin of every configuration the (broadcastable) sides span (`xp`: the
+    kernel's and the NumPy twin's)."""
+    margin = -np.inf
     for s in sides.stages:
         allocated = s.backward + s.dynamic
         if m is not None:
-            allocated = (allocated + jnp.where(m > 1, s.accumulated, 0)
-                         + jnp.minimum(s.cap, m) * s.per_microbatch)
-        margin = jnp.maximum(margin, jnp.maximum(allocated, s.step))
+            allocated = (allocated + xp.where(m > 1, s.accumulated, 0)
+                         + xp.minimum(s.cap, m) * s.per_microbatch)
+        margin = xp.maximum(margin, xp.maximum(allocated, s.step))
     return margin
 
 
@@ -342,15 +343,17 @@ def time_value(grid: Grid) -> Callable | None:
     return lambda atoms, m: sign * quantity.device.value(atoms, m, grid.token_budget)
 
 
-def atom_readers(atoms, plan: KernelPlan, shape, matrix=None, namespace=jnp
+def atom_readers(atoms, plan: KernelPlan, shape, namespace=jnp, dtype=jnp.float32
                  ) -> tuple[list, object]:
     """For every atom of a time objective, how a block of rows reads it: ("static", one
     value per row), ("dynamic", a column vector per shared index) or, for an atom that
     varies along static-only and dynamic-only axes at once, ("mixed", its own rows x every
-    column, the index of its row for each row of the chunk); and the pytree's structure.
-    `matrix` and `namespace` default to the kernel's (`_matrix`, jax.numpy); the NumPy twin
-    passes its own."""
-    matrix = matrix or _matrix
+    column, the index of its row for each row of the chunk); and the pytree's structure
+    (`namespace`, `dtype`: as `matrix`)."""
+
+    def as_matrix(a, rows, cols):
+        return matrix(a, rows, cols, shape, namespace, dtype)
+
     leaves, treedef = jax.tree_util.tree_flatten(atoms)
     shared, static_only, dynamic_only = plan.shared, plan.static_only, plan.dynamic_only
     row_axes = (*shared, *static_only)
@@ -360,16 +363,16 @@ def atom_readers(atoms, plan: KernelPlan, shape, matrix=None, namespace=jnp
     for a in leaves:
         d = dims(a)
         if not d:
-            readers.append(("scalar", namespace.asarray(a).reshape(())))
+            readers.append(("scalar", namespace.asarray(a, dtype).reshape(())))
         elif not d & set(dynamic_only):
-            readers.append(("static", matrix(a, shared, static_only, shape).reshape(-1)))
+            readers.append(("static", as_matrix(a, shared, static_only).reshape(-1)))
         elif not d & set(static_only):
-            readers.append(("dynamic", matrix(a, shared, dynamic_only, shape)))
+            readers.append(("dynamic", as_matrix(a, shared, dynamic_only)))
         else:
             own = [i for i in row_axes if i in d]
             index = np.ravel_multi_index([coords[row_axes.index(i)] for i in own],
                                          [shape[i] for i in own])
-            readers.append(("mixed", matrix(a, own, dynamic_only, shape),
+            readers.append(("mixed", as_matrix(a, own, dynamic_only),
                             namespace.asarray(index, np.int32)))
     return readers, treedef
 
@@ -401,8 +404,8 @@ def reduce_chunk(sides: Sides, plan: KernelPlan, shape, inner, kept: Kept,
     c_size, s_size, d_size = (math.prod(shape[i] for i in g)
                               for g in (shared, static_only, dynamic_only))
     n_rows = c_size * s_size
-    mats = sides.map(lambda a: _matrix(a, shared, static_only, shape).reshape(-1),
-                     lambda a: _matrix(a, shared, dynamic_only, shape))
+    mats = sides.map(lambda a: matrix(a, shared, static_only, shape).reshape(-1),
+                     lambda a: matrix(a, shared, dynamic_only, shape))
     if time_of is not None:
         readers, treedef = atom_readers(sides.value.atoms, plan, shape)
     rank_c, rank_s, rank_d = (jnp.asarray(_ranks(g, shape))
@@ -441,7 +444,7 @@ def reduce_chunk(sides: Sides, plan: KernelPlan, shape, inner, kept: Kept,
         if sides.batch is not None:
             m, batch_ok = _microbatches(one.batch)
             ok = ok & batch_ok
-        margin = _margin(one, m)
+        margin = margin_of(one, m)
         safe = (margin <= -one.tolerance) & ok
         near = (margin <= one.tolerance) & ~safe & ok
         value = one.value.static * one.value.dynamic

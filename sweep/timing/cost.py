@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import jax
 
+MAX_PRICE_PER_GPU_HOUR_USD = 1e4  # a price past this is an input error, not a GPU
 SECONDS_PER_HOUR = 3600
 SECONDS_PER_DAY = 86400
 MILLION = 1e6
@@ -48,12 +49,18 @@ def days_to_train(step_s, tokens_per_step, token_budget):
     return token_budget * step_s / tokens_per_step / SECONDS_PER_DAY
 
 
+def cost_to_train(step_s, tokens_per_step, n_gpus, price_per_gpu_hour_usd, token_budget):
+    """G_train/10^6 · cost per million tokens."""
+    return cost_per_million_tokens(step_s, tokens_per_step, n_gpus,
+                                   price_per_gpu_hour_usd) * token_budget / MILLION
+
+
 def cost(step_s, tokens_per_step, n_gpus, price_per_gpu_hour_usd, token_budget) -> Cost:
     """All three figures for a step time, tokens per step, GPUs, price and token budget."""
-    per_million = cost_per_million_tokens(step_s, tokens_per_step, n_gpus,
-                                          price_per_gpu_hour_usd)
     return Cost(
-        cost_per_million_tokens=per_million,
+        cost_per_million_tokens=cost_per_million_tokens(step_s, tokens_per_step, n_gpus,
+                                                        price_per_gpu_hour_usd),
         days_to_train=days_to_train(step_s, tokens_per_step, token_budget),
-        cost_to_train=per_million * token_budget / MILLION,
+        cost_to_train=cost_to_train(step_s, tokens_per_step, n_gpus, price_per_gpu_hour_usd,
+                                    token_budget),
     )

@@ -136,18 +136,13 @@ class StageWork:
         return self.compute + self.recompute + self.tp + self.cp + self.ep + self.pp
 
 
-# Terms up to this many elements are computed on their own sub-grid (`xp.materialize`);
-# larger ones span nearly a whole chunk and are cheaper fused into the kernel's loop than
-# written out and read back (the loop is memory-bound).
-OWN_AXES_MAX_ELEMENTS = 1 << 18
-
-
 def _on_own_axes(parts):
-    """The fields of a dataclass of terms, the small ones computed on their own axes."""
-    def keep(a):
-        return xp.materialize(a) if xp.size(a) <= OWN_AXES_MAX_ELEMENTS else a
-
-    return type(parts)(**{f.name: keep(getattr(parts, f.name)) for f in fields(parts)})
+    """The fields of a dataclass of intermediate terms, each computed on the sub-grid of its
+    own axes (`xp.materialize`) before the stages' terms broadcast them. (The atoms of
+    `step_atoms` need no barrier: in the sweep's kernel they are its terms program's
+    outputs.)"""
+    return type(parts)(**{f.name: xp.materialize(getattr(parts, f.name))
+                          for f in fields(parts)})
 
 
 def tokens_per_microbatch(cfg: TrainConfig):
@@ -364,8 +359,8 @@ def stage_work(arch: Architecture, cfg: TrainConfig, hw: Hardware, overlap: comm
     pp_comm = (cfg.pp > 1) * 2 * cfg.vpp * boundary / comms.point_to_point_bandwidth(
         cfg.n_gpus, cfg, hw)
     pp = comms.exposed(pp_comm, compute, overlap.pp)
-    return _on_own_axes(StageWork(compute=compute, recompute=recompute, tp=tp, cp=cp, ep=ep,
-                                  pp=pp, forward=forward, backward=backward))
+    return StageWork(compute=compute, recompute=recompute, tp=tp, cp=cp, ep=ep, pp=pp,
+                     forward=forward, backward=backward)
 
 
 def _gradient_reduce_bytes(cfg: TrainConfig):
@@ -467,7 +462,7 @@ def step_comms(arch: Architecture, cfg: TrainConfig, hw: Hardware, stage: int) -
     to_nvme = cfg.offload == OFFLOAD_NVME
     nvme_step = comms.transfer_seconds(to_nvme * 2 * state_bytes * node, nvme)
     nvme_params = comms.transfer_seconds(to_nvme * 2 * shard_w * node, nvme)
-    return _on_own_axes(StepComms(
+    return StepComms(
         active=(g_dense * g_expert > 1) * 1.0,
         forward=(gathers >= 1) * gather_all,
         backward=(gathers >= 2) * gather_all + per_microbatch_grads * grad_comm,
@@ -477,7 +472,7 @@ def step_comms(arch: Architecture, cfg: TrainConfig, hw: Hardware, stage: int) -
         offload_step=xp.where(on_host, step_copies + nvme_step, 0),
         offload_microbatch=xp.where(cfg.offload >= OFFLOAD_PARAMS, param_copies + nvme_params,
                                     0),
-    ))
+    )
 
 
 def stage_step_seconds(c: StepComms, work: StageWork, overlap: comms.Overlap, m):
