@@ -238,3 +238,31 @@ def test_grid_files_parse_or_say_why(axes, constraints):
         assert all(math.isfinite(v) for v in axis.values)
         assert len(set(axis.values)) == len(axis.values)
     assert math.isfinite(grid.global_batch_tokens) and grid.global_batch_tokens >= 0
+
+
+def test_nothing_fits_says_what_excluded_what(tmp_path, capsys):
+    """405B on at most four RTX 4090s: of the 12 configurations, n_gpus 1 with tp 2 (two ZeRO
+    stages) is invalid, the other 10 are valid and too big; the closest one is the smallest
+    total against capacity that `explain` gives among those 10."""
+    path = tmp_path / "g.toml"
+    path.write_text('[axes]\nmodel = ["llama-3.1-405b"]\ngpu = ["rtx-4090"]\n'
+                    "n_gpus = [1, 2, 4]\ntp = [1, 2]\nzero_stage = [0, 3]\n"
+                    f'[output]\ndir = "{tmp_path / "out"}"\n')
+    assert main([str(path), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "nothing fits; of 12 sampled configurations:" in out
+    assert "17% (2) invalid: degrees" in out
+    closest = min(
+        (r["per_gpu_total_bytes"] / r["gpu_capacity_bytes"], r["per_gpu_total_bytes"],
+         r["gpu_capacity_bytes"])
+        for n, tp, zero in [(n, tp, z) for n in (1, 2, 4) for tp in (1, 2) for z in (0, 3)
+                            if not (n == 1 and tp == 2)]
+        for r in [explain_json(capsys, n, tp, zero)])
+    assert (f"83% (10) valid but over GPU memory (the closest needs {closest[1] / 2**30:.1f} "
+            f"GiB of {closest[2] / 2**30:.1f} GiB)") in out
+
+
+def explain_json(capsys, n_gpus, tp, zero_stage) -> dict:
+    assert main(["explain", "--model", "llama-3.1-405b", "--gpu", "rtx-4090", "--json",
+                 "--n-gpus", str(n_gpus), "--tp", str(tp), "--zero-stage", str(zero_stage)]) == 0
+    return json.loads(capsys.readouterr().out)

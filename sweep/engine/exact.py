@@ -79,13 +79,12 @@ def why_nothing_fits(grid: Grid, sample: int = DIAGNOSIS_SAMPLE) -> list[str]:
     else:
         rng = np.random.default_rng(0)
         flat = np.unique(rng.integers(0, grid.size, size=sample, dtype=np.int64))
-    ev, _, coords = evaluation(grid, layout, tables, flat)
+    ev, _, _ = evaluation(grid, layout, tables, flat)  # ev.cfg: grad_accum as derived
     n = len(flat)
-    arch, cfg, hw = flat_inputs(tables, layout, coords)
-    constrained = ~np.broadcast_to(layout_constraints(grid, cfg, hw), (n,))
+    constrained = ~np.broadcast_to(layout_constraints(grid, ev.cfg, ev.hw), (n,))
     batch = np.zeros(n, bool)
     if grid.global_batch_tokens:
-        _, allowed = constrain(grid, cfg, hw)
+        _, allowed = constrain(grid, ev.cfg, ev.hw)
         batch = ~np.broadcast_to(allowed, (n,)) & ~constrained
     invalid = np.broadcast_to(ev.est.invalid, (n,)).astype(np.int64)
     lines = [f"nothing fits; of {n:,} sampled configurations:"]
