@@ -98,7 +98,7 @@ class Explanation:
         quantity of the registry, whether it fits, the nearest configurations that do when it
         does not, and with `compare` the other estimators' figures."""
         quantities = {k: _number(v) for k, v in outputs.values(self.evaluation).items()
-                      if self.training or k not in TIMED}
+                      if self.training or k not in outputs.TRAINING_ONLY}
         out = {"model": self.model.name, "gpu": self.gpu.name,
                "configuration": {k: _number(v) for k, v in self.cfg.to_names().items()},
                "assumed": list(self.assumed), **quantities, "fits": bool(self.result.fits)}
@@ -120,8 +120,6 @@ class Explanation:
 TIME_KEYS = ("step_s", "tokens_per_s", "tokens_per_gpu_per_s", "model_flops_per_step", "mfu")
 COST_KEYS = ("price_per_gpu_hour_usd", "cost_per_million_tokens", "days_to_train",
              "cost_to_train")
-# Quantities of a training step: left out of an inference configuration's JSON (they are NaN).
-TIMED = (*TIME_KEYS, *(f"time_{k}_s" for k in outputs.TIME_PARTS), *COST_KEYS)
 
 
 def _number(value):

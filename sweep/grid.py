@@ -157,6 +157,10 @@ def _is_number(v) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
+def _is_finite(v) -> bool:
+    return _is_number(v) and math.isfinite(v)
+
+
 def _numbers(where: _Where, key: str, spec) -> list[float]:
     """A numeric axis: a list, or {pow2 = [lo, hi]}, {range = [a, b, step]}, {log_range}:
     finite values, at most `MAX_AXIS_VALUES`, none listed twice; in ascending order."""
@@ -168,7 +172,7 @@ def _numbers(where: _Where, key: str, spec) -> list[float]:
         values = [float(v) for v in spec]
     elif isinstance(spec, dict) and len(spec) == 1:
         (kind, args), = spec.items()
-        ok = isinstance(args, list) and all(_is_number(v) and math.isfinite(v) for v in args)
+        ok = isinstance(args, list) and all(_is_finite(v) for v in args)
         count = None
         if kind == "pow2" and ok and len(args) == 2 and 0 < args[0] <= args[1]:
             lo, hi = math.ceil(math.log2(args[0])), math.floor(math.log2(args[1]))
@@ -332,14 +336,12 @@ def _cost(where: _Where, cost, gpus) -> tuple[float, tuple[GpuSpec, ...]]:
         where.fail("cost", "must be a table with token_budget and price_per_gpu_hour_usd")
     _check_keys(where, cost, COST_KEYS, "cost.")
     budget = cost.get("token_budget", 0)
-    if isinstance(budget, bool) or not isinstance(budget, int | float) \
-            or not math.isfinite(budget) or budget < 0:
+    if not _is_finite(budget) or budget < 0:
         where.fail("cost.token_budget", f"must be a finite number of tokens >= 0 (0: none), "
                                         f"got {budget!r}")
 
     def price(key, value):
-        if isinstance(value, bool) or not isinstance(value, int | float) \
-                or not math.isfinite(value) or not 0 <= value <= MAX_PRICE_PER_GPU_HOUR_USD:
+        if not _is_finite(value) or not 0 <= value <= MAX_PRICE_PER_GPU_HOUR_USD:
             where.fail(key, f"must be USD per GPU-hour in 0..{MAX_PRICE_PER_GPU_HOUR_USD:g}, "
                             f"got {value!r}")
         return float(value)
@@ -425,8 +427,7 @@ def parse(text: str, path: str = "<grid>") -> Grid:
         if key in constraints and not isinstance(constraints[key], bool):
             where.fail(f"constraints.{key}", f"must be true or false, got {constraints[key]!r}")
     tokens = constraints.get("global_batch_tokens", 0)
-    if isinstance(tokens, bool) or not isinstance(tokens, int | float) or tokens < 0 \
-            or not math.isfinite(tokens) or not float(tokens).is_integer():
+    if not _is_finite(tokens) or tokens < 0 or not float(tokens).is_integer():
         where.fail("constraints.global_batch_tokens", f"must be a whole number of tokens >= 1 "
                                                       f"(0: no fixed batch), got {tokens!r}")
     if tokens and "grad_accum" in axes_raw:

@@ -78,6 +78,7 @@ class Quantity:
     compute: Callable[[Evaluation], object]
     device: Product | OfMargin | OfTime | None = None  # how the kernel computes it: an objective
     needs_budget: bool = False  # meaningful only for a plan with a token budget
+    training_only: bool = False  # NaN for an inference configuration (no training step)
 
 
 def _component(key: str) -> Quantity:
@@ -191,13 +192,14 @@ def _timed(name, unit, function, budget=False) -> Quantity:
         return function(t, step.n_gpus, price, token_budget)
 
     return Quantity(name, unit, "float64", function.__doc__.splitlines()[0], compute,
-                    OfTime(time_atoms, device), needs_budget=budget)
+                    OfTime(time_atoms, device), needs_budget=budget, training_only=True)
 
 
 def _breakdown(key: str) -> Quantity:
     return Quantity(f"time_{key}_s", "s", "float64",
                     f"seconds of the step: {TIME_PARTS[key]}",
-                    lambda ev, k=key: _training_only(ev, getattr(ev.time.breakdown, k)))
+                    lambda ev, k=key: _training_only(ev, getattr(ev.time.breakdown, k)),
+                    training_only=True)
 
 
 TIME_PARTS = {
@@ -255,7 +257,7 @@ QUANTITIES: tuple[Quantity, ...] = (
     _timed("tokens_per_gpu_per_s", "tokens/s", tokens_per_gpu_per_second),
     Quantity("model_flops_per_step", "FLOP", "float64",
              "model FLOPs of one step (no recomputation, full s x s attention scores)",
-             lambda ev: _training_only(ev, ev.time.model_flops_per_step)),
+             lambda ev: _training_only(ev, ev.time.model_flops_per_step), training_only=True),
     _timed("mfu", "fraction", model_flops_utilization),
     *(_breakdown(k) for k in TIME_PARTS),
     Quantity("price_per_gpu_hour_usd", "USD", "float64",
@@ -281,4 +283,5 @@ def values(ev: Evaluation, n: int | None = None) -> dict:
 
 
 TIME_QUANTITIES = tuple(q.name for q in QUANTITIES if isinstance(q.device, OfTime))
+TRAINING_ONLY = tuple(q.name for q in QUANTITIES if q.training_only)
 BUDGET_QUANTITIES = tuple(q.name for q in QUANTITIES if q.needs_budget)
