@@ -304,12 +304,71 @@ class LayerParams:
     block_linear: object
 
 
-def _over_block_kinds(arch: Architecture, layers, first_layer, per_block):
-    """Sum `per_block(linears, moe)` over the dense and MoE blocks among the layers."""
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class BlockParams:
+    """Parameters of one block (or a run of blocks: `over_layers`) on one rank: `dense`,
+    `expert` and `block_linear` as in `LayerParams`, `factored` Adafactor's second-moment
+    elements, `lora` the LoRA adapters of rank r on the targeted linears."""
+
+    dense: object
+    expert: object
+    block_linear: object
+    factored: object = 0.0
+    lora: object = 0.0
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class BlockKinds:
+    """`BlockParams` of one dense and one MoE block on a rank: what every count over a run
+    of blocks is made of (`over_layers`), computed once per rank and LoRA setting."""
+
+    dense: BlockParams
+    moe: BlockParams
+
+
+def kind_params(arch: Architecture, moe: bool, tp=1, ep=1, etp=None, lora_rank=0,
+                lora_targets=0) -> BlockParams:
+    """`BlockParams` of one block of a kind (dense or MoE) on one TP/EP rank.
+
+    Over the block's linears (`block_linears`): weights in_features·out_features (the split
+    dimension divided by t, or by t_e for routed experts, whose count is divided by x),
+    biases out_features (/t when column-parallel), Adafactor's rows + cols per matrix and the
+    biases at full size, LoRA r·(in + out) on the targets in `lora_targets`; the norms'
+    vectors (`block_norm_params`) are dense and factored at full size.
+    """
+    etp = tp if etp is None else etp
+    weights = biases = expert = factored = lora = 0
+    for lin in block_linears(arch, moe):
+        lin_tp = etp if lin.expert else tp
+        weight = lin.weight_params(lin_tp, ep)
+        bias = lin.bias_params(tp, ep)
+        weights = weights + weight
+        biases = biases + bias
+        expert = expert + (weight if lin.expert else 0)
+        factored = factored + lin.factored_second_moment(lin_tp, ep) + bias
+        if lin.lora_target is not None:
+            lora = lora + (lora_target_bit(lora_targets, lin.lora_target)
+                           * lin.lora_params(lora_rank, lin_tp, ep))
+    norms = block_norm_params(arch)
+    return BlockParams(dense=weights + biases - expert + norms, expert=expert,
+                       block_linear=weights, factored=factored + norms, lora=lora)
+
+
+def block_kinds(arch: Architecture, tp=1, ep=1, etp=None, lora_rank=0,
+                lora_targets=0) -> BlockKinds:
+    """`kind_params` of the dense and the MoE block."""
+    return BlockKinds(*(kind_params(arch, moe, tp, ep, etp, lora_rank, lora_targets)
+                        for moe in (False, True)))
+
+
+def over_layers(arch: Architecture, kinds: BlockKinds, layers, first_layer=0) -> BlockParams:
+    """`BlockParams` of `layers` consecutive blocks from `first_layer`: each dense and MoE
+    block (`moe_layer_count`) counted as its kind."""
     n_moe = moe_layer_count(arch, layers, first_layer)
-    return (layers - n_moe) * per_block(block_linears(arch, False), False) + n_moe * per_block(
-        block_linears(arch, True), True
-    )
+    return jax.tree_util.tree_map(lambda dense, moe: (layers - n_moe) * dense + n_moe * moe,
+                                  kinds.dense, kinds.moe)
 
 
 def layers_params(
@@ -320,21 +379,8 @@ def layers_params(
     Routed experts are split E/ep per rank and each expert by the expert tensor-parallel
     degree `etp` (Megatron-LM's default: etp = tp).
     """
-    etp = tp if etp is None else etp
-
-    def part(select):
-        return lambda linears, moe: sum(select(lin) for lin in linears)
-
-    def weight(lin):
-        return lin.weight_params(etp if lin.expert else tp, ep)
-
-    weights = _over_block_kinds(arch, layers, first_layer, part(weight))
-    biases = _over_block_kinds(arch, layers, first_layer, part(lambda m: m.bias_params(tp, ep)))
-    expert = _over_block_kinds(
-        arch, layers, first_layer, part(lambda m: weight(m) if m.expert else 0)
-    )
-    dense = weights + biases - expert + layers * block_norm_params(arch)
-    return LayerParams(dense=dense, expert=expert, block_linear=weights)
+    run = over_layers(arch, block_kinds(arch, tp, ep, etp), layers, first_layer)
+    return LayerParams(dense=run.dense, expert=run.expert, block_linear=run.block_linear)
 
 
 def layers_factored_second_moment(
@@ -342,32 +388,15 @@ def layers_factored_second_moment(
 ):
     """Adafactor second-moment elements of the blocks: rows + cols per matrix, full size per
     vector."""
-    etp = tp if etp is None else etp
-
-    def per_block(linears, moe):
-        return sum(
-            lin.factored_second_moment(etp if lin.expert else tp, ep) + lin.bias_params(tp, ep)
-            for lin in linears
-        ) + block_norm_params(arch)
-
-    return _over_block_kinds(arch, layers, first_layer, per_block)
+    return over_layers(arch, block_kinds(arch, tp, ep, etp), layers, first_layer).factored
 
 
 def layers_lora_params(
     arch: Architecture, layers, first_layer, rank, target_mask, tp=1, ep=1, etp=None
 ):
     """LoRA adapter parameters r·(in + out) on every targeted linear of the blocks."""
-    etp = tp if etp is None else etp
-
-    def per_block(linears, moe):
-        return sum(
-            lora_target_bit(target_mask, lin.lora_target)
-            * lin.lora_params(rank, etp if lin.expert else tp, ep)
-            for lin in linears
-            if lin.lora_target is not None
-        )
-
-    return _over_block_kinds(arch, layers, first_layer, per_block)
+    kinds = block_kinds(arch, tp, ep, etp, rank, target_mask)
+    return over_layers(arch, kinds, layers, first_layer).lora
 
 
 def lora_target_bit(target_mask, name: str):
@@ -379,25 +408,30 @@ def lora_target_bit(target_mask, name: str):
 MTP_NORMS = 3  # enorm, hnorm and the module's final norm
 
 
-def mtp_params(arch: Architecture, tp=1, ep=1, etp=None) -> LayerParams:
+def mtp_params(arch: Architecture, tp=1, ep=1, etp=None,
+               kinds: BlockKinds | None = None) -> LayerParams:
     """The L_mtp multi-token-prediction modules, held with the head (Megatron-LM
     `MultiTokenPredictionLayer`, megatron/core/transformer/multi_token_prediction.py @d98e8a6;
     DeepSeek-V3 README_WEIGHTS.md): each one block past the last (an MoE block when the model's
     are), the eh_proj projection 2h x h (column-parallel, no bias) and three norms; the
-    embedding and the output head are shared with the main model.
+    embedding and the output head are shared with the main model. `kinds`: the rank's
+    `block_kinds`, when already computed.
     """
-    blocks = layers_params(arch, arch.mtp_layers, arch.num_layers, tp, ep, etp)
+    kinds = block_kinds(arch, tp, ep, etp) if kinds is None else kinds
+    blocks = over_layers(arch, kinds, arch.mtp_layers, arch.num_layers)
     projection = arch.mtp_layers * 2 * arch.hidden_size * arch.hidden_size / tp
     norms = arch.mtp_layers * MTP_NORMS * norm_params(arch, arch.hidden_size)
     return LayerParams(dense=blocks.dense + projection + norms, expert=blocks.expert,
                        block_linear=blocks.block_linear + projection)
 
 
-def mtp_factored_second_moment(arch: Architecture, tp=1, ep=1, etp=None):
+def mtp_factored_second_moment(arch: Architecture, tp=1, ep=1, etp=None,
+                               kinds: BlockKinds | None = None):
     """Adafactor second-moment elements of the MTP modules: their blocks, eh_proj's row and
     column vectors (2h + h/t) and the three norms."""
     h = arch.hidden_size
-    blocks = layers_factored_second_moment(arch, arch.mtp_layers, arch.num_layers, tp, ep, etp)
+    kinds = block_kinds(arch, tp, ep, etp) if kinds is None else kinds
+    blocks = over_layers(arch, kinds, arch.mtp_layers, arch.num_layers).factored
     return blocks + arch.mtp_layers * (2 * h + h / tp + MTP_NORMS * norm_params(arch, h))
 
 

@@ -32,6 +32,8 @@ sbh/t·(34 + 5as/h), with selective recompute sbh·34/t, with full recompute 2sb
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sweep import vocabulary as vocab
 from sweep import xp
 from sweep.config import TrainConfig
@@ -310,13 +312,31 @@ def _norm_changes_bytes(arch: Architecture, cfg: TrainConfig, n_tokens):
     return post_norm_bytes(arch, cfg, n_tokens) - parallel_shared_bytes(arch, cfg, n_tokens)
 
 
+@dataclass(frozen=True)
+class BlockBytes:
+    """Saved bytes of one dense and one MoE block for one micro-batch (`block_bytes`)."""
+
+    dense: object
+    moe: object
+
+    def of(self, moe):
+        """The block's bytes: MoE where `moe` > 0, else dense."""
+        return xp.where(moe > 0, self.moe, self.dense)
+
+
+def block_bytes(arch: Architecture, cfg: TrainConfig) -> BlockBytes:
+    """Saved bytes of a dense and an MoE block, one micro-batch: the attention part, the
+    dense MLP or the MoE part, and the LoRA adapters' inputs."""
+    n_tokens = tokens(cfg)
+    attention = attention_block_bytes(arch, cfg, n_tokens)
+    adapters = lora_adapter_bytes(arch, cfg, n_tokens)
+    return BlockBytes(attention + mlp_block_bytes(arch, cfg, n_tokens) + adapters,
+                      attention + moe_block_bytes(arch, cfg, n_tokens) + adapters)
+
+
 def layer_bytes(arch: Architecture, cfg: TrainConfig, moe):
     """Saved bytes of one block (dense when `moe` is 0, MoE when 1), one micro-batch."""
-    n_tokens = tokens(cfg)
-    mlp = xp.where(moe > 0, moe_block_bytes(arch, cfg, n_tokens),
-                   mlp_block_bytes(arch, cfg, n_tokens))
-    return attention_block_bytes(arch, cfg, n_tokens) + mlp + lora_adapter_bytes(arch, cfg,
-                                                                                  n_tokens)
+    return block_bytes(arch, cfg).of(moe)
 
 
 def layer_input_bytes(arch: Architecture, cfg: TrainConfig):
@@ -400,17 +420,20 @@ def in_flight_microbatches(cfg: TrainConfig, stage: int = FIRST):
     return xp.minimum(in_flight_cap(cfg, stage), cfg.grad_accum)
 
 
-def blocks_bytes(arch: Architecture, cfg: TrainConfig, layers, first_layer):
+def blocks_bytes(arch: Architecture, cfg: TrainConfig, layers, first_layer,
+                 blocks: BlockBytes | None = None):
     """Saved bytes of `layers` blocks from `first_layer`, one micro-batch, with recompute.
 
     Full recompute keeps each recomputed block's input; `recompute_layers` (0 = all) blocks of
     the stage are recomputed, the rest keep everything. Frozen leading blocks save nothing:
-    only the blocks from the first trainable one count.
+    only the blocks from the first trainable one count. `blocks`: `block_bytes`, when
+    already computed.
     """
     frozen = xp.minimum(xp.maximum(cfg.frozen_layers - first_layer, 0), layers)
     first_layer, layers = first_layer + frozen, layers - frozen
     n_moe = moe_layer_count(arch, layers, first_layer)
-    dense_block, moe_block = layer_bytes(arch, cfg, 0), layer_bytes(arch, cfg, 1)
+    blocks = block_bytes(arch, cfg) if blocks is None else blocks
+    dense_block, moe_block = blocks.dense, blocks.moe
     full = (layers - n_moe) * dense_block + n_moe * moe_block
     recomputed = xp.where(cfg.recompute_layers > 0, xp.minimum(cfg.recompute_layers, layers),
                           layers)
@@ -421,11 +444,13 @@ def blocks_bytes(arch: Architecture, cfg: TrainConfig, layers, first_layer):
     return xp.where(cfg.recompute == FULL_RECOMPUTE, with_full_recompute, full)
 
 
-def recompute_working_bytes(arch: Architecture, cfg: TrainConfig, layers, first_layer):
+def recompute_working_bytes(arch: Architecture, cfg: TrainConfig, layers, first_layer,
+                            blocks: BlockBytes | None = None):
     """During backward a fully recomputed block holds all its activations again, one block at
     a time: the largest block's saved bytes."""
     n_moe = moe_layer_count(arch, layers, first_layer)
-    largest = xp.where(n_moe > 0, layer_bytes(arch, cfg, 1), layer_bytes(arch, cfg, 0))
+    blocks = block_bytes(arch, cfg) if blocks is None else blocks
+    largest = blocks.of(n_moe)
     return xp.where(cfg.recompute == FULL_RECOMPUTE, largest, 0)
 
 
@@ -442,7 +467,7 @@ def model_saved_bytes(arch: Architecture, cfg: TrainConfig):
     )
 
 
-def mtp_bytes(arch: Architecture, cfg: TrainConfig):
+def mtp_bytes(arch: Architecture, cfg: TrainConfig, blocks: BlockBytes | None = None):
     """Multi-token-prediction modules on the last stage (DeepSeek-V3; Megatron-LM
     `--mtp-num-layers`), each: its embedding and hidden norms (enorm, hnorm) and its head norm,
     the projection's input (the two normed halves, 2·e·T·h), a block of the last block's kind
@@ -451,7 +476,8 @@ def mtp_bytes(arch: Architecture, cfg: TrainConfig):
     moe = moe_layer_count(arch, 1, arch.num_layers - 1)
     sides = 3 * (norm_bytes(arch, cfg, n_tokens)
                  + element_bytes(cfg) * n_tokens * arch.hidden_size) / _sp_divisor(cfg)
-    per_module = layer_bytes(arch, cfg, moe) + sides
+    blocks = block_bytes(arch, cfg) if blocks is None else blocks
+    per_module = blocks.of(moe) + sides
     return arch.mtp_layers * per_module
 
 
@@ -461,19 +487,21 @@ def unsaved_first_norm_bytes(arch: Architecture, cfg: TrainConfig):
     return xp.where(_lora(cfg), norm_bytes(arch, cfg, tokens(cfg)) / _sp_divisor(cfg), 0)
 
 
-def stage_microbatch_bytes(arch: Architecture, cfg: TrainConfig, stage: int):
+def stage_microbatch_bytes(arch: Architecture, cfg: TrainConfig, stage,
+                           blocks: BlockBytes | None = None):
     """Saved activations of one micro-batch in flight on a pipeline stage: its blocks, the
     embedding side on the first stage, the RoPE tables."""
     layers, first_layer = stage_layers(arch, cfg, stage)
     with_embedding = holds_embedding(cfg, stage)
-    return (blocks_bytes(arch, cfg, layers, first_layer)
+    return (blocks_bytes(arch, cfg, layers, first_layer, blocks)
             + with_embedding * (embedding_bytes(arch, cfg) - unsaved_first_norm_bytes(arch, cfg))
             + rope_bytes(arch, cfg))
 
 
-def stage_head_bytes(arch: Architecture, cfg: TrainConfig, stage: int):
+def stage_head_bytes(arch: Architecture, cfg: TrainConfig, stage,
+                     blocks: BlockBytes | None = None):
     """Saved once, on the stage holding the head: the final norm and head input, MTP modules."""
-    return holds_head(cfg, stage) * (head_bytes(arch, cfg) + mtp_bytes(arch, cfg))
+    return holds_head(cfg, stage) * (head_bytes(arch, cfg) + mtp_bytes(arch, cfg, blocks))
 
 
 def stage_saved_bytes(arch: Architecture, cfg: TrainConfig, stage: int):
@@ -492,8 +520,9 @@ def stage_loss_bytes(arch: Architecture, cfg: TrainConfig, stage: int):
     return holds_head(cfg, stage) * (saved + logits_gradient_bytes(arch, cfg))
 
 
-def stage_recompute_bytes(arch: Architecture, cfg: TrainConfig, stage: int):
+def stage_recompute_bytes(arch: Architecture, cfg: TrainConfig, stage,
+                          blocks: BlockBytes | None = None):
     """Full recompute rebuilds one block's activations at a time during backward, after the
     loss gradient is freed (`recompute_working_bytes`)."""
     layers, first_layer = stage_layers(arch, cfg, stage)
-    return recompute_working_bytes(arch, cfg, layers, first_layer)
+    return recompute_working_bytes(arch, cfg, layers, first_layer, blocks)

@@ -136,7 +136,9 @@ def stage_shard(arch: model.Architecture, cfg: TrainConfig, stage: int) -> Stage
     tp, ep, etp = cfg.tp, cfg.ep, expert_tp(cfg)
     layers, first_layer = stage_layers(arch, cfg, stage)
     with_embedding, with_head = holds_embedding(cfg, stage), holds_head(cfg, stage)
-    blocks = model.layers_params(arch, layers, first_layer, tp, ep, etp)
+    # One dense and one MoE block on this rank: every run of blocks below is made of them.
+    kinds = model.block_kinds(arch, tp, ep, etp, cfg.lora_rank, cfg.lora_targets)
+    blocks = model.over_layers(arch, kinds, layers, first_layer)
     embedding = with_embedding * model.embedding_params(arch, tp)
     # The head's vocabulary dimension is split; its hidden dimension is the factored column.
     # Tied to the embedding, the head is the embedding's weight on a single stage; with pp > 1
@@ -146,27 +148,23 @@ def stage_shard(arch: model.Architecture, cfg: TrainConfig, stage: int) -> Stage
                            model.head_params(arch, tp))
     head = with_head * (head_weight + model.final_norm_params(arch))
     # Multi-token-prediction modules sit with the head (Megatron-LM: on the last stage).
-    mtp = model.mtp_params(arch, tp, ep, etp)
+    mtp = model.mtp_params(arch, tp, ep, etp, kinds)
     mtp_dense, mtp_expert = with_head * mtp.dense, with_head * mtp.expert
     base_dense = blocks.dense + embedding + head + mtp_dense
     base_expert = blocks.expert + mtp_expert
 
     # Leading frozen blocks (and the embedding, when any block is frozen) of a partial fine-tune.
     frozen_layers = xp.minimum(xp.maximum(cfg.frozen_layers - first_layer, 0), layers)
-    frozen = model.layers_params(arch, frozen_layers, first_layer, tp, ep, etp)
+    frozen = model.over_layers(arch, kinds, frozen_layers, first_layer)
     frozen_embedding = embedding * (cfg.frozen_layers > 0)
     full_dense = base_dense - frozen.dense - frozen_embedding
     full_expert = base_expert - frozen.expert
 
-    adapters = model.layers_lora_params(
-        arch, layers, first_layer, cfg.lora_rank, cfg.lora_targets, tp, ep, etp
-    )
-    adapters = xp.where(cfg.finetune == FULL, 0, adapters)
+    adapters = xp.where(cfg.finetune == FULL, 0, blocks.lora)
     is_full = cfg.finetune == FULL
 
-    factored_blocks = model.layers_factored_second_moment(
-        arch, layers - frozen_layers, first_layer + frozen_layers, tp, ep, etp
-    )
+    factored_blocks = model.over_layers(arch, kinds, layers - frozen_layers,
+                                        first_layer + frozen_layers).factored
     vocab_rows = arch.vocab_size / tp
     factored_embedding = (cfg.frozen_layers <= 0) * with_embedding * (
         vocab_rows + arch.hidden_size
@@ -176,13 +174,13 @@ def stage_shard(arch: model.Architecture, cfg: TrainConfig, stage: int) -> Stage
     factored_head = with_head * (
         untied_here * (vocab_rows + arch.hidden_size) + model.final_norm_params(arch)
     )
-    factored_mtp = with_head * model.mtp_factored_second_moment(arch, tp, ep, etp)
+    factored_mtp = with_head * model.mtp_factored_second_moment(arch, tp, ep, etp, kinds)
     full_factored = factored_blocks + factored_embedding + factored_head + factored_mtp
     expert_share = xp.where(full_dense + full_expert > 0, full_expert, 0) / xp.maximum(
         full_dense + full_expert, 1
     )
     # The heaviest block (the last one: MoE when the model has any) is one FSDP/ZeRO-3 unit.
-    unit = model.layers_params(arch, 1, arch.num_layers - 1, tp, ep, etp)
+    unit = model.over_layers(arch, kinds, 1, arch.num_layers - 1)
     # LoRA adapters are two small matrices each: r + in and r + out elements when factored.
     return StageShard(
         base_dense=base_dense,
@@ -198,8 +196,7 @@ def stage_shard(arch: model.Architecture, cfg: TrainConfig, stage: int) -> Stage
         frozen_dense=xp.where(is_full, base_dense - full_dense, base_dense),
         frozen_expert=xp.where(is_full, blocks.expert - full_expert, blocks.expert),
         block_linear_unit=unit.block_linear,
-        adapters_unit=xp.where(cfg.finetune == FULL, 0, model.layers_lora_params(
-            arch, 1, arch.num_layers - 1, cfg.lora_rank, cfg.lora_targets, tp, ep, etp)),
+        adapters_unit=xp.where(cfg.finetune == FULL, 0, unit.lora),
         head_linear=with_head * arch.vocab_size * arch.hidden_size / tp,
         root=embedding + head,
         root_trainable=embedding * (cfg.frozen_layers <= 0) + head,

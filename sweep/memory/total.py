@@ -221,11 +221,12 @@ def stage_memory(arch: Architecture, cfg: TrainConfig, hw: Hardware, stage: int,
     accumulating = states.transient_gradients * (cfg.grad_accum > 1)
     persistent = (states.weights + states.master_weights + states.gradients
                   + states.optimizer_states + communication)
-    per_microbatch = act.stage_microbatch_bytes(arch, cfg, stage)
+    blocks = act.block_bytes(arch, cfg)
+    per_microbatch = act.stage_microbatch_bytes(arch, cfg, stage, blocks)
     loss = act.stage_loss_bytes(arch, cfg, stage)
     # Full recompute's working block is alive after the loss gradient is freed.
-    after_loss = (act.stage_head_bytes(arch, cfg, stage)
-                  + xp.maximum(act.stage_recompute_bytes(arch, cfg, stage) - loss, 0))
+    after_loss = (act.stage_head_bytes(arch, cfg, stage, blocks)
+                  + xp.maximum(act.stage_recompute_bytes(arch, cfg, stage, blocks) - loss, 0))
     in_flight = act.in_flight_microbatches(cfg, stage)
     # What is built in backward and what the step needs are alive at different times.
     step_transient = xp.maximum(runtime.optimizer_step_bytes(shard, cfg),
