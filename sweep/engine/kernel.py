@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -575,5 +576,10 @@ def _compile(grid: Grid, layout: Layout, kept: Kept, devices, tables: Tables):
 
     sides_in = jax.tree_util.tree_map(
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=by_chunk), traced.out_info)
-    reduce_exec = per_device(reduce, P("chunks")).trace(sides_in).lower().compile()
-    return plan, traced.lower().compile(), reduce_exec
+    reduce_lowered = per_device(reduce, P("chunks")).trace(sides_in).lower()
+    terms_lowered = traced.lower()
+    # XLA compiles outside the GIL: the two programs compile side by side.
+    with ThreadPoolExecutor(1) as pool:
+        terms_exec = pool.submit(terms_lowered.compile)
+        reduce_exec = reduce_lowered.compile()
+        return plan, terms_exec.result(), reduce_exec
