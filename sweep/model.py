@@ -291,25 +291,15 @@ def final_norm_params(arch: Architecture):
 @jax.tree_util.register_dataclass
 @dataclass(frozen=True)
 class LayerParams:
-    """Parameters of a run of layers on one rank, split by how they are sharded.
+    """Parameters of one block or a run of layers on one rank, split by how they are sharded.
 
     `dense` is replicated across data-parallel ranks (sharded by ZeRO over dp); `expert` is the
     routed-expert part, already divided by the expert-parallel degree (sharded by ZeRO over the
     expert data-parallel group). `block_linear` is the part held in linear weights of the
-    blocks, what QLoRA quantises to NF4 and fp8 training stores in fp8.
+    blocks, what QLoRA quantises to NF4 and fp8 training stores in fp8. `factored`: Adafactor's
+    second-moment elements, `lora`: the LoRA adapters of rank r on the targeted linears (0
+    where not counted: `mtp_params` leaves them to `mtp_factored_second_moment`).
     """
-
-    dense: object
-    expert: object
-    block_linear: object
-
-
-@jax.tree_util.register_dataclass
-@dataclass(frozen=True)
-class BlockParams:
-    """Parameters of one block (or a run of blocks: `over_layers`) on one rank: `dense`,
-    `expert` and `block_linear` as in `LayerParams`, `factored` Adafactor's second-moment
-    elements, `lora` the LoRA adapters of rank r on the targeted linears."""
 
     dense: object
     expert: object
@@ -321,16 +311,16 @@ class BlockParams:
 @jax.tree_util.register_dataclass
 @dataclass(frozen=True)
 class BlockKinds:
-    """`BlockParams` of one dense and one MoE block on a rank: what every count over a run
+    """`LayerParams` of one dense and one MoE block on a rank: what every count over a run
     of blocks is made of (`over_layers`), computed once per rank and LoRA setting."""
 
-    dense: BlockParams
-    moe: BlockParams
+    dense: LayerParams
+    moe: LayerParams
 
 
 def kind_params(arch: Architecture, moe: bool, tp=1, ep=1, etp=None, lora_rank=0,
-                lora_targets=0) -> BlockParams:
-    """`BlockParams` of one block of a kind (dense or MoE) on one TP/EP rank.
+                lora_targets=0) -> LayerParams:
+    """`LayerParams` of one block of a kind (dense or MoE) on one TP/EP rank.
 
     Over the block's linears (`block_linears`): weights in_features·out_features (the split
     dimension divided by t, or by t_e for routed experts, whose count is divided by x),
@@ -352,7 +342,7 @@ def kind_params(arch: Architecture, moe: bool, tp=1, ep=1, etp=None, lora_rank=0
             lora = lora + (lora_target_bit(lora_targets, lin.lora_target)
                            * lin.lora_params(lora_rank, lin_tp, ep))
     norms = block_norm_params(arch)
-    return BlockParams(dense=weights + biases - expert + norms, expert=expert,
+    return LayerParams(dense=weights + biases - expert + norms, expert=expert,
                        block_linear=weights, factored=factored + norms, lora=lora)
 
 
@@ -363,8 +353,8 @@ def block_kinds(arch: Architecture, tp=1, ep=1, etp=None, lora_rank=0,
                         for moe in (False, True)))
 
 
-def over_layers(arch: Architecture, kinds: BlockKinds, layers, first_layer=0) -> BlockParams:
-    """`BlockParams` of `layers` consecutive blocks from `first_layer`: each dense and MoE
+def over_layers(arch: Architecture, kinds: BlockKinds, layers, first_layer=0) -> LayerParams:
+    """`LayerParams` of `layers` consecutive blocks from `first_layer`: each dense and MoE
     block (`moe_layer_count`) counted as its kind."""
     n_moe = moe_layer_count(arch, layers, first_layer)
     return jax.tree_util.tree_map(lambda dense, moe: (layers - n_moe) * dense + n_moe * moe,
@@ -379,8 +369,7 @@ def layers_params(
     Routed experts are split E/ep per rank and each expert by the expert tensor-parallel
     degree `etp` (Megatron-LM's default: etp = tp).
     """
-    run = over_layers(arch, block_kinds(arch, tp, ep, etp), layers, first_layer)
-    return LayerParams(dense=run.dense, expert=run.expert, block_linear=run.block_linear)
+    return over_layers(arch, block_kinds(arch, tp, ep, etp), layers, first_layer)
 
 
 def layers_factored_second_moment(
