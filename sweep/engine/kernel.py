@@ -1,11 +1,14 @@
 """The chunk kernel: one chunk of a grid (its outer axes fixed) decided and reduced on device.
 
-Sides. `fit_terms` gives each pipeline stage's pieces on the sub-grid of the axes they depend
-on. `split_terms` regroups them into a static side (terms of the parallel layout, ZeRO,
-precision, GPU, ...), laid out as a matrix of (shared, static-only) dimensions, and a dynamic
-side (batch, context, recompute, ...) as (shared, dynamic-only); `shared` are the inner axes
-both depend on. A configuration is one shared index, one static row and one dynamic column,
-and its fit margin is a few operations on them:
+Sides. `fit_terms` gives the pipeline stages' pieces on the sub-grid of the axes they depend
+on, every stage at once along a leading stage axis (a formula is traced once, not once per
+stage); the terms program returns them stacked, and the reduce program takes them apart and
+folds in the checks, A and the node's memory (`Sides.resolved`). `split_terms` regroups
+them into a static side (terms of the parallel layout, ZeRO, precision, GPU, ...), laid
+out as a matrix of (shared, static-only) dimensions, and a dynamic side (batch, context,
+recompute, ...) as (shared, dynamic-only); `shared` are the inner axes both depend on. A
+configuration is one shared index, one static row and one dynamic column, and its fit
+margin is a few operations on them:
 
     margin = max over stages of max(backward + dynamic, step) - A
 
@@ -34,6 +37,7 @@ mask in `KernelPlan.permutation` order.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from collections.abc import Callable
@@ -55,7 +59,8 @@ from sweep.enumerate import (
     layout_constraints,
 )
 from sweep.grid import Grid
-from sweep.memory.total import fit_terms
+from sweep.memory.shard import stage_values
+from sweep.memory.total import fit_terms, node_limits
 from sweep.outputs import OfMargin, OfTime
 from sweep.validity import grouped_microbatches, microbatches_ok
 
@@ -68,9 +73,11 @@ NO_RANK = np.iinfo(np.int32).max  # the rank of a cell where nothing fits
 @dataclass(frozen=True)
 class StageSides:
     """One stage's terms. Static: `backward` (base, plus the accumulated gradients when m is
-    known) - A, `step` - A, both +inf where a static check fails; with a global batch also
-    `accumulated` and `cap`. Dynamic: `dynamic` (the whole dynamic part when m is known, else
-    `once`), +inf where a dynamic check fails; with a global batch `per_microbatch`."""
+    known) and `step`, less A and +inf where a static check fails (or the node's memory does
+    not hold `host` and `nvme`, the bytes it puts there) once `Sides.resolved`; with a global
+    batch also `accumulated` and `cap`. Dynamic: `dynamic` (the whole dynamic part when m is
+    known, else `once`), +inf where a dynamic check fails once resolved; with a global batch
+    `per_microbatch`."""
 
     backward: object
     step: object
@@ -78,6 +85,8 @@ class StageSides:
     accumulated: object = 0.0
     cap: object = 1.0
     per_microbatch: object = 0.0
+    host: object = 0.0
+    nvme: object = 0.0
 
 
 @jax.tree_util.register_dataclass
@@ -109,24 +118,78 @@ class Value:
 @jax.tree_util.register_dataclass
 @dataclass(frozen=True)
 class Sides:
-    stages: tuple[StageSides, ...]
+    """`stages`: one `StageSides` per pipeline stage, or (as `split_terms` and the terms
+    program give them) one whose leaves hold every stage along a leading axis, of size 1
+    where a term is the same on every stage (`unstacked` takes them apart). The checks and
+    A are folded into the stage terms by `resolved`: the terms program leaves that to the
+    reduce program, so that each term is computed on its own sub-grid (XLA would otherwise
+    fuse a term's whole formula into the loop over the checks' larger grid)."""
+
+    stages: tuple[StageSides, ...] | StageSides
     tolerance: object  # static: NEAR·A
     value: Value
     batch: GlobalBatch | None
+    static_checks: tuple = ()  # each on its own sub-grid; all must hold
+    dynamic_checks: tuple = ()
+    allocatable: object = 0.0  # static: A
+    node_limits: tuple = (np.inf, np.inf)  # static: the node's host RAM and NVMe bytes
+
+    def resolved(self) -> Sides:
+        """One `StageSides` per stage with the static terms less A, +inf where a static check
+        fails or the node cannot hold the stage's host and NVMe bytes, and the dynamic term
+        +inf where a dynamic check fails."""
+        static_ok, dynamic_ok = _all(self.static_checks), _all(self.dynamic_checks)
+        host_limit, nvme_limit = self.node_limits
+
+        def resolve(s: StageSides) -> StageSides:
+            ok = static_ok & (s.host <= host_limit) & (s.nvme <= nvme_limit)
+            return dataclasses.replace(
+                s, backward=xp.where(ok, s.backward - self.allocatable, np.inf),
+                step=xp.where(ok, s.step - self.allocatable, np.inf),
+                dynamic=xp.where(dynamic_ok, s.dynamic, np.inf), host=0.0, nvme=0.0)
+
+        return dataclasses.replace(
+            self, stages=tuple(resolve(s) for s in self.unstacked().stages), static_checks=(),
+            dynamic_checks=(), allocatable=0.0, node_limits=(np.inf, np.inf))
+
+    def unstacked(self) -> Sides:
+        """The sides with one `StageSides` per stage (arrays or their shapes)."""
+        if isinstance(self.stages, tuple):
+            return self
+        n_stages = max(np.shape(a)[0] for a in jax.tree_util.tree_leaves(self.stages))
+
+        def view(a, i):
+            j = i if np.shape(a)[0] > 1 else 0
+            if isinstance(a, jax.ShapeDtypeStruct):
+                return jax.ShapeDtypeStruct(a.shape[1:], a.dtype)
+            return a[j]
+
+        stages = tuple(jax.tree_util.tree_map(lambda a, i=i: view(a, i), self.stages)
+                       for i in range(n_stages))
+        return dataclasses.replace(self, stages=stages)
 
     def map(self, static: Callable, dynamic: Callable) -> Sides:
-        """The sides with `static` applied to every static term and `dynamic` to every
-        dynamic one (the atoms of a time objective are left as they are)."""
+        """The sides, one `StageSides` per stage, with `static` applied to every static term
+        and `dynamic` to every dynamic one (the atoms of a time objective are left as they
+        are)."""
         stages = tuple(StageSides(static(s.backward), static(s.step), dynamic(s.dynamic),
                                   static(s.accumulated), static(s.cap),
-                                  dynamic(s.per_microbatch)) for s in self.stages)
+                                  dynamic(s.per_microbatch), static(s.host), static(s.nvme))
+                       for s in self.unstacked().stages)
         v = self.value
         value = Value(None if v.scale is None else static(v.scale), static(v.static),
                       dynamic(v.dynamic), v.atoms)
         batch = None if self.batch is None else GlobalBatch(
             dynamic(self.batch.per_replica), static(self.batch.inverse_replicas),
             static(self.batch.replicas), static(self.batch.grouped), static(self.batch.pp))
-        return Sides(stages, static(self.tolerance), value, batch)
+        def static_unless_constant(a):
+            return a if isinstance(a, float) else static(a)
+
+        return Sides(stages, static(self.tolerance), value, batch,
+                     tuple(static(c) for c in self.static_checks),
+                     tuple(dynamic(c) for c in self.dynamic_checks),
+                     static_unless_constant(self.allocatable),
+                     tuple(static_unless_constant(a) for a in self.node_limits))
 
     def side_dims(self) -> tuple[set[int], set[int]]:
         """The dimensions the static terms vary along, and those the dynamic ones do."""
@@ -144,21 +207,32 @@ def dims(*arrays) -> set[int]:
     return out
 
 
-def _place_checks(checks, static_dims: set, dynamic_dims: set):
-    """(static_ok, dynamic_ok): each check joins the side that has all its axes; one that
-    needs axes of both sides joins the static side, whose rows then span those axes too (they
-    become shared)."""
-    static_ok, dynamic_ok = True, True
+def _all(checks):
+    """True where every check holds (a check is a bool, or a number that is 0 where it
+    fails)."""
+    ok = True
     for check in checks:
+        ok = ok & (check != 0)
+    return ok
+
+
+def _place_checks(checks, static_dims: set, dynamic_dims: set):
+    """(static checks, dynamic checks): each check joins the side that has all its axes; one
+    that needs axes of both sides joins the static side, whose rows then span those axes too
+    (they become shared). Constant checks that hold are dropped."""
+    static, dynamic = [], []
+    for check in checks:
+        if check is True:
+            continue
         need = dims(check)
         if not need & (dynamic_dims - static_dims):
-            static_ok = static_ok & check
+            static.append(check)
         elif not need & (static_dims - dynamic_dims):
-            dynamic_ok = dynamic_ok & check
+            dynamic.append(check)
         else:
-            static_ok = static_ok & check
+            static.append(check)
             static_dims |= need
-    return static_ok, dynamic_ok
+    return tuple(static), tuple(dynamic)
 
 
 def _objective_value(grid: Grid, arch, cfg, hw, dynamic_only: set) -> Value:
@@ -198,37 +272,42 @@ def split_terms(grid: Grid, arch, cfg, hw) -> Sides:
                             xp.materialize(grouped_microbatches(cfg) * 1.0), cfg.pp * 1.0)
     terms = fit_terms(arch, cfg, hw, frameworks)
     known_m = batch is None
-    parts = [p.parts(cfg.grad_accum) for p in terms.stages] if known_m else None
+    pieces, axis = terms.stages, terms.stage_axis  # every stage along axis 0
+    parts = pieces.parts(cfg.grad_accum) if known_m else None
     if known_m:
-        static_dims = dims(*[p.backward for p in parts], *[p.step for p in parts])
-        dynamic_dims = dims(*[p.dynamic for p in parts])
+        views = stage_values(parts, axis)
+        static_dims = dims(*[p.backward for p in views], *[p.step for p in views])
+        dynamic_dims = dims(*[p.dynamic for p in views])
     else:
-        static_dims = dims(*[p.base for p in terms.stages], *[p.step for p in terms.stages],
-                           *[p.accumulated for p in terms.stages],
-                           *[p.in_flight_cap for p in terms.stages], batch.replicas)
-        dynamic_dims = dims(*[p.per_microbatch for p in terms.stages],
-                            *[p.once for p in terms.stages], batch.per_replica)
-    checks = [*terms.checks.values(), terms.host_ok, layout_constraints(grid, cfg, hw)]
-    static_ok, dynamic_ok = _place_checks(checks, static_dims, dynamic_dims)
+        views = stage_values(pieces, axis)
+        static_dims = dims(*[p.base for p in views], *[p.step for p in views],
+                           *[p.accumulated for p in views],
+                           *[p.in_flight_cap for p in views], batch.replicas)
+        dynamic_dims = dims(*[p.per_microbatch for p in views],
+                            *[p.once for p in views], batch.per_replica)
+    host, nvme = terms.host_bytes_per_node, terms.nvme_bytes_per_node
+    static_dims |= dims(*jax.tree_util.tree_leaves(stage_values((host, nvme), axis)))
+    checks = [*terms.checks.values(), layout_constraints(grid, cfg, hw)]
+    static_checks, dynamic_checks = _place_checks(checks, static_dims, dynamic_dims)
     allocatable = terms.allocatable_bytes
-
-    def static_side(a):
-        return xp.materialize(xp.where(static_ok, a - allocatable, np.inf))
-
-    def dynamic_side(a):
-        return xp.materialize(xp.where(dynamic_ok, a, np.inf))
-
-    stages = []
-    for i, pieces in enumerate(terms.stages):
-        if known_m:
-            stages.append(StageSides(static_side(parts[i].backward), static_side(parts[i].step),
-                                     dynamic_side(parts[i].dynamic)))
-        else:
-            stages.append(StageSides(static_side(pieces.base), static_side(pieces.step),
-                                     dynamic_side(pieces.once), pieces.accumulated,
-                                     pieces.in_flight_cap, pieces.per_microbatch))
+    # The stages stay stacked, and host and NVMe bytes are compared with the node's in the
+    # reduce program: XLA evaluates each term once for all stages (as per-stage outputs, or
+    # taken apart here, it would fuse the whole formula into each).
+    if known_m:
+        stages = StageSides(parts.backward, parts.step, parts.dynamic, host=host, nvme=nvme)
+    else:
+        stages = StageSides(pieces.base, pieces.step, pieces.once, pieces.accumulated,
+                            pieces.in_flight_cap, pieces.per_microbatch, host, nvme)
+    stages = jax.tree_util.tree_map(lambda a: _with_stage_axis(a, axis.ndim), stages)
     value = _objective_value(grid, arch, cfg, hw, dynamic_dims - static_dims)
-    return Sides(tuple(stages), xp.materialize(NEAR * allocatable), value, batch)
+    return Sides(stages, xp.materialize(NEAR * allocatable), value, batch, static_checks,
+                 dynamic_checks, allocatable, node_limits(hw))
+
+
+def _with_stage_axis(a, ndim: int):
+    """`a` with its leading stage axis, of size 1 where it is the same on every stage."""
+    shape = np.shape(a)
+    return xp.namespace(a).reshape(a, (1,) * (ndim - len(shape)) + shape)
 
 
 class ChunkResult(NamedTuple):
@@ -405,6 +484,7 @@ def reduce_chunk(sides: Sides, plan: KernelPlan, shape, inner, kept: Kept,
     c_size, s_size, d_size = (math.prod(shape[i] for i in g)
                               for g in (shared, static_only, dynamic_only))
     n_rows = c_size * s_size
+    sides = sides.resolved()
     mats = sides.map(lambda a: matrix(a, shared, static_only, shape).reshape(-1),
                      lambda a: matrix(a, shared, dynamic_only, shape))
     if time_of is not None:
@@ -538,6 +618,13 @@ def compile_kernel(grid: Grid, layout: Layout, kept: Kept, devices) -> Kernel:
     return Kernel(plan, terms, reduce, time.perf_counter() - started)
 
 
+def _program_output(x):
+    """A term as the terms program returns it: float32 (checks stay bool), a leading device
+    axis."""
+    x = jnp.asarray(x)
+    return (x if x.dtype == jnp.bool_ else x.astype(jnp.float32))[None]
+
+
 def _compile(grid: Grid, layout: Layout, kept: Kept, devices, tables: Tables):
     """(plan, terms, reduce): the two compiled programs of `Kernel` and the plan read from the
     traced terms' shapes."""
@@ -560,7 +647,7 @@ def _compile(grid: Grid, layout: Layout, kept: Kept, devices, tables: Tables):
     def terms(indices, arrays):
         arch, cfg, hw = broadcast_inputs(tables, layout, indices[0], arrays, jnp)
         sides = split_terms(grid, arch, cfg, hw)
-        return jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32)[None], sides)
+        return jax.tree_util.tree_map(_program_output, sides)
 
     indices = jax.ShapeDtypeStruct((len(devices), layout.outer), jnp.int32)
     traced = per_device(terms, (P("chunks"), P())).trace(indices,

@@ -38,7 +38,14 @@ from sweep import vocabulary as vocab
 from sweep import xp
 from sweep.config import TrainConfig
 from sweep.memory import bytes as b
-from sweep.memory.shard import FIRST, FULL, MIDDLE, holds_embedding, holds_head, stage_layers
+from sweep.memory.shard import (
+    FIRST,
+    FULL,
+    by_stage,
+    holds_embedding,
+    holds_head,
+    stage_layers,
+)
 from sweep.model import (
     PARALLEL_SHARED_NORM,
     PARALLEL_TWO_NORMS,
@@ -399,7 +406,7 @@ def logits_gradient_bytes(arch: Architecture, cfg: TrainConfig):
     return xp.where(cfg.fused_cross_entropy > 0, 0, grad)
 
 
-def in_flight_cap(cfg: TrainConfig, stage: int = FIRST):
+def in_flight_cap(cfg: TrainConfig, stage=FIRST):
     """m_cap such that the first, middle or last pipeline stage holds min(m_cap, m)
     micro-batches' activations at once (in whole-stage equivalents), m = grad_accum
     micro-batches per step, from Megatron-LM's warm-up counts
@@ -411,11 +418,11 @@ def in_flight_cap(cfg: TrainConfig, stage: int = FIRST):
     p + (p - 1)/v stages on the first (Korthikanti et al. 2022 §4.2.3: p·(1 + (p - 1)/(p·v)))
     and ((v - 1)·p + 1)/v on the last. Without pipelining m_cap = 1."""
     p, v = cfg.pp, cfg.vpp
-    rank_behind = {FIRST: p - 1, MIDDLE: p - 2}.get(stage, 0)  # p - i - 1, i = 0, 1, p - 1
+    rank_behind = by_stage(stage, p - 1, p - 2, 0)  # p - i - 1, i = 0, 1, p - 1
     return xp.where(v > 1, (2 * rank_behind + (v - 1) * p + 1) / v, rank_behind + 1)
 
 
-def in_flight_microbatches(cfg: TrainConfig, stage: int = FIRST):
+def in_flight_microbatches(cfg: TrainConfig, stage=FIRST):
     """Micro-batches in flight on a pipeline stage: min(`in_flight_cap`, grad_accum)."""
     return xp.minimum(in_flight_cap(cfg, stage), cfg.grad_accum)
 
@@ -504,7 +511,7 @@ def stage_head_bytes(arch: Architecture, cfg: TrainConfig, stage,
     return holds_head(cfg, stage) * (head_bytes(arch, cfg) + mtp_bytes(arch, cfg, blocks))
 
 
-def stage_saved_bytes(arch: Architecture, cfg: TrainConfig, stage: int):
+def stage_saved_bytes(arch: Architecture, cfg: TrainConfig, stage):
     """Saved activations the first (`stage` 0) or last (1) pipeline stage holds at the start
     of backward: `stage_microbatch_bytes` for every micro-batch in flight
     (`in_flight_microbatches`) and `stage_head_bytes`. The loss side is `stage_loss_bytes`."""
@@ -512,7 +519,7 @@ def stage_saved_bytes(arch: Architecture, cfg: TrainConfig, stage: int):
             + stage_head_bytes(arch, cfg, stage))
 
 
-def stage_loss_bytes(arch: Architecture, cfg: TrainConfig, stage: int):
+def stage_loss_bytes(arch: Architecture, cfg: TrainConfig, stage):
     """Loss-side tensors at the start of backward on the stage holding the head: the saved
     softmax and targets of the main loss and of each MTP module's loss, and one loss
     gradient's temporaries (`logits_gradient_bytes`)."""

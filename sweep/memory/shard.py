@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import jax
+import numpy as np
 
 from sweep import model, xp
 from sweep import vocabulary as vocab
@@ -111,28 +112,54 @@ def stage_layer_counts(arch: model.Architecture, cfg: TrainConfig):
     return (xp.where(single, L, first), xp.where(single, L, middle), xp.where(single, L, last))
 
 
-def stage_layers(arch: model.Architecture, cfg: TrainConfig, stage: int):
+def by_stage(stage, first, middle, last):
+    """The value of `first`, `middle` or `last` for a stage code (`FIRST`, `MIDDLE`, `LAST`),
+    or for every code of a stage array (`stage_axis`): one evaluation of a formula then
+    covers every stage, each along the array's leading axis."""
+    if isinstance(stage, int):
+        return {FIRST: first, MIDDLE: middle, LAST: last}[stage]
+    return xp.where(stage == FIRST, first, xp.where(stage == MIDDLE, middle, last))
+
+
+def stage_axis(codes, like) -> np.ndarray:
+    """The stage codes as an array that broadcasts ahead of every input in `like` (a pytree
+    of arrays and numbers): shape (len(codes), 1, ..., 1), one 1 per dimension of the widest
+    input. A formula given it for `stage` returns each stage's value along axis 0 where it
+    depends on the stage (`stage_values` takes them apart)."""
+    ndim = max((np.ndim(leaf) for leaf in jax.tree_util.tree_leaves(like)), default=0)
+    return np.asarray(codes).reshape((len(codes),) + (1,) * ndim)
+
+
+def stage_values(tree, stages: np.ndarray) -> list:
+    """One pytree per stage of `stages` (`stage_axis`): a leaf with the leading stage axis is
+    indexed, one without it (independent of the stage) is shared."""
+    ndim = stages.ndim
+    return [jax.tree_util.tree_map(lambda leaf, i=i: leaf[i] if np.ndim(leaf) == ndim else leaf,
+                                   tree) for i in range(stages.shape[0])]
+
+
+def stage_layers(arch: model.Architecture, cfg: TrainConfig, stage):
     """(number of blocks, index of the first block) on the first, middle or last stage."""
     first, middle, last = stage_layer_counts(arch, cfg)
-    if stage == FIRST:
-        return first, 0
-    if stage == MIDDLE:
-        return middle, first
-    return last, arch.num_layers - last
+    return (by_stage(stage, first, middle, last),
+            by_stage(stage, 0, first, arch.num_layers - last))
 
 
-def holds_embedding(cfg: TrainConfig, stage: int):
+def holds_embedding(cfg: TrainConfig, stage):
     """The first stage holds the input embedding (every stage when pp = 1)."""
-    return 1 if stage == FIRST else cfg.pp == 1
+    single = cfg.pp == 1
+    return by_stage(stage, 1, single, single)
 
 
-def holds_head(cfg: TrainConfig, stage: int):
+def holds_head(cfg: TrainConfig, stage):
     """The last stage holds the final norm and the head (every stage when pp = 1)."""
-    return 1 if stage == LAST else cfg.pp == 1
+    single = cfg.pp == 1
+    return by_stage(stage, single, single, 1)
 
 
-def stage_shard(arch: model.Architecture, cfg: TrainConfig, stage: int) -> StageShard:
-    """Parameters on one GPU of the first (`FIRST`) or last (`LAST`) pipeline stage."""
+def stage_shard(arch: model.Architecture, cfg: TrainConfig, stage) -> StageShard:
+    """Parameters on one GPU of the first (`FIRST`), middle or last (`LAST`) pipeline stage
+    (or of every stage of a `stage_axis`)."""
     tp, ep, etp = cfg.tp, cfg.ep, expert_tp(cfg)
     layers, first_layer = stage_layers(arch, cfg, stage)
     with_embedding, with_head = holds_embedding(cfg, stage), holds_head(cfg, stage)

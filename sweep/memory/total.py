@@ -25,7 +25,16 @@ from sweep.memory.model_states import (
     ModelStates,
     model_states,
 )
-from sweep.memory.shard import FIRST, FULL, LAST, MIDDLE, holds_head, stage_shard
+from sweep.memory.shard import (
+    FIRST,
+    FULL,
+    LAST,
+    MIDDLE,
+    holds_head,
+    stage_axis,
+    stage_shard,
+    stage_values,
+)
 from sweep.model import Architecture
 from sweep.validity import checks as validity_checks
 from sweep.validity import invalid_reasons
@@ -80,6 +89,7 @@ BACKWARD, STEP = (PHASES.index(name) for name in PHASES)
 ABSENT_BYTES = -1e30
 
 
+@jax.tree_util.register_dataclass
 @dataclass(frozen=True)
 class StageParts:
     """A stage's allocated bytes in its two peaks, max(backward + dynamic, step): `backward` the
@@ -92,6 +102,7 @@ class StageParts:
     step: object
 
 
+@jax.tree_util.register_dataclass
 @dataclass(frozen=True)
 class StagePieces:
     """`StageParts` as functions of m = grad_accum, the micro-batches per step:
@@ -113,6 +124,7 @@ class StagePieces:
         return StageParts(xp.materialize(backward), xp.materialize(dynamic), self.step)
 
 
+@jax.tree_util.register_dataclass
 @dataclass(frozen=True)
 class Stage:
     """One pipeline stage: its components in each phase, totals, node memory, parts."""
@@ -137,12 +149,16 @@ class Stage:
 
 @dataclass(frozen=True)
 class FitTerms:
-    """What deciding `fits` needs, each term on the sub-grid of its own axes: per stage its
-    pieces, the allocatable bytes, node memory, validity checks."""
+    """What deciding `fits` needs, each term on the sub-grid of its own axes: every evaluated
+    stage's pieces and its host and NVMe bytes per node (to compare with the node's,
+    `node_limits`) along the leading axis of `stage_axis` (`shard.stage_values` takes them
+    apart), the allocatable bytes, validity checks."""
 
-    stages: tuple[StagePieces, ...]
+    stages: StagePieces
+    stage_axis: np.ndarray
     allocatable_bytes: object
-    host_ok: object
+    host_bytes_per_node: object
+    nvme_bytes_per_node: object
     checks: dict
 
 
@@ -152,11 +168,11 @@ def fit_terms(arch: Architecture, cfg: TrainConfig, hw: Hardware,
     max(backward + dynamic, step) <= A = (C - O)·(1 - φ) on both stages (C capacity, O runtime
     overhead, φ fragmentation: docs/notation.md). The sweep combines them with few operations
     per configuration."""
-    stages = [stage_memory(arch, cfg, hw, stage, frameworks) for stage in evaluated_stages(cfg)]
+    codes = stage_axis(evaluated_stages(cfg), (arch, cfg, hw))
+    stacked = stage_memory(arch, cfg, hw, codes, frameworks)
     capacity = hw.memory_bytes * hw.usable_fraction
     allocatable = (capacity - hw.runtime_overhead_bytes) * (1 - cfg.fragmentation)
-    host_ok = node_fits(_largest(s.host for s in stages), _largest(s.nvme for s in stages), hw)
-    return FitTerms(tuple(s.pieces for s in stages), allocatable, host_ok,
+    return FitTerms(stacked.pieces, codes, allocatable, stacked.host, stacked.nvme,
                     validity_checks(arch, cfg, hw))
 
 
@@ -171,6 +187,14 @@ def evaluated_stages(cfg: TrainConfig) -> tuple[int, ...]:
     return (FIRST, LAST) if even else (FIRST, LAST, MIDDLE)
 
 
+def every_stage(arch: Architecture, cfg: TrainConfig, hw: Hardware,
+                frameworks=tuple(PROFILES)) -> list[Stage]:
+    """`stage_memory` of each of the `evaluated_stages`, from one evaluation over a stage axis
+    (`shard.stage_axis`): a swept formula is traced once, not once per stage."""
+    stages = stage_axis(evaluated_stages(cfg), (arch, cfg, hw))
+    return stage_values(stage_memory(arch, cfg, hw, stages, frameworks), stages)
+
+
 def _largest(values):
     values = list(values)
     out = values[0]
@@ -179,9 +203,15 @@ def _largest(values):
     return out
 
 
+def node_limits(hw: Hardware) -> tuple:
+    """(host RAM, NVMe) bytes of one node, for what is offloaded to it."""
+    return hw.host_memory_bytes_per_node, hw.nvme_bytes_per_node
+
+
 def node_fits(host_bytes, nvme_bytes, hw: Hardware):
     """The node's RAM holds what is offloaded to it, and its NVMe what goes to NVMe."""
-    return (host_bytes <= hw.host_memory_bytes_per_node) & (nvme_bytes <= hw.nvme_bytes_per_node)
+    host_limit, nvme_limit = node_limits(hw)
+    return (host_bytes <= host_limit) & (nvme_bytes <= nvme_limit)
 
 
 def framework_architecture(arch: Architecture, cfg: TrainConfig) -> Architecture:
@@ -194,9 +224,10 @@ def framework_architecture(arch: Architecture, cfg: TrainConfig) -> Architecture
     return arch.replace(vocab_size=xp.where(cfg.framework == MEGATRON, padded, arch.vocab_size))
 
 
-def stage_memory(arch: Architecture, cfg: TrainConfig, hw: Hardware, stage: int,
+def stage_memory(arch: Architecture, cfg: TrainConfig, hw: Hardware, stage,
                  frameworks=tuple(PROFILES)) -> Stage:
-    """Every GPU component of one pipeline stage in the step's two peaks, and the total.
+    """Every GPU component of one pipeline stage in the step's two peaks, and the total (of
+    every stage along axis 0 for a stage array, `shard.stage_axis`).
 
     The start of the backward pass holds the model states and buffers that persist, what the
     forward pass gathered (ZeRO-3/FSDP units, autocast's weight casts), the gradients of
@@ -263,8 +294,8 @@ def stage_memory(arch: Architecture, cfg: TrainConfig, hw: Hardware, stage: int,
     }
     host = training * states.host_bytes_per_node
     nvme = training * states.nvme_bytes_per_node
-    if stage == MIDDLE:  # a middle stage exists only with pp > 2
-        exists = cfg.pp > 2
+    if not isinstance(stage, int) or stage == MIDDLE:  # a middle stage exists only with pp > 2
+        exists = (stage != MIDDLE) | (cfg.pp > 2)
         pieces = {k: xp.where(exists, v, ABSENT_BYTES if k in ("base", "step") else 0)
                   for k, v in pieces.items()}
         host, nvme = (xp.where(exists, x, 0) for x in (host, nvme))
@@ -324,7 +355,7 @@ def estimate(arch: Architecture, cfg: TrainConfig, hw: Hardware) -> Estimate:
     NVMe bytes <= the node's NVMe.
     """
     codes = evaluated_stages(cfg)
-    stages = [stage_memory(arch, cfg, hw, stage) for stage in codes]
+    stages = every_stage(arch, cfg, hw)
     chosen = stages[0]
     components, code = chosen.components, FIRST
     total, params_on_gpu, phase = chosen.total, chosen.params_on_gpu, chosen.peak_phase
