@@ -15,11 +15,14 @@ import numpy as np
 
 from sweep.engine.exact import evaluate_flat
 from sweep.engine.kernel import (
+    at_rows,
     atom_readers,
+    live_rows,
     margin_of,
     matrix,
     plan_of,
     read_atoms,
+    row_coordinates,
     split_terms,
     time_value,
 )
@@ -41,26 +44,23 @@ def structured_chunk(grid, layout, kept, tables, chunk: int):
     shared, static_only, dynamic_only = plan.shared, plan.static_only, plan.dynamic_only
     c_size, s_size, d_size = (math.prod(shape[i] for i in g)
                               for g in (shared, static_only, dynamic_only))
-    mats = sides.map(lambda a: _matrix(a, shared, static_only, shape).reshape(-1),
-                     lambda a: _matrix(a, shared, dynamic_only, shape))
+    terms = sides.map(lambda a: np.asarray(a, np.float64),
+                      lambda a: _matrix(a, shared, dynamic_only, shape))
     time_of = time_value(grid)
     if time_of is not None:
         readers, treedef = atom_readers(sides.value.atoms, plan, shape, np, np.float64)
-    best_case = -np.inf
-    for stage in mats.stages:
-        low = stage.dynamic + (stage.per_microbatch if sides.batch is not None else 0)
-        low = np.repeat(low.min(axis=1), s_size)
-        best_case = np.maximum(best_case, np.maximum(stage.backward + low, stage.step))
-    live_rows = np.flatnonzero(best_case <= mats.tolerance)
+    alive = np.flatnonzero(live_rows(sides, plan, shape, np))
     ck, sk, dk = ([i for i in g if i in keep] for g in (shared, static_only, dynamic_only))
     c_kept, s_kept, d_kept = (math.prod(shape[i] for i in g) for g in (ck, sk, dk))
     c_rest, s_rest, d_rest = c_size // c_kept, s_size // s_kept, d_size // d_kept
     best = np.full((s_kept, c_kept, d_kept), -np.inf)
     count = np.zeros((s_kept, c_kept, d_kept), np.int64)
-    for start in range(0, len(live_rows), plan.rows_per_block):
-        rows = live_rows[start:start + plan.rows_per_block]
+    for start in range(0, len(alive), plan.rows_per_block):
+        rows = alive[start:start + plan.rows_per_block]
         c, s = rows // s_size, rows % s_size
-        one = mats.map(lambda a: a[rows][:, None], lambda a: a[c])  # noqa: B023
+        coords = row_coordinates(rows, plan, shape)
+        one = terms.map(lambda a: at_rows(a, coords, shape, np, np.float64)[:, None],  # noqa: B023
+                        lambda a: a[c])  # noqa: B023
         ok = True
         m = None
         if sides.batch is not None:
@@ -73,7 +73,7 @@ def structured_chunk(grid, layout, kept, tables, chunk: int):
         fits = np.broadcast_to((margin <= 0) & ok, margin.shape)
         value = one.value.static * one.value.dynamic
         if time_of is not None:  # a time objective: its atoms read per configuration
-            value = time_of(read_atoms(readers, treedef, rows, c), m)
+            value = time_of(read_atoms(readers, treedef, coords, c, shape), m)
         if one.value.scale is not None:
             value = value + one.value.scale * margin
         value = np.where(fits, np.broadcast_to(value, fits.shape), -np.inf)

@@ -423,13 +423,66 @@ def time_value(grid: Grid) -> Callable | None:
     return lambda atoms, m: sign * quantity.device.value(atoms, m, grid.token_budget)
 
 
+def live_rows(sides: Sides, plan: KernelPlan, shape, namespace=jnp):
+    """Per row (shared, static-only index): whether even its smallest dynamic column could
+    fit. With a global batch m >= 1 and min(cap, m) >= 1, so per_microbatch + once bounds the
+    dynamic part from below. Computed on the terms' own broadcast shapes, then laid out as
+    rows once (a transpose per term would cost more than the whole test)."""
+    n = len(shape)
+    best_case = -np.inf
+    for stage in sides.stages:
+        low = stage.dynamic + (stage.per_microbatch if sides.batch is not None else 0)
+        low = namespace.asarray(low)
+        low = low.reshape((1,) * (n - low.ndim) + low.shape)
+        low = namespace.min(low, axis=tuple(plan.dynamic_only), keepdims=True)
+        best_case = namespace.maximum(best_case,
+                                      namespace.maximum(stage.backward + low, stage.step))
+    alive = best_case <= sides.tolerance
+    return matrix(alive, plan.shared, plan.static_only, shape, namespace, bool).reshape(-1)
+
+
+def row_coordinates(rows, plan: KernelPlan, shape) -> dict:
+    """Each row's index along every shared and static-only dimension (a row is
+    shared index · static-only size + static-only index, each row-major over its group)."""
+    s_size = math.prod(shape[i] for i in plan.static_only)
+    coords = {}
+    for group, index in ((plan.shared, rows // s_size), (plan.static_only, rows % s_size)):
+        stride = 1
+        for i in reversed(group):
+            coords[i] = (index // stride) % shape[i]
+            stride *= shape[i]
+    return coords
+
+
+def own_index(coords: dict, axes, shape):
+    """The row-major index over `axes` (sizes from `shape`) of each row's coordinates."""
+    index, stride = 0, 1
+    for i in reversed(axes):
+        index = index + coords[i] * stride
+        stride *= shape[i]
+    return index
+
+
+def at_rows(array, coords: dict, shape, namespace=jnp, dtype=jnp.float32):
+    """A static term's value at each row: read from its own sub-grid, never laid out over
+    every row of the chunk."""
+    n = len(shape)
+    a = namespace.asarray(array, dtype)
+    a = a.reshape((1,) * (n - a.ndim) + a.shape)
+    own = [i for i in range(n) if a.shape[i] > 1]
+    rows = next(iter(coords.values())) if coords else np.zeros(1, np.int32)
+    if not own:
+        return namespace.broadcast_to(a.reshape(()), np.shape(rows))
+    return a.reshape(-1)[own_index(coords, own, a.shape)]
+
+
 def atom_readers(atoms, plan: KernelPlan, shape, namespace=jnp, dtype=jnp.float32
                  ) -> tuple[list, object]:
     """For every atom of a time objective, how a block of rows reads it: ("static", one
-    value per row), ("dynamic", a column vector per shared index) or, for an atom that
-    varies along static-only and dynamic-only axes at once, ("mixed", its own rows x every
-    column, the index of its row for each row of the chunk); and the pytree's structure
-    (`namespace`, `dtype`: as `matrix`)."""
+    value per row, `at_rows`), ("dynamic", a column vector per shared index) or, for an atom
+    that varies along static-only and dynamic-only axes at once, ("mixed", its own rows x
+    every column, with its row axes); and the pytree's structure (`namespace`, `dtype`: as
+    `matrix`)."""
 
     def as_matrix(a, rows, cols):
         return matrix(a, rows, cols, shape, namespace, dtype)
@@ -437,38 +490,34 @@ def atom_readers(atoms, plan: KernelPlan, shape, namespace=jnp, dtype=jnp.float3
     leaves, treedef = jax.tree_util.tree_flatten(atoms)
     shared, static_only, dynamic_only = plan.shared, plan.static_only, plan.dynamic_only
     row_axes = (*shared, *static_only)
-    coords = np.unravel_index(np.arange(math.prod(shape[i] for i in row_axes)),
-                              [shape[i] for i in row_axes]) if row_axes else ()
     readers = []
     for a in leaves:
         d = dims(a)
         if not d:
             readers.append(("scalar", namespace.asarray(a, dtype).reshape(())))
         elif not d & set(dynamic_only):
-            readers.append(("static", as_matrix(a, shared, static_only).reshape(-1)))
+            readers.append(("static", namespace.asarray(a, dtype)))
         elif not d & set(static_only):
             readers.append(("dynamic", as_matrix(a, shared, dynamic_only)))
         else:
-            own = [i for i in row_axes if i in d]
-            index = np.ravel_multi_index([coords[row_axes.index(i)] for i in own],
-                                         [shape[i] for i in own])
-            readers.append(("mixed", as_matrix(a, own, dynamic_only),
-                            namespace.asarray(index, np.int32)))
+            own = tuple(i for i in row_axes if i in d)
+            readers.append(("mixed", as_matrix(a, own, dynamic_only), own))
     return readers, treedef
 
 
-def read_atoms(readers, treedef, rows, c):
-    """The atoms of a block: rows x columns (or broadcastable to it)."""
+def read_atoms(readers, treedef, coords: dict, c, shape):
+    """The atoms of a block (rows of `coords`, `row_coordinates`; `c` their shared indices):
+    rows x columns (or broadcastable to it)."""
     out = []
-    for kind, matrix, *index in readers:
+    for kind, term, *own in readers:
         if kind == "scalar":
-            out.append(matrix)
+            out.append(term)
         elif kind == "static":
-            out.append(matrix[rows][:, None])
+            out.append(at_rows(term, coords, shape, xp.namespace(term), term.dtype)[:, None])
         elif kind == "dynamic":
-            out.append(matrix[c])
+            out.append(term[c])
         else:
-            out.append(matrix[index[0][rows]])
+            out.append(term[own_index(coords, own[0], shape)])
     return jax.tree_util.tree_unflatten(treedef, out)
 
 
@@ -485,21 +534,16 @@ def reduce_chunk(sides: Sides, plan: KernelPlan, shape, inner, kept: Kept,
                               for g in (shared, static_only, dynamic_only))
     n_rows = c_size * s_size
     sides = sides.resolved()
-    mats = sides.map(lambda a: matrix(a, shared, static_only, shape).reshape(-1),
-                     lambda a: matrix(a, shared, dynamic_only, shape))
+    # Static terms stay on their own sub-grids (a block reads its rows, `at_rows`); dynamic
+    # ones are small (shared x dynamic-only) matrices.
+    terms = sides.map(lambda a: jnp.asarray(a, jnp.float32),
+                      lambda a: matrix(a, shared, dynamic_only, shape))
     if time_of is not None:
         readers, treedef = atom_readers(sides.value.atoms, plan, shape)
     rank_c, rank_s, rank_d = (jnp.asarray(_ranks(g, shape))
                               for g in (shared, static_only, dynamic_only))
 
-    # Dead rows: even the smallest column cannot fit. With a global batch m >= 1 and
-    # min(cap, m) >= 1, so per_microbatch + once bounds the dynamic part from below.
-    best_case = -jnp.inf
-    for stage in mats.stages:
-        low = stage.dynamic + (stage.per_microbatch if sides.batch is not None else 0)
-        low = jnp.repeat(jnp.min(low, axis=1), s_size)  # per row: its shared index's minimum
-        best_case = jnp.maximum(best_case, jnp.maximum(stage.backward + low, stage.step))
-    alive = best_case <= mats.tolerance
+    alive = live_rows(sides, plan, shape)  # dead rows: even the smallest column cannot fit
     n_alive = jnp.sum(alive, dtype=jnp.int32)
     order = jnp.nonzero(alive, size=n_rows, fill_value=0)[0].astype(jnp.int32)
     rows_per_block = plan.rows_per_block
@@ -519,7 +563,8 @@ def reduce_chunk(sides: Sides, plan: KernelPlan, shape, inner, kept: Kept,
         index = block * rows_per_block + jnp.arange(rows_per_block)
         rows = jax.lax.dynamic_slice(order, (block * rows_per_block,), (rows_per_block,))
         c, s = rows // s_size, rows % s_size
-        one = mats.map(lambda a: a[rows][:, None], lambda a: a[c])
+        coords = row_coordinates(rows, plan, shape)
+        one = terms.map(lambda a: at_rows(a, coords, shape)[:, None], lambda a: a[c])
         ok = (index < n_alive)[:, None]
         m = None
         if sides.batch is not None:
@@ -530,7 +575,7 @@ def reduce_chunk(sides: Sides, plan: KernelPlan, shape, inner, kept: Kept,
         near = (margin <= one.tolerance) & ~safe & ok
         value = one.value.static * one.value.dynamic
         if time_of is not None:  # with a global batch m is the configuration's, else the axis
-            value = time_of(read_atoms(readers, treedef, rows, c), m)
+            value = time_of(read_atoms(readers, treedef, coords, c, shape), m)
         if one.value.scale is not None:
             value = value + one.value.scale * margin
         rank_of = (rank_c[c] + rank_s[s])[:, None] + rank_d[None, :]
