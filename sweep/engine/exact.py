@@ -57,7 +57,11 @@ def unpack_near(bits: np.ndarray, layout: Layout, permutation) -> np.ndarray:
     capacity, from its packed mask in the plan's dimension order."""
     shape = layout.inner_shape
     size = int(np.prod(shape, dtype=np.int64))
-    local = np.flatnonzero(np.unpackbits(bits)[:size])
+    # Few bytes are set: unpack only those (a chunk's whole mask is millions of bits).
+    nonzero = np.flatnonzero(bits)
+    local = (nonzero[:, None] * 8 + np.arange(8)).reshape(-1)
+    local = local[np.unpackbits(bits[nonzero]).astype(bool)]
+    local = local[local < size]
     coords = np.unravel_index(local, [shape[i] for i in permutation])
     by_dim = dict(zip(permutation, coords, strict=True))
     return np.ravel_multi_index(tuple(by_dim[i] for i in range(len(shape))), shape)
