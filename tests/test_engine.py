@@ -163,3 +163,38 @@ def test_unpack_near_reads_every_marked_configuration(sizes, data):
     got = unpack_near(bits, SimpleNamespace(inner_shape=shape), list(permutation))
     assert sorted(got.tolist()) == sorted(expected)
     assert len(got) == len(expected)
+
+
+def test_a_grid_with_other_swept_values_reuses_the_kernel(tmp_path, monkeypatch):
+    """Swept values are the kernel's arguments: a grid with the same axes and sizes but other
+    models, GPUs and counts loads the first grid's kernel, and its files are byte for byte
+    those of a run that compiles its own (the cache off)."""
+    monkeypatch.setenv("LLM_MEMORY_SWEEP_CACHE", str(tmp_path / "cache"))
+    first = engine.run(small(tmp_path / "a"), progress=False)
+    other_text = (SMALL.replace('"llama-3.1-8b", "mistral-7b", "llama-2-13b"',
+                                '"qwen2.5-7b", "llama-3.1-70b", "mixtral-8x7b"')
+                  .replace('"a100-40gb", "h100-sxm-80gb"', '"h100-sxm-80gb", "a100-80gb"')
+                  .replace("pow2 = [1, 8]", "pow2 = [2, 16]")
+                  .replace("seq_len = [2048, 8192]", "seq_len = [1024, 4096]"))
+    other = small(tmp_path / "b", other_text)
+    reused = engine.run(other, progress=False)
+    files = _files(tmp_path / "b" / "out")
+    shutil.rmtree(tmp_path / "b" / "out")
+    monkeypatch.setenv("LLM_MEMORY_SWEEP_CACHE", "off")
+    compiled = engine.run(other, progress=False)
+    assert not first["timing"]["cached"] and reused["timing"]["cached"]
+    assert not compiled["timing"]["cached"]
+    assert reused["feasible"] == compiled["feasible"] > 0
+    assert files == _files(tmp_path / "b" / "out")
+
+
+def test_other_framework_values_compile_their_own_kernel(tmp_path, monkeypatch):
+    """Tracing reads the framework codes (only their profiles are traced): a grid that
+    sweeps other frameworks over the same sizes does not load the first one's kernel."""
+    monkeypatch.setenv("LLM_MEMORY_SWEEP_CACHE", str(tmp_path / "cache"))
+    text = SMALL.replace("[output]", 'framework = ["deepspeed", "fsdp"]\n[output]')
+    engine.run(small(tmp_path / "a", text), progress=False)
+    other = engine.run(small(tmp_path / "b", text.replace('"deepspeed", "fsdp"',
+                                                          '"generic", "fsdp"')),
+                       progress=False)
+    assert not other["timing"]["cached"]

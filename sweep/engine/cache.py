@@ -4,7 +4,8 @@
 `$XDG_CACHE_HOME/llm-memory-sweep`, else `~/.cache/llm-memory-sweep`; `off` disables it) holds
 the serialized executables of one kernel and its plan, keyed by everything its tracing reads
 (the sweep package's source and catalogs, JAX's version, the devices, the layout, the grid's
-objectives and constraints, every input table): a hit skips tracing, lowering and compiling.
+objectives and constraints, the fixed values and the framework codes; not the swept values,
+which are the programs' arguments): a hit skips tracing, lowering and compiling.
 Entries are written atomically (a temporary file renamed into place); a corrupt or stale
 entry is recompiled and replaced. At most `KEEP` kernels are kept, the least recently used
 removed first.

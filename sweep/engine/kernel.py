@@ -648,12 +648,16 @@ def compile_kernel(grid: Grid, layout: Layout, kept: Kept, devices) -> Kernel:
                          "(ranks are int32); lower output.chunk_size")
     started = time.perf_counter()
     tables = Tables(grid)
+    # The swept tables are the programs' arguments, not constants: a grid with the same axes,
+    # sizes and fixed values but other swept values (models, GPUs, counts) reuses the kernel.
+    # Tracing reads the framework codes themselves (only their profiles are traced).
+    fixed = {k: v for k, v in tables.arrays.items() if Tables.axis_of(k) not in layout.names}
     key = cache.kernel_key(
         layout, kept, ROWS_PER_BLOCK_CONFIGS, NEAR, [o.text for o in grid.objectives],
         grid.group_by, grid.tp_within_node, grid.whole_nodes, grid.global_batch_tokens,
         grid.native_frameworks, grid.token_budget,
         grid.gpus_per_node_from_gpu, [(d.platform, d.device_kind, d.id) for d in devices],
-        tables.arrays)
+        grid.axis("framework").values, fixed)
     # Under jax.distributed a reloaded executable refuses its inputs (jax 0.10: "CopyArrays
     # only supports destination device list of the same size"): compile every time.
     cached = cache.load(key) if jax.process_count() == 1 else None
