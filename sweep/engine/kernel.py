@@ -473,16 +473,13 @@ def own_index(coords: dict, axes, shape):
 
 
 def at_rows(array, coords: dict, shape, namespace=jnp, dtype=jnp.float32):
-    """A static term's value at each row: read from its own sub-grid, never laid out over
-    every row of the chunk."""
+    """A static term's value at each row (one value for all rows when it is constant): read
+    from its own sub-grid, never laid out over every row of the chunk."""
     n = len(shape)
     a = namespace.asarray(array, dtype)
     a = a.reshape((1,) * (n - a.ndim) + a.shape)
     own = [i for i in range(n) if a.shape[i] > 1]
-    rows = next(iter(coords.values())) if coords else np.zeros(1, np.int32)
-    if not own:
-        return namespace.broadcast_to(a.reshape(()), np.shape(rows))
-    return a.reshape(-1)[own_index(coords, own, a.shape)]
+    return a.reshape(-1)[own_index(coords, own, a.shape)] if own else a.reshape(1)
 
 
 def atom_readers(atoms, plan: KernelPlan, shape, namespace=jnp, dtype=jnp.float32

@@ -168,8 +168,7 @@ def fit_terms(arch: Architecture, cfg: TrainConfig, hw: Hardware,
     max(backward + dynamic, step) <= A = (C - O)·(1 - φ) on both stages (C capacity, O runtime
     overhead, φ fragmentation: docs/notation.md). The sweep combines them with few operations
     per configuration."""
-    codes = stage_axis(evaluated_stages(cfg), (arch, cfg, hw))
-    stacked = stage_memory(arch, cfg, hw, codes, frameworks)
+    stacked, codes = stacked_stages(arch, cfg, hw, frameworks)
     capacity = hw.memory_bytes * hw.usable_fraction
     allocatable = (capacity - hw.runtime_overhead_bytes) * (1 - cfg.fragmentation)
     return FitTerms(stacked.pieces, codes, allocatable, stacked.host, stacked.nvme,
@@ -187,12 +186,18 @@ def evaluated_stages(cfg: TrainConfig) -> tuple[int, ...]:
     return (FIRST, LAST) if even else (FIRST, LAST, MIDDLE)
 
 
+def stacked_stages(arch: Architecture, cfg: TrainConfig, hw: Hardware,
+                   frameworks=tuple(PROFILES)) -> tuple[Stage, np.ndarray]:
+    """(`stage_memory` of every one of the `evaluated_stages` along the leading axis, their
+    `shard.stage_axis`): one evaluation, so a swept formula is traced once, not per stage."""
+    codes = stage_axis(evaluated_stages(cfg), (arch, cfg, hw))
+    return stage_memory(arch, cfg, hw, codes, frameworks), codes
+
+
 def every_stage(arch: Architecture, cfg: TrainConfig, hw: Hardware,
                 frameworks=tuple(PROFILES)) -> list[Stage]:
-    """`stage_memory` of each of the `evaluated_stages`, from one evaluation over a stage axis
-    (`shard.stage_axis`): a swept formula is traced once, not once per stage."""
-    stages = stage_axis(evaluated_stages(cfg), (arch, cfg, hw))
-    return stage_values(stage_memory(arch, cfg, hw, stages, frameworks), stages)
+    """`stage_memory` of each of the `evaluated_stages` (`stacked_stages` taken apart)."""
+    return stage_values(*stacked_stages(arch, cfg, hw, frameworks))
 
 
 def _largest(values):
