@@ -59,7 +59,7 @@ from sweep.enumerate import (
     layout_constraints,
 )
 from sweep.grid import Grid
-from sweep.memory.shard import stage_values
+from sweep.memory.shard import on_stage_axis, stage_values
 from sweep.memory.total import fit_terms, node_limits
 from sweep.outputs import OfMargin, OfTime
 from sweep.validity import grouped_microbatches, microbatches_ok
@@ -298,16 +298,10 @@ def split_terms(grid: Grid, arch, cfg, hw) -> Sides:
     else:
         stages = StageSides(pieces.base, pieces.step, pieces.once, pieces.accumulated,
                             pieces.in_flight_cap, pieces.per_microbatch, host, nvme)
-    stages = jax.tree_util.tree_map(lambda a: _with_stage_axis(a, axis.ndim), stages)
+    stages = jax.tree_util.tree_map(lambda a: on_stage_axis(a, axis), stages)
     value = _objective_value(grid, arch, cfg, hw, dynamic_dims - static_dims)
     return Sides(stages, xp.materialize(NEAR * allocatable), value, batch, static_checks,
                  dynamic_checks, allocatable, node_limits(hw))
-
-
-def _with_stage_axis(a, ndim: int):
-    """`a` with its leading stage axis, of size 1 where it is the same on every stage."""
-    shape = np.shape(a)
-    return xp.namespace(a).reshape(a, (1,) * (ndim - len(shape)) + shape)
 
 
 class ChunkResult(NamedTuple):
@@ -487,44 +481,48 @@ def atom_readers(atoms, plan: KernelPlan, shape, namespace=jnp, dtype=jnp.float3
     """For every atom of a time objective, how a block of rows reads it: ("static", one
     value per row, `at_rows`), ("dynamic", a column vector per shared index) or, for an atom
     that varies along static-only and dynamic-only axes at once, ("mixed", its own rows x
-    every column, with its row axes); and the pytree's structure (`namespace`, `dtype`: as
-    `matrix`)."""
-
-    def as_matrix(a, rows, cols):
-        return matrix(a, rows, cols, shape, namespace, dtype)
-
-    leaves, treedef = jax.tree_util.tree_flatten(atoms)
+    every column, with its row axes); an atom with the pipeline stages along a leading axis
+    (one dimension more than the grid, `shard.stage_axis`) as ("stages", one reader per
+    stage), taken apart here, after the terms program; and the pytree's structure
+    (`namespace`, `dtype`: as `matrix`)."""
     shared, static_only, dynamic_only = plan.shared, plan.static_only, plan.dynamic_only
     row_axes = (*shared, *static_only)
-    readers = []
-    for a in leaves:
+
+    def reader(a):
+        if np.ndim(a) == len(shape) + 1:
+            return ("stages", tuple(reader(a[i]) for i in range(np.shape(a)[0])))
         d = dims(a)
         if not d:
-            readers.append(("scalar", namespace.asarray(a, dtype).reshape(())))
-        elif not d & set(dynamic_only):
-            readers.append(("static", namespace.asarray(a, dtype)))
-        elif not d & set(static_only):
-            readers.append(("dynamic", as_matrix(a, shared, dynamic_only)))
-        else:
-            own = tuple(i for i in row_axes if i in d)
-            readers.append(("mixed", as_matrix(a, own, dynamic_only), own))
-    return readers, treedef
+            return ("scalar", namespace.asarray(a, dtype).reshape(()))
+        if not d & set(dynamic_only):
+            return ("static", namespace.asarray(a, dtype))
+        if not d & set(static_only):
+            return ("dynamic", matrix(a, shared, dynamic_only, shape, namespace, dtype))
+        own = tuple(i for i in row_axes if i in d)
+        return ("mixed", matrix(a, own, dynamic_only, shape, namespace, dtype), own)
+
+    leaves, treedef = jax.tree_util.tree_flatten(atoms)
+    return [reader(a) for a in leaves], treedef
 
 
 def read_atoms(readers, treedef, coords: dict, c, shape):
     """The atoms of a block (rows of `coords`, `row_coordinates`; `c` their shared indices):
-    rows x columns (or broadcastable to it)."""
-    out = []
-    for kind, term, *own in readers:
+    rows x columns (or broadcastable to it), an atom of the stages with them stacked ahead."""
+
+    def read(kind, term, *own):
         if kind == "scalar":
-            out.append(term)
-        elif kind == "static":
-            out.append(at_rows(term, coords, shape, xp.namespace(term), term.dtype)[:, None])
-        elif kind == "dynamic":
-            out.append(term[c])
-        else:
-            out.append(term[own_index(coords, own[0], shape)])
-    return jax.tree_util.tree_unflatten(treedef, out)
+            return term
+        if kind == "static":
+            return at_rows(term, coords, shape, xp.namespace(term), term.dtype)[:, None]
+        if kind == "dynamic":
+            return term[c]
+        if kind == "mixed":
+            return term[own_index(coords, own[0], shape)]
+        parts = [read(*r) for r in term]
+        namespace = xp.namespace(*parts)
+        return namespace.stack(namespace.broadcast_arrays(*parts))
+
+    return jax.tree_util.tree_unflatten(treedef, [read(*r) for r in readers])
 
 
 def reduce_chunk(sides: Sides, plan: KernelPlan, shape, inner, kept: Kept,

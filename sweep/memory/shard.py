@@ -130,6 +130,13 @@ def stage_axis(codes, like) -> np.ndarray:
     return np.asarray(codes).reshape((len(codes),) + (1,) * ndim)
 
 
+def on_stage_axis(a, stages: np.ndarray):
+    """`a` with the leading stage axis of `stages` (`stage_axis`), of size 1 where it is the
+    same on every stage: every leaf then indexes by stage alike."""
+    shape = np.shape(a)
+    return xp.namespace(a).reshape(a, (1,) * (stages.ndim - len(shape)) + shape)
+
+
 def stage_values(tree, stages: np.ndarray) -> list:
     """One pytree per stage of `stages` (`stage_axis`): a leaf with the leading stage axis is
     indexed, one without it (independent of the stage) is shared."""

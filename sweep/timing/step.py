@@ -17,7 +17,8 @@ exposed TP, CP, EP and PP communication of that micro-batch. The step (`step_tim
 m·τ_max + (p - 1)/v·τ_fill (`schedule`), plus data-parallel / ZeRO communication, the
 optimizer step and offload transfers of the most loaded stage. Every term is evaluated on
 both the first and the last pipeline stage (the first fills the pipeline, the last holds the
-head), so each depends only on the axes it reads.
+head) at once, along a leading stage axis (`shard.stage_axis`), and each depends only on the
+axes it reads.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from sweep.memory.shard import (
     expert_tp,
     gpus_on_node,
     holds_head,
+    on_stage_axis,
+    stage_axis,
     stage_layers,
     stage_shard,
 )
@@ -52,6 +55,7 @@ GENERIC, DEEPSPEED, MEGATRON, FSDP = comms.GENERIC, comms.DEEPSPEED, comms.MEGAT
 BF16_MIXED, FP8_MIXED = 1, 4  # codes of vocabulary.PRECISIONS
 OFFLOAD_OPTIMIZER, OFFLOAD_PARAMS, OFFLOAD_NVME = 1, 2, 3  # codes of vocabulary.OFFLOADS
 
+STAGES = (FIRST, LAST)  # the stages a step is timed on: x[0] and x[-1] of `StepAtoms.work`
 FLASH_BACKWARD = fl.FLASH_BACKWARD
 TP_COLLECTIVES_PER_PASS = 2  # per block: after attention and after the MLP (Megatron-LM)
 EP_ALL_TO_ALLS_PER_PASS = 2  # per MoE block: dispatch and combine
@@ -298,8 +302,9 @@ def layer_times(arch: Architecture, cfg: TrainConfig, hw: Hardware) -> LayerTime
 
 
 def stage_work(arch: Architecture, cfg: TrainConfig, hw: Hardware, overlap: comms.Overlap,
-               stage: int, times: LayerTimes | None = None) -> StageWork:
-    """One micro-batch's forward and backward on the first (`FIRST`) or last (`LAST`) stage."""
+               stage, times: LayerTimes | None = None) -> StageWork:
+    """One micro-batch's forward and backward on the first (`FIRST`) or last (`LAST`) stage,
+    or on every stage of a `stage_axis`."""
     times = layer_times(arch, cfg, hw) if times is None else times
     layers, first_layer = stage_layers(arch, cfg, stage)
     trained = fl.trainable_blocks(arch, cfg, layers, first_layer)
@@ -394,8 +399,9 @@ class StepComms:
     offload_microbatch: object
 
 
-def step_comms(arch: Architecture, cfg: TrainConfig, hw: Hardware, stage: int) -> StepComms:
-    """Data-parallel gradient reduction and parameter gathers, optimizer and offload.
+def step_comms(arch: Architecture, cfg: TrainConfig, hw: Hardware, stage) -> StepComms:
+    """Data-parallel gradient reduction and parameter gathers, optimizer and offload, on one
+    stage (or every stage of a `stage_axis`).
 
     Collectives by ZeRO stage (group: the N = n/(t·p) ranks holding the same dense parameters,
     n/(t_e·p·x) for routed experts): stage 0 all-reduces the gradients of the trainable
@@ -495,12 +501,12 @@ def stage_step_seconds(c: StepComms, work: StageWork, overlap: comms.Overlap, m)
 class StepAtoms:
     """Every term of a step on the sub-grid of its own axes; `combine` makes the step of m
     micro-batches from them with a few operations per configuration (the sweep's kernel
-    gathers them per configuration it evaluates, `engine/kernel.py`)."""
+    gathers them per configuration it evaluates, `engine/kernel.py`). `work` and `comms` hold
+    the first and the last stage along every leaf's leading axis (`STAGES`; of size 1 where
+    a term is the same on both)."""
 
-    first: StageWork
-    last: StageWork
-    first_comms: StepComms
-    last_comms: StepComms
+    work: StageWork
+    comms: StepComms
     overlap: comms.Overlap
     bubble_microbatches: object  # (p - 1)/v
     tokens_per_microbatch: object  # b·s·D: tokens of one micro-batch on every replica
@@ -513,12 +519,15 @@ class StepAtoms:
 def step_atoms(arch: Architecture, cfg: TrainConfig, hw: Hardware,
                overlap: comms.Overlap | None = None) -> StepAtoms:
     overlap = comms.framework_overlap(cfg) if overlap is None else overlap
-    times = layer_times(arch, cfg, hw)
+    stages = stage_axis(STAGES, (arch, cfg, hw))
+    work = stage_work(arch, cfg, hw, overlap, stages, layer_times(arch, cfg, hw))
+
+    def on_stages(tree):
+        return jax.tree_util.tree_map(lambda a: on_stage_axis(a, stages), tree)
+
     return StepAtoms(
-        first=stage_work(arch, cfg, hw, overlap, FIRST, times),
-        last=stage_work(arch, cfg, hw, overlap, LAST, times),
-        first_comms=step_comms(arch, cfg, hw, FIRST),
-        last_comms=step_comms(arch, cfg, hw, LAST),
+        work=on_stages(work),
+        comms=on_stages(step_comms(arch, cfg, hw, stages)),
         overlap=overlap,
         bubble_microbatches=xp.materialize(schedule.bubble_microbatches(cfg)),
         tokens_per_microbatch=xp.materialize(tokens_per_step(cfg.replace(grad_accum=1))),
@@ -534,11 +543,12 @@ def combine(a: StepAtoms, m=None) -> StepTime:
     m·τ_max + (p - 1)/v·τ_fill (`schedule`) plus the data-parallel, optimizer and offload time
     of the most loaded stage."""
     m = a.grad_accum if m is None else m
-    first, last = a.first, a.last
+    (first, first_comms), (last, last_comms) = (
+        jax.tree_util.tree_map(lambda x, i=i: x[i], (a.work, a.comms)) for i in (0, -1))
     use_last = last.total > first.total
     slowest = {k: xp.where(use_last, getattr(last, k), getattr(first, k)) for k in SLOWEST}
-    first_dp, first_opt, first_off = stage_step_seconds(a.first_comms, first, a.overlap, m)
-    last_dp, last_opt, last_off = stage_step_seconds(a.last_comms, last, a.overlap, m)
+    first_dp, first_opt, first_off = stage_step_seconds(first_comms, first, a.overlap, m)
+    last_dp, last_opt, last_off = stage_step_seconds(last_comms, last, a.overlap, m)
     breakdown = Breakdown(
         **{k: m * v for k, v in slowest.items()},
         dp=xp.maximum(first_dp, last_dp),
