@@ -198,3 +198,17 @@ def test_other_framework_values_compile_their_own_kernel(tmp_path, monkeypatch):
                                                           '"generic", "fsdp"')),
                        progress=False)
     assert not other["timing"]["cached"]
+
+
+def test_the_terms_programs_xla_options_are_known_and_an_unknown_one_is_left_out():
+    """The CPU option of the terms program is one this XLA knows (else `_compiled` would
+    silently drop it), and an option XLA does not know is left out, not an error."""
+    import jax
+
+    from sweep.engine import kernel
+
+    lowered = jax.jit(lambda x: x * 2.0).lower(1.0)
+    assert float(lowered.compile(kernel.terms_compiler_options("cpu"))(3.0)) == 6.0
+    assert float(kernel._compiled(lowered, {"xla_no_such_option": True})(3.0)) == 6.0
+    with pytest.raises(Exception, match="No such compile option"):
+        lowered.compile({"xla_no_such_option": True})
