@@ -298,7 +298,7 @@ class LayerParams:
     expert data-parallel group). `block_linear` is the part held in linear weights of the
     blocks, what QLoRA quantises to NF4 and fp8 training stores in fp8. `factored`: Adafactor's
     second-moment elements, `lora`: the LoRA adapters of rank r on the targeted linears (0
-    where not counted: `mtp_params` leaves them to `mtp_factored_second_moment`).
+    where not counted: `mtp_params` leaves them out).
     """
 
     dense: object
@@ -403,25 +403,18 @@ def mtp_params(arch: Architecture, tp=1, ep=1, etp=None,
     `MultiTokenPredictionLayer`, megatron/core/transformer/multi_token_prediction.py @d98e8a6;
     DeepSeek-V3 README_WEIGHTS.md): each one block past the last (an MoE block when the model's
     are), the eh_proj projection 2h x h (column-parallel, no bias) and three norms; the
-    embedding and the output head are shared with the main model. `kinds`: the rank's
-    `block_kinds`, when already computed.
+    embedding and the output head are shared with the main model. Adafactor's second moment
+    (`factored`): the blocks', eh_proj's row and column vectors (2h + h/t) and the norms in
+    full. `kinds`: the rank's `block_kinds`, when already computed.
     """
-    kinds = block_kinds(arch, tp, ep, etp) if kinds is None else kinds
-    blocks = over_layers(arch, kinds, arch.mtp_layers, arch.num_layers)
-    projection = arch.mtp_layers * 2 * arch.hidden_size * arch.hidden_size / tp
-    norms = arch.mtp_layers * MTP_NORMS * norm_params(arch, arch.hidden_size)
-    return LayerParams(dense=blocks.dense + projection + norms, expert=blocks.expert,
-                       block_linear=blocks.block_linear + projection)
-
-
-def mtp_factored_second_moment(arch: Architecture, tp=1, ep=1, etp=None,
-                               kinds: BlockKinds | None = None):
-    """Adafactor second-moment elements of the MTP modules: their blocks, eh_proj's row and
-    column vectors (2h + h/t) and the three norms."""
     h = arch.hidden_size
     kinds = block_kinds(arch, tp, ep, etp) if kinds is None else kinds
-    blocks = over_layers(arch, kinds, arch.mtp_layers, arch.num_layers).factored
-    return blocks + arch.mtp_layers * (2 * h + h / tp + MTP_NORMS * norm_params(arch, h))
+    blocks = over_layers(arch, kinds, arch.mtp_layers, arch.num_layers)
+    projection = arch.mtp_layers * 2 * h * h / tp
+    norms = arch.mtp_layers * MTP_NORMS * norm_params(arch, h)
+    return LayerParams(dense=blocks.dense + projection + norms, expert=blocks.expert,
+                       block_linear=blocks.block_linear + projection,
+                       factored=blocks.factored + arch.mtp_layers * (2 * h + h / tp) + norms)
 
 
 def total_params(arch: Architecture):

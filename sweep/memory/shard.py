@@ -208,7 +208,7 @@ def stage_shard(arch: model.Architecture, cfg: TrainConfig, stage) -> StageShard
     factored_head = with_head * (
         untied_here * (vocab_rows + arch.hidden_size) + model.final_norm_params(arch)
     )
-    factored_mtp = with_head * model.mtp_factored_second_moment(arch, tp, ep, etp, kinds)
+    factored_mtp = with_head * mtp.factored
     full_factored = factored_blocks + factored_embedding + factored_head + factored_mtp
     expert_share = xp.where(full_dense + full_expert > 0, full_expert, 0) / xp.maximum(
         full_dense + full_expert, 1
