@@ -437,11 +437,14 @@ def live_rows(sides: Sides, plan: KernelPlan, shape, namespace=jnp):
 
 def _live_first(alive):
     """The indices of the live rows in order, then zeros: `jnp.nonzero(alive, size=n,
-    fill_value=0)` as one cumulative sum and one scatter (a third faster on the CPU)."""
+    fill_value=0)` as one cumulative sum and one scatter (a third faster on the CPU).
+    Unsigned, as every index derived from them: XLA then adds no wrap of negative indices to
+    each gather and scatter, nor a sign fix to each division (a third of the reduce program's
+    instructions)."""
     n = alive.shape[0]
     position = jnp.cumsum(alive, dtype=jnp.int32) - 1
-    return jnp.zeros(n, jnp.int32).at[jnp.where(alive, position, n)].set(
-        jnp.arange(n, dtype=jnp.int32), mode="drop")
+    return jnp.zeros(n, jnp.uint32).at[jnp.where(alive, position, n)].set(
+        jnp.arange(n, dtype=jnp.uint32), mode="drop")
 
 
 def row_coordinates(rows, plan: KernelPlan, shape) -> dict:
@@ -552,7 +555,7 @@ def reduce_chunk(sides: Sides, plan: KernelPlan, shape, inner, kept: Kept,
     order = _live_first(alive)
     rows_per_block = plan.rows_per_block
     n_blocks = (n_alive + rows_per_block - 1) // rows_per_block
-    order = jnp.concatenate([order, jnp.zeros(rows_per_block, jnp.int32)])
+    order = jnp.concatenate([order, jnp.zeros(rows_per_block, jnp.uint32)])
 
     def sizes(group):
         return [shape[i] for i in group]
