@@ -57,8 +57,13 @@ def unpack_near(bits: np.ndarray, layout: Layout, permutation) -> np.ndarray:
     capacity, from its packed mask in the plan's dimension order."""
     shape = layout.inner_shape
     size = int(np.prod(shape, dtype=np.int64))
-    # Few bytes are set: unpack only those (a chunk's whole mask is millions of bits).
-    nonzero = np.flatnonzero(bits)
+    # Few bytes are set: unpack only those (a chunk's whole mask is millions of bits),
+    # found a 64-bit word at a time (8x fewer elements to scan than bytes).
+    whole = bits.size // 8 * 8
+    in_words = np.flatnonzero(np.ascontiguousarray(bits[:whole]).view(np.uint64))
+    nonzero = np.concatenate([(in_words[:, None] * 8 + np.arange(8)).reshape(-1),
+                              whole + np.flatnonzero(bits[whole:])])
+    nonzero = nonzero[bits[nonzero] != 0]
     local = (nonzero[:, None] * 8 + np.arange(8)).reshape(-1)
     local = local[np.unpackbits(bits[nonzero]).astype(bool)]
     local = local[local < size]

@@ -295,8 +295,7 @@ def _run(grid: Grid, out: OutputDir, progress: bool, devices, max_chunks) -> dic
                 if grid.feasible_dump:
                     files.dump_chunk(grid, layout, sweep.tables, chunk, out)
             bar.update(len(batch) * layout.chunk_configs)
-            # The first checkpoint right after compiling, so that a kill saves the work done.
-            if start == 0 or time.perf_counter() - checkpointed > CHECKPOINT_SECONDS:
+            if time.perf_counter() - checkpointed > CHECKPOINT_SECONDS:
                 checkpoint()
                 checkpointed = time.perf_counter()
     except KeyboardInterrupt:
