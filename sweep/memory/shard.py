@@ -121,6 +121,18 @@ def by_stage(stage, first, middle, last):
     return xp.where(stage == FIRST, first, xp.where(stage == MIDDLE, middle, last))
 
 
+def is_constant(value, number) -> bool:
+    """`value` is a plain number equal to `number` (a sweep's unswept axes are Python numbers;
+    a swept one is an array, whose values may differ)."""
+    return isinstance(value, int | float | np.number) and float(value) == number
+
+
+def single_stage(cfg: TrainConfig) -> bool:
+    """pp is the constant 1: the one stage is the first and the last (`holds_embedding`,
+    `holds_head`), so evaluating one of them is evaluating both."""
+    return is_constant(cfg.pp, 1)
+
+
 def stage_axis(codes, like) -> np.ndarray:
     """The stage codes as an array that broadcasts ahead of every input in `like` (a pytree
     of arrays and numbers): shape (len(codes), 1, ..., 1), one 1 per dimension of the widest

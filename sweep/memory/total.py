@@ -31,6 +31,8 @@ from sweep.memory.shard import (
     LAST,
     MIDDLE,
     holds_head,
+    is_constant,
+    single_stage,
     stage_axis,
     stage_shard,
     stage_values,
@@ -179,10 +181,13 @@ def evaluated_stages(cfg: TrainConfig) -> tuple[int, ...]:
     """The pipeline stages that can be the most loaded: the first and the last, and the second
     (MIDDLE) unless the split is even, where it never exceeds the first (as many blocks, fewer
     micro-batches in flight, no embedding). Decided from the values when they are constants
-    (a sweep's unswept axes are Python numbers), else the middle stage is evaluated."""
+    (a sweep's unswept axes are Python numbers), else the middle stage is evaluated. With pp
+    the constant 1 the first stage is the only one (`shard.single_stage`)."""
+    if single_stage(cfg):
+        return (FIRST,)
     split = (cfg.first_stage_layers, cfg.last_stage_layers, cfg.embedding_in_split,
              cfg.loss_in_split)
-    even = all(isinstance(v, int | float | np.floating) and float(v) == 0 for v in split)
+    even = all(is_constant(v, 0) for v in split)
     return (FIRST, LAST) if even else (FIRST, LAST, MIDDLE)
 
 

@@ -40,6 +40,7 @@ from sweep.memory.shard import (
     gpus_on_node,
     holds_head,
     on_stage_axis,
+    single_stage,
     stage_axis,
     stage_layers,
     stage_shard,
@@ -503,7 +504,8 @@ class StepAtoms:
     micro-batches from them with a few operations per configuration (the sweep's kernel
     gathers them per configuration it evaluates, `engine/kernel.py`). `work` and `comms` hold
     the first and the last stage along every leaf's leading axis (`STAGES`; of size 1 where
-    a term is the same on both)."""
+    a term is the same on both, and everywhere when pp is the constant 1, where they are one
+    stage: `shard.single_stage`)."""
 
     work: StageWork
     comms: StepComms
@@ -519,7 +521,7 @@ class StepAtoms:
 def step_atoms(arch: Architecture, cfg: TrainConfig, hw: Hardware,
                overlap: comms.Overlap | None = None) -> StepAtoms:
     overlap = comms.framework_overlap(cfg) if overlap is None else overlap
-    stages = stage_axis(STAGES, (arch, cfg, hw))
+    stages = stage_axis((FIRST,) if single_stage(cfg) else STAGES, (arch, cfg, hw))
     work = stage_work(arch, cfg, hw, overlap, stages, layer_times(arch, cfg, hw))
 
     def on_stages(tree):
