@@ -747,13 +747,12 @@ def _compile(grid: Grid, layout: Layout, kept: Kept, devices, tables: Tables):
 
     sides_in = jax.tree_util.tree_map(
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=by_chunk), traced.out_info)
-    reduce_lowered = per_device(reduce, P("chunks")).trace(sides_in).lower()
-    terms_lowered = traced.lower()
-    # XLA compiles outside the GIL: the two programs compile side by side.
+    # XLA compiles outside the GIL: the terms program (the larger) compiles while the reduce
+    # program is traced and lowered, then both compile side by side.
     with ThreadPoolExecutor(1) as pool:
-        terms_exec = pool.submit(_compiled, terms_lowered,
+        terms_exec = pool.submit(_compiled, traced.lower(),
                                  terms_compiler_options(devices[0].platform))
-        reduce_exec = reduce_lowered.compile()
+        reduce_exec = per_device(reduce, P("chunks")).trace(sides_in).lower().compile()
         return plan, terms_exec.result(), reduce_exec
 
 
