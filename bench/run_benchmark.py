@@ -45,9 +45,11 @@ def peak_rss_gib() -> float:
 
 def engine_part(grid_path: str) -> dict:
     from sweep import engine
+    from sweep.cli import freeze_survivors
     from sweep.grid import load
 
     grid = load(grid_path)
+    freeze_survivors()  # as run_sweep.py does before a sweep
     with tempfile.TemporaryDirectory() as tmp:
         grid = replace(grid, output_dir=str(Path(tmp) / grid.name))
         start = time.perf_counter()

@@ -318,9 +318,20 @@ def _run(args) -> None:
     if lead:
         print(f"{grid.name}: {grid.size:,} configurations over "
               f"{', '.join(f'{a.name} ({len(a)})' for a in grid.swept)}", file=sys.stderr)
+    freeze_survivors()
     manifest = engine.run(grid, force=args.force, progress=not args.no_progress)
     if lead:
         print(report_text.summary(grid, manifest))
+
+
+def freeze_survivors() -> None:
+    """Python's collector stops walking the objects alive now (the imported JAX, NumPy,
+    polars; the grid), which live as long as the process: measured here on a cached
+    `bench/grids/finetune_lora.toml` run, 1.24 s instead of 1.36 s (medians of seven
+    alternating fresh processes). Once per process: what is garbage now is never collected."""
+    import gc
+
+    gc.freeze()
 
 
 def _grids() -> None:
