@@ -59,7 +59,7 @@ def test_zero3_model_states_shrink_with_more_gpus(name, framework, n_gpus):
 def test_with_one_pipeline_stage_the_first_stage_is_the_last(
         name, framework, zero, finetune, offload, recompute, tp, grad_accum, seq, frozen):
     """pp = 1: the first and the last stage are one stage, every component alike; evaluated
-    once (pp a constant, `shard.single_stage`) the memory and the step time are those of
+    once (pp a constant, `shard.end_stages`) the memory and the step time are those of
     evaluating both stages (pp an array, which could differ per configuration)."""
     from sweep.timing.step import step_time
 

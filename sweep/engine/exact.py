@@ -57,15 +57,14 @@ def unpack_near(bits: np.ndarray, layout: Layout, permutation) -> np.ndarray:
     capacity, from its packed mask in the plan's dimension order."""
     shape = layout.inner_shape
     size = int(np.prod(shape, dtype=np.int64))
-    # Few bytes are set: unpack only those (a chunk's whole mask is millions of bits),
-    # found a 64-bit word at a time (8x fewer elements to scan than bytes).
+    # Few bytes are set: unpack only the 64-bit words that hold one (a chunk's whole mask is
+    # millions of bits), and the last bytes that make no whole word.
     whole = bits.size // 8 * 8
-    in_words = np.flatnonzero(np.ascontiguousarray(bits[:whole]).view(np.uint64))
-    nonzero = np.concatenate([(in_words[:, None] * 8 + np.arange(8)).reshape(-1),
-                              whole + np.flatnonzero(bits[whole:])])
-    nonzero = nonzero[bits[nonzero] != 0]
-    local = (nonzero[:, None] * 8 + np.arange(8)).reshape(-1)
-    local = local[np.unpackbits(bits[nonzero]).astype(bool)]
+    words = np.flatnonzero(np.ascontiguousarray(bits[:whole]).view(np.uint64))
+    read = np.concatenate([(words[:, None] * 8 + np.arange(8)).reshape(-1),
+                           np.arange(whole, bits.size)])
+    local = (read[:, None] * 8 + np.arange(8)).reshape(-1)
+    local = local[np.unpackbits(bits[read]).astype(bool)]
     local = local[local < size]
     coords = np.unravel_index(local, [shape[i] for i in permutation])
     by_dim = dict(zip(permutation, coords, strict=True))

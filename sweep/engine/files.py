@@ -82,20 +82,17 @@ def summary_frame(grid: Grid, group: tuple[str, ...], count: np.ndarray,
     group_sizes = [len(grid.axis(n)) for n in group]
     per_group = grid.size // max(math.prod(group_sizes), 1)
     # The frame is sorted by group, then by the objectives: a group's first row is its best.
-    by_group = {}
-    if grid.group_by and len(frame):
-        for key, points in frame.group_by(list(grid.group_by), maintain_order=True):
-            by_group[key] = (len(points), points.head(1).to_dicts()[0])
+    groups = (frame.group_by(list(grid.group_by), maintain_order=True) if grid.group_by
+              else [((), frame)])
+    by_group = {key: (len(points), points.head(1).to_dicts()[0])
+                for key, points in groups if len(points)}
     for cell in np.ndindex(*group_sizes):
         at = dict(zip(group, cell, strict=True))
         labels = {n: grid.axis(n).labels[at[n]] for n in grid.group_by}
         # Labelled axes are keyed by label, numeric ones by value.
         key = tuple(labels[n] if n in LABELLED_AXES else float(grid.axis(n).values[at[n]])
                     for n in grid.group_by)
-        if not grid.group_by:
-            n_points, best = len(frame), (frame.head(1).to_dicts()[0] if len(frame) else {})
-        else:
-            n_points, best = by_group.get(key, (0, {}))
+        n_points, best = by_group.get(key, (0, {}))
         rows.append({**labels, "configurations": per_group,
                      "feasible": int(count[cell]), "frontier_points": n_points,
                      **{f"best_{k}": v for k, v in best.items() if k not in labels}})

@@ -688,11 +688,9 @@ def _compile_kernel(grid: Grid, layout: Layout, kept: Kept, devices) -> Kernel:
             # Loading rebuilds each program's HLO outside the GIL: side by side, as they
             # compile (measured here: 0.41-0.52 s for planner_mixed's two instead of
             # 0.56-0.82 s one after the other).
-            with ThreadPoolExecutor(1) as pool:
-                terms_exec = pool.submit(serialize_executable.deserialize_and_load, *terms)
-                reduce_exec = serialize_executable.deserialize_and_load(*reduce)
-                return Kernel(plan, terms_exec.result(), reduce_exec,
-                              time.perf_counter() - started, cached=True)
+            load = serialize_executable.deserialize_and_load
+            return Kernel(plan, *_side_by_side(lambda: load(*terms), lambda: load(*reduce)),
+                          time.perf_counter() - started, cached=True)
         except Exception as err:  # noqa: BLE001 - a stale entry: compile again
             print(f"note: recompiling the kernel ({type(err).__name__})", file=sys.stderr)
     plan, terms, reduce = _compile(grid, layout, kept, devices, tables)
@@ -747,13 +745,21 @@ def _compile(grid: Grid, layout: Layout, kept: Kept, devices, tables: Tables):
 
     sides_in = jax.tree_util.tree_map(
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=by_chunk), traced.out_info)
-    # XLA compiles outside the GIL: the terms program (the larger) compiles while the reduce
-    # program is traced and lowered, then both compile side by side.
+    # The terms program (the larger) compiles while the reduce program is traced and lowered,
+    # then both compile side by side.
+    terms_lowered = traced.lower()
+    return plan, *_side_by_side(
+        lambda: _compiled(terms_lowered, terms_compiler_options(devices[0].platform)),
+        lambda: per_device(reduce, P("chunks")).trace(sides_in).lower().compile())
+
+
+def _side_by_side(first: Callable, second: Callable) -> tuple:
+    """(first(), second()), `first` on a thread while `second` runs here: XLA compiles and
+    loads programs outside the GIL, so the two use both cores."""
     with ThreadPoolExecutor(1) as pool:
-        terms_exec = pool.submit(_compiled, traced.lower(),
-                                 terms_compiler_options(devices[0].platform))
-        reduce_exec = per_device(reduce, P("chunks")).trace(sides_in).lower().compile()
-        return plan, terms_exec.result(), reduce_exec
+        started = pool.submit(first)
+        other = second()
+        return started.result(), other
 
 
 def terms_compiler_options(platform: str) -> dict:

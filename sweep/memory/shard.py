@@ -127,10 +127,11 @@ def is_constant(value, number) -> bool:
     return isinstance(value, int | float | np.number) and float(value) == number
 
 
-def single_stage(cfg: TrainConfig) -> bool:
-    """pp is the constant 1: the one stage is the first and the last (`holds_embedding`,
-    `holds_head`), so evaluating one of them is evaluating both."""
-    return is_constant(cfg.pp, 1)
+def end_stages(cfg: TrainConfig) -> tuple[int, ...]:
+    """The first and the last stage, or the first alone when pp is the constant 1: the one
+    stage is then both (`holds_embedding`, `holds_head`), and evaluating it once is
+    evaluating both."""
+    return (FIRST,) if is_constant(cfg.pp, 1) else (FIRST, LAST)
 
 
 def stage_axis(codes, like) -> np.ndarray:

@@ -28,11 +28,10 @@ from sweep.memory.model_states import (
 from sweep.memory.shard import (
     FIRST,
     FULL,
-    LAST,
     MIDDLE,
+    end_stages,
     holds_head,
     is_constant,
-    single_stage,
     stage_axis,
     stage_shard,
     stage_values,
@@ -182,13 +181,12 @@ def evaluated_stages(cfg: TrainConfig) -> tuple[int, ...]:
     (MIDDLE) unless the split is even, where it never exceeds the first (as many blocks, fewer
     micro-batches in flight, no embedding). Decided from the values when they are constants
     (a sweep's unswept axes are Python numbers), else the middle stage is evaluated. With pp
-    the constant 1 the first stage is the only one (`shard.single_stage`)."""
-    if single_stage(cfg):
-        return (FIRST,)
+    the constant 1 the first stage is the only one (`shard.end_stages`)."""
+    ends = end_stages(cfg)
     split = (cfg.first_stage_layers, cfg.last_stage_layers, cfg.embedding_in_split,
              cfg.loss_in_split)
     even = all(is_constant(v, 0) for v in split)
-    return (FIRST, LAST) if even else (FIRST, LAST, MIDDLE)
+    return ends if len(ends) == 1 or even else (*ends, MIDDLE)
 
 
 def stacked_stages(arch: Architecture, cfg: TrainConfig, hw: Hardware,

@@ -32,15 +32,13 @@ from sweep.config import Hardware, TrainConfig
 from sweep.memory import bytes as b
 from sweep.memory.model_states import weight_bytes
 from sweep.memory.shard import (
-    FIRST,
-    LAST,
     dense_shard_degree,
+    end_stages,
     expert_shard_degree,
     expert_tp,
     gpus_on_node,
     holds_head,
     on_stage_axis,
-    single_stage,
     stage_axis,
     stage_layers,
     stage_shard,
@@ -56,7 +54,6 @@ GENERIC, DEEPSPEED, MEGATRON, FSDP = comms.GENERIC, comms.DEEPSPEED, comms.MEGAT
 BF16_MIXED, FP8_MIXED = 1, 4  # codes of vocabulary.PRECISIONS
 OFFLOAD_OPTIMIZER, OFFLOAD_PARAMS, OFFLOAD_NVME = 1, 2, 3  # codes of vocabulary.OFFLOADS
 
-STAGES = (FIRST, LAST)  # the stages a step is timed on: x[0] and x[-1] of `StepAtoms.work`
 FLASH_BACKWARD = fl.FLASH_BACKWARD
 TP_COLLECTIVES_PER_PASS = 2  # per block: after attention and after the MLP (Megatron-LM)
 EP_ALL_TO_ALLS_PER_PASS = 2  # per MoE block: dispatch and combine
@@ -503,9 +500,9 @@ class StepAtoms:
     """Every term of a step on the sub-grid of its own axes; `combine` makes the step of m
     micro-batches from them with a few operations per configuration (the sweep's kernel
     gathers them per configuration it evaluates, `engine/kernel.py`). `work` and `comms` hold
-    the first and the last stage along every leaf's leading axis (`STAGES`; of size 1 where
-    a term is the same on both, and everywhere when pp is the constant 1, where they are one
-    stage: `shard.single_stage`)."""
+    the first and the last stage along every leaf's leading axis (`shard.end_stages`: x[0]
+    and x[-1]; of size 1 where a term is the same on both, and everywhere when pp is the
+    constant 1, where they are one stage)."""
 
     work: StageWork
     comms: StepComms
@@ -521,7 +518,7 @@ class StepAtoms:
 def step_atoms(arch: Architecture, cfg: TrainConfig, hw: Hardware,
                overlap: comms.Overlap | None = None) -> StepAtoms:
     overlap = comms.framework_overlap(cfg) if overlap is None else overlap
-    stages = stage_axis((FIRST,) if single_stage(cfg) else STAGES, (arch, cfg, hw))
+    stages = stage_axis(end_stages(cfg), (arch, cfg, hw))
     work = stage_work(arch, cfg, hw, overlap, stages, layer_times(arch, cfg, hw))
 
     def on_stages(tree):
