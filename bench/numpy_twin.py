@@ -26,7 +26,7 @@ from sweep.engine.kernel import (
     split_terms,
     time_value,
 )
-from sweep.enumerate import broadcast_inputs
+from sweep.enumerate import broadcast_inputs, rank_inputs
 
 
 def _matrix(array, rows, cols, shape):
@@ -37,8 +37,9 @@ def structured_chunk(grid, layout, kept, tables, chunk: int):
     """(best per kept inner cell, count per kept inner cell) of one chunk, kernel-style."""
     inner, shape = layout.inner_names, layout.inner_shape
     keep = frozenset(i for i, n in enumerate(inner) if n in kept.names)
-    arch, cfg, hw = broadcast_inputs(tables, layout, layout.outer_index(chunk))
-    sides = split_terms(grid, arch, cfg, hw)
+    outer_index = layout.outer_index(chunk)
+    arch, cfg, hw = broadcast_inputs(tables, layout, outer_index)
+    sides = split_terms(grid, arch, cfg, hw, rank_inputs(tables, layout, outer_index))
     plan = plan_of(sides, shape, keep)
     sides = sides.resolved()
     shared, static_only, dynamic_only = plan.shared, plan.static_only, plan.dynamic_only

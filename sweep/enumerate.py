@@ -13,18 +13,22 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
+import jax
 import numpy as np
 
 from sweep import xp
 from sweep.config import GPU_PLATFORM, Hardware, TrainConfig
 from sweep.grid import Grid, stacked_architectures
 from sweep.memory.model_states import GENERIC
+from sweep.memory.shard import RankParams, rank_params
 from sweep.model import Architecture
 
 CONFIG_FIELDS = tuple(f.name for f in fields(TrainConfig))
 ARCH_FIELDS = tuple(f.name for f in fields(Architecture))
 HARDWARE_FIELDS = tuple(f.name for f in fields(Hardware))
 
+
+RANK_KEY = "rank"  # the key prefix of the `Tables.rank_tables` among the kernel's arguments
 
 # Axes that (nearly) every memory term depends on come first among the outer (per-chunk)
 # axes: fixing them does not make a chunk recompute terms that other chunks also compute.
@@ -115,6 +119,7 @@ class Tables:
         self.arrays["gpu.devices_per_node"] = np.array([float(g.devices_per_node) for g in gpus])
         for name in CONFIG_FIELDS:
             self.arrays[name] = np.asarray(grid.axis(name).values, float)
+        self._ranks: dict[Layout, RankParams] = {}
 
     @staticmethod
     def axis_of(key: str) -> str:
@@ -131,10 +136,23 @@ class Tables:
         return arch, TrainConfig(**config), hw
 
     def swept_arrays(self, layout: Layout) -> dict[str, np.ndarray]:
-        """The tables of swept axes (passed to the jitted kernel as arguments, so that XLA
-        does not constant-fold the whole grid)."""
-        return {k: v.astype(np.float32) for k, v in self.arrays.items()
-                if self.axis_of(k) in layout.names}
+        """The tables of swept axes and the `rank_tables` that vary (passed to the jitted
+        kernel as arguments, so that XLA does not constant-fold the whole grid)."""
+        swept = {k: v.astype(np.float32) for k, v in self.arrays.items()
+                 if self.axis_of(k) in layout.names}
+        ranks = rank_keys(self.rank_tables(layout))
+        return {**swept, **{k: np.asarray(v, np.float32) for k, v in ranks.items()
+                            if np.ndim(v)}}
+
+    def rank_tables(self, layout: Layout) -> RankParams:
+        """`shard.rank_params` in float64 over the swept axes it reads: one dimension per
+        axis of `layout` (outer ones included), of size 1 where it does not read it; a number
+        where it reads none."""
+        if layout not in self._ranks:
+            whole = Layout(layout.names, layout.sizes, 0, layout.canonical)
+            arch, cfg, _ = broadcast_inputs(self, whole, ())
+            self._ranks[layout] = rank_params(arch, cfg)
+        return self._ranks[layout]
 
 
 def broadcast_inputs(tables: Tables, layout: Layout, outer_index, arrays=None, namespace=np):
@@ -158,6 +176,30 @@ def broadcast_inputs(tables: Tables, layout: Layout, outer_index, arrays=None, n
         return table.reshape(shape)
 
     return tables.inputs(pick)
+
+
+def rank_keys(ranks: RankParams) -> dict:
+    """The leaves of a `RankParams` by key (`rank.kinds.dense.lora`, ...)."""
+    leaves = jax.tree_util.tree_flatten_with_path(ranks)[0]
+    return {RANK_KEY + jax.tree_util.keystr(path): leaf for path, leaf in leaves}
+
+
+def rank_inputs(tables: Tables, layout: Layout, outer_index, arrays=None) -> RankParams:
+    """`shard.rank_params` of one chunk from the host's `Tables.rank_tables`: a table's outer
+    dimensions at `outer_index` (traceable), its inner ones kept; `arrays` overrides the
+    tables that vary (traced arguments inside jit), a constant stays a number."""
+    ranks = tables.rank_tables(layout)
+    arrays = {} if arrays is None else arrays
+
+    def pick(key, table):
+        table = arrays.get(key, table)
+        if not np.ndim(table):
+            return table
+        at = tuple(outer_index[j] if table.shape[j] > 1 else 0 for j in range(layout.outer))
+        return table[at]
+
+    picked = [pick(key, table) for key, table in rank_keys(ranks).items()]
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(ranks), picked)
 
 
 def flat_inputs(tables: Tables, layout: Layout, indices: dict[str, np.ndarray]):

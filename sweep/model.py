@@ -440,21 +440,28 @@ def active_params(arch: Architecture):
     return total_params(arch) - routed * inactive_share
 
 
-def largest_module_params(arch: Architecture, tp=1, ep=1):
-    """Parameters of the largest single module (DeepSpeed's `largest_layer_params`).
-
-    DeepSpeed takes the max over modules of the parameters a module owns directly
-    (`model_to_params`): here the embedding or head (V·h) or the biggest single linear.
-    Fused expert weights are counted per expert, as in the Hugging Face implementations.
-    """
-    vocab = arch.vocab_size * arch.hidden_size / tp
-    largest = vocab
+def largest_linear_params(arch: Architecture, tp=1):
+    """Parameters of the largest single linear of a block on one TP rank: weight rows·cols
+    plus its bias, over the linears of both block kinds that exist (count > 0)."""
+    largest = 0.0
     for moe in (False, True):
         for lin in block_linears(arch, moe):
             rows, cols = lin.dims_on_rank(tp)
             single = rows * cols + lin.bias * cols
             largest = xp.maximum(largest, xp.where(lin.count > 0, single, 0))
     return largest
+
+
+def largest_module_params(arch: Architecture, tp=1, ep=1, largest_linear=None):
+    """Parameters of the largest single module (DeepSpeed's `largest_layer_params`).
+
+    DeepSpeed takes the max over modules of the parameters a module owns directly
+    (`model_to_params`): here the embedding or head (V·h/t) or the biggest single linear
+    (`largest_linear_params`, when not given). Fused expert weights are counted per expert, as
+    in the Hugging Face implementations.
+    """
+    largest_linear = largest_linear_params(arch, tp) if largest_linear is None else largest_linear
+    return xp.maximum(arch.vocab_size * arch.hidden_size / tp, largest_linear)
 
 
 def block_params(arch: Architecture, tp=1, ep=1, etp=None):

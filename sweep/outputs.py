@@ -61,9 +61,10 @@ class OfMargin:
 
 @dataclass(frozen=True)
 class OfTime:
-    """On device: `atoms(arch, cfg, hw)` (a pytree of terms, each on the sub-grid of its own
-    axes) and `value(atoms, m, token_budget)`, a few operations per configuration on the
-    atoms gathered for it (the step time depends on nearly every axis, its atoms on few)."""
+    """On device: `atoms(arch, cfg, hw, rank)` (a pytree of terms, each on the sub-grid of its
+    own axes; `rank`: `shard.rank_params`) and `value(atoms, m, token_budget)`, a few
+    operations per configuration on the atoms gathered for it (the step time depends on
+    nearly every axis, its atoms on few)."""
 
     atoms: Callable
     value: Callable
@@ -171,9 +172,10 @@ def cost_to_train(t, n_gpus, price, token_budget):
     return cost_for_budget(t.step_s, t.tokens_per_step, n_gpus, price, token_budget)
 
 
-def time_atoms(arch, cfg, hw):
-    """What the kernel evaluates on the sub-grids: the step's atoms and the price."""
-    return timing.step_atoms(arch, cfg, hw), hw.price_per_gpu_hour_usd
+def time_atoms(arch, cfg, hw, rank=None):
+    """What the kernel evaluates on the sub-grids: the step's atoms and the price (`rank`:
+    `shard.rank_params` from the host)."""
+    return timing.step_atoms(arch, cfg, hw, rank=rank), hw.price_per_gpu_hour_usd
 
 
 def _training_only(ev: Evaluation, value):

@@ -285,6 +285,33 @@ objectives = ["-n_gpus", "+seq_len", "+headroom_bytes"]
     check(grid, tmp_path)
 
 
+def test_per_rank_parameter_tables_on_outer_and_inner_axes(tmp_path, monkeypatch):
+    """The per-rank block and linear counts come from tables the host computes over the axes
+    they read (model, tp, ep, etp, LoRA rank and targets): with small chunks some of those
+    axes are outer (one value per chunk) and some inner, dense and MoE models, LoRA and
+    QLoRA; a memory objective reads them."""
+    monkeypatch.setattr(kernel, "ROWS_PER_BLOCK_CONFIGS", 16)
+    grid = grid_of(tmp_path, """
+model = ["llama-3.1-8b", "mixtral-8x7b", "qwen2.5-7b"]
+gpu = ["h100-sxm-80gb"]
+n_gpus = [8, 16]
+tp = [1, 2, 4]
+ep = [1, 2, 8]
+etp = [0, 1]
+zero_stage = [1, 3]
+framework = ["megatron", "deepspeed"]
+finetune = ["full", "lora", "qlora"]
+lora_rank = [8, 64]
+lora_targets = ["q_proj,v_proj", "all-linear"]
+seq_len = [2048, 8192]
+""", """
+[frontier]
+group_by = ["model"]
+objectives = ["-n_gpus", "+seq_len", "-per_gpu_total_bytes"]
+""", chunk=64)
+    check(grid, tmp_path)
+
+
 @pytest.mark.parametrize("axes", [
     'model = ["llama-3.1-8b"]\ngpu = ["h100-sxm-80gb"]',  # nothing swept
     'model = ["llama-3.1-8b"]\ngpu = ["h100-sxm-80gb"]\nn_gpus = [1, 2, 4, 8, 16]',

@@ -59,6 +59,7 @@ from sweep.enumerate import (
     broadcast_inputs,
     global_batch_split,
     layout_constraints,
+    rank_inputs,
 )
 from sweep.grid import Grid
 from sweep.memory.shard import on_stage_axis, stage_values
@@ -237,7 +238,7 @@ def _place_checks(checks, static_dims: set, dynamic_dims: set):
     return tuple(static), tuple(dynamic)
 
 
-def _objective_value(grid: Grid, arch, cfg, hw, dynamic_only: set) -> Value:
+def _objective_value(grid: Grid, arch, cfg, hw, rank, dynamic_only: set) -> Value:
     """The computed objective's device form (`outputs.Quantity.device`): a product's factors
     go to the dynamic side when they vary along an axis only the dynamic side has; a time
     quantity's atoms stay on their own sub-grids (`time_value` combines them)."""
@@ -247,7 +248,7 @@ def _objective_value(grid: Grid, arch, cfg, hw, dynamic_only: set) -> Value:
     quantity, sign = objective
     form = quantity.device
     if isinstance(form, OfTime):  # outputs of the terms program: computed on their own axes
-        return Value(None, 1.0, 1.0, form.atoms(arch, cfg, hw))
+        return Value(None, 1.0, 1.0, form.atoms(arch, cfg, hw, rank))
     if isinstance(form, OfMargin):
         return Value(xp.materialize(sign * form.scale(cfg, hw)),
                      xp.materialize(sign * form.offset(cfg, hw)), 1.0)
@@ -261,8 +262,9 @@ def _objective_value(grid: Grid, arch, cfg, hw, dynamic_only: set) -> Value:
     return Value(None, xp.materialize(static), xp.materialize(dynamic))
 
 
-def split_terms(grid: Grid, arch, cfg, hw) -> Sides:
-    """`fit_terms` regrouped so that each term stays on the sub-grid of its own axes."""
+def split_terms(grid: Grid, arch, cfg, hw, rank=None) -> Sides:
+    """`fit_terms` regrouped so that each term stays on the sub-grid of its own axes (`rank`:
+    `shard.rank_params` from the host, `enumerate.rank_inputs`)."""
     frameworks = tuple(int(code) for code in grid.axis("framework").values)
     batch = None
     if grid.global_batch_tokens:
@@ -272,7 +274,7 @@ def split_terms(grid: Grid, arch, cfg, hw) -> Sides:
         batch = GlobalBatch(xp.materialize(per_replica * 1.0),
                             xp.materialize(1 / replicas), xp.materialize(replicas * 1.0),
                             xp.materialize(grouped_microbatches(cfg) * 1.0), cfg.pp * 1.0)
-    terms = fit_terms(arch, cfg, hw, frameworks)
+    terms = fit_terms(arch, cfg, hw, frameworks, rank)
     known_m = batch is None
     pieces, axis = terms.stages, terms.stage_axis  # every stage along axis 0
     parts = pieces.parts(cfg.grad_accum) if known_m else None
@@ -301,7 +303,7 @@ def split_terms(grid: Grid, arch, cfg, hw) -> Sides:
         stages = StageSides(pieces.base, pieces.step, pieces.once, pieces.accumulated,
                             pieces.in_flight_cap, pieces.per_microbatch, host, nvme)
     stages = jax.tree_util.tree_map(lambda a: on_stage_axis(a, axis), stages)
-    value = _objective_value(grid, arch, cfg, hw, dynamic_dims - static_dims)
+    value = _objective_value(grid, arch, cfg, hw, rank, dynamic_dims - static_dims)
     return Sides(stages, xp.materialize(NEAR * allocatable), value, batch, static_checks,
                  dynamic_checks, allocatable, node_limits(hw))
 
@@ -728,7 +730,8 @@ def _compile(grid: Grid, layout: Layout, kept: Kept, devices, tables: Tables):
 
     def terms(indices, arrays):
         arch, cfg, hw = broadcast_inputs(tables, layout, indices[0], arrays, jnp)
-        sides = split_terms(grid, arch, cfg, hw)
+        rank = rank_inputs(tables, layout, indices[0], arrays)
+        sides = split_terms(grid, arch, cfg, hw, rank)
         return jax.tree_util.tree_map(_program_output, sides)
 
     indices = jax.ShapeDtypeStruct((len(devices), layout.outer), jnp.int32)

@@ -65,6 +65,27 @@ class StageShard:
     root_trainable: object = 0.0
 
 
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class RankParams:
+    """Parameter counts on one TP/EP rank that depend only on the model, t, x, t_e and the
+    LoRA setting (rank, targets): one block of each kind (`model.block_kinds`) and the
+    largest single linear (`model.largest_linear_params`). Neither reads the vocabulary, so
+    Megatron-LM's padding of it does not change them. A grid has few such combinations: the
+    engine computes them on the host in float64 over the axes they read
+    (`enumerate.Tables.swept_arrays`) instead of tracing a sum over every linear."""
+
+    kinds: model.BlockKinds
+    largest_linear: object
+
+
+def rank_params(arch: model.Architecture, cfg: TrainConfig) -> RankParams:
+    """`RankParams` of `arch` under `cfg`'s tp, ep, `expert_tp` and LoRA rank and targets."""
+    kinds = model.block_kinds(arch, cfg.tp, cfg.ep, expert_tp(cfg), cfg.lora_rank,
+                              cfg.lora_targets)
+    return RankParams(kinds, model.largest_linear_params(arch, cfg.tp))
+
+
 def dense_shard_degree(cfg: TrainConfig):
     """Ranks sharing the dense parameters, over which ZeRO/FSDP shard them: n/(t·p)."""
     return cfg.n_gpus / (cfg.tp * cfg.pp)
@@ -177,14 +198,17 @@ def holds_head(cfg: TrainConfig, stage):
     return by_stage(stage, single, single, 1)
 
 
-def stage_shard(arch: model.Architecture, cfg: TrainConfig, stage) -> StageShard:
+def stage_shard(arch: model.Architecture, cfg: TrainConfig, stage,
+                rank: RankParams | None = None) -> StageShard:
     """Parameters on one GPU of the first (`FIRST`), middle or last (`LAST`) pipeline stage
-    (or of every stage of a `stage_axis`)."""
+    (or of every stage of a `stage_axis`). `rank`: the rank's `rank_params`, when already
+    computed."""
     tp, ep, etp = cfg.tp, cfg.ep, expert_tp(cfg)
     layers, first_layer = stage_layers(arch, cfg, stage)
     with_embedding, with_head = holds_embedding(cfg, stage), holds_head(cfg, stage)
+    rank = rank_params(arch, cfg) if rank is None else rank
     # One dense and one MoE block on this rank: every run of blocks below is made of them.
-    kinds = model.block_kinds(arch, tp, ep, etp, cfg.lora_rank, cfg.lora_targets)
+    kinds = rank.kinds
     blocks = model.over_layers(arch, kinds, layers, first_layer)
     embedding = with_embedding * model.embedding_params(arch, tp)
     # The head's vocabulary dimension is split; its hidden dimension is the factored column.
@@ -238,7 +262,7 @@ def stage_shard(arch: model.Architecture, cfg: TrainConfig, stage) -> StageShard
         trainable_expert=xp.where(is_full, full_expert, 0),
         factored_dense=xp.where(is_full, full_factored * (1 - expert_share), adapters),
         factored_expert=xp.where(is_full, full_factored * expert_share, 0),
-        largest_module=model.largest_module_params(arch, tp, ep),
+        largest_module=model.largest_module_params(arch, tp, ep, rank.largest_linear),
         block=unit.dense + unit.expert,
         frozen_dense=xp.where(is_full, base_dense - full_dense, base_dense),
         frozen_expert=xp.where(is_full, blocks.expert - full_expert, blocks.expert),

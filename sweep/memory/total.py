@@ -29,6 +29,7 @@ from sweep.memory.shard import (
     FIRST,
     FULL,
     MIDDLE,
+    RankParams,
     end_stages,
     holds_head,
     is_constant,
@@ -164,12 +165,13 @@ class FitTerms:
 
 
 def fit_terms(arch: Architecture, cfg: TrainConfig, hw: Hardware,
-              frameworks=tuple(PROFILES)) -> FitTerms:
+              frameworks=tuple(PROFILES), rank: RankParams | None = None) -> FitTerms:
     """The terms of `estimate`'s fit decision, unsummed: total <= C is
     max(backward + dynamic, step) <= A = (C - O)·(1 - φ) on both stages (C capacity, O runtime
     overhead, φ fragmentation: docs/notation.md). The sweep combines them with few operations
-    per configuration."""
-    stacked, codes = stacked_stages(arch, cfg, hw, frameworks)
+    per configuration. `rank`: `shard.rank_params`, when computed beforehand (the sweep's
+    kernel gets them from the host)."""
+    stacked, codes = stacked_stages(arch, cfg, hw, frameworks, rank)
     capacity = hw.memory_bytes * hw.usable_fraction
     allocatable = (capacity - hw.runtime_overhead_bytes) * (1 - cfg.fragmentation)
     return FitTerms(stacked.pieces, codes, allocatable, stacked.host, stacked.nvme,
@@ -190,11 +192,12 @@ def evaluated_stages(cfg: TrainConfig) -> tuple[int, ...]:
 
 
 def stacked_stages(arch: Architecture, cfg: TrainConfig, hw: Hardware,
-                   frameworks=tuple(PROFILES)) -> tuple[Stage, np.ndarray]:
+                   frameworks=tuple(PROFILES), rank: RankParams | None = None
+                   ) -> tuple[Stage, np.ndarray]:
     """(`stage_memory` of every one of the `evaluated_stages` along the leading axis, their
     `shard.stage_axis`): one evaluation, so a swept formula is traced once, not per stage."""
     codes = stage_axis(evaluated_stages(cfg), (arch, cfg, hw))
-    return stage_memory(arch, cfg, hw, codes, frameworks), codes
+    return stage_memory(arch, cfg, hw, codes, frameworks, rank), codes
 
 
 def every_stage(arch: Architecture, cfg: TrainConfig, hw: Hardware,
@@ -233,7 +236,7 @@ def framework_architecture(arch: Architecture, cfg: TrainConfig) -> Architecture
 
 
 def stage_memory(arch: Architecture, cfg: TrainConfig, hw: Hardware, stage,
-                 frameworks=tuple(PROFILES)) -> Stage:
+                 frameworks=tuple(PROFILES), rank: RankParams | None = None) -> Stage:
     """Every GPU component of one pipeline stage in the step's two peaks, and the total (of
     every stage along axis 0 for a stage array, `shard.stage_axis`).
 
@@ -251,7 +254,7 @@ def stage_memory(arch: Architecture, cfg: TrainConfig, hw: Hardware, stage,
     decode workspace, the next-token logits and the KV cache.
     """
     arch = framework_architecture(arch, cfg)
-    shard = stage_shard(arch, cfg, stage)
+    shard = stage_shard(arch, cfg, stage, rank)
     states: ModelStates = model_states(shard, cfg, frameworks)
     inference = cfg.mode == INFERENCE
     training = 1 - inference

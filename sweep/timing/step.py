@@ -32,6 +32,7 @@ from sweep.config import Hardware, TrainConfig
 from sweep.memory import bytes as b
 from sweep.memory.model_states import weight_bytes
 from sweep.memory.shard import (
+    RankParams,
     dense_shard_degree,
     end_stages,
     expert_shard_degree,
@@ -397,7 +398,8 @@ class StepComms:
     offload_microbatch: object
 
 
-def step_comms(arch: Architecture, cfg: TrainConfig, hw: Hardware, stage) -> StepComms:
+def step_comms(arch: Architecture, cfg: TrainConfig, hw: Hardware, stage,
+               rank: RankParams | None = None) -> StepComms:
     """Data-parallel gradient reduction and parameter gathers, optimizer and offload, on one
     stage (or every stage of a `stage_axis`).
 
@@ -413,7 +415,7 @@ def step_comms(arch: Architecture, cfg: TrainConfig, hw: Hardware, stage) -> Ste
     a per-step gather behind the first forward; per-micro-batch gathers behind that
     micro-batch's forward and backward (`stage_step_seconds`).
     """
-    shard = stage_shard(arch, cfg, stage)
+    shard = stage_shard(arch, cfg, stage, rank)
     g_dense, g_expert = dense_shard_degree(cfg), expert_shard_degree(cfg)
     etp = expert_tp(cfg)
     dense_bw = comms.ring_bandwidth(g_dense, cfg.tp, cfg, hw)
@@ -516,7 +518,10 @@ class StepAtoms:
 
 
 def step_atoms(arch: Architecture, cfg: TrainConfig, hw: Hardware,
-               overlap: comms.Overlap | None = None) -> StepAtoms:
+               overlap: comms.Overlap | None = None, rank: RankParams | None = None
+               ) -> StepAtoms:
+    """The step's `StepAtoms` on the first and the last stage (`rank`: `shard.rank_params`,
+    when computed beforehand)."""
     overlap = comms.framework_overlap(cfg) if overlap is None else overlap
     stages = stage_axis(end_stages(cfg), (arch, cfg, hw))
     work = stage_work(arch, cfg, hw, overlap, stages, layer_times(arch, cfg, hw))
@@ -526,7 +531,7 @@ def step_atoms(arch: Architecture, cfg: TrainConfig, hw: Hardware,
 
     return StepAtoms(
         work=on_stages(work),
-        comms=on_stages(step_comms(arch, cfg, hw, stages)),
+        comms=on_stages(step_comms(arch, cfg, hw, stages, rank)),
         overlap=overlap,
         bubble_microbatches=xp.materialize(schedule.bubble_microbatches(cfg)),
         tokens_per_microbatch=xp.materialize(tokens_per_step(cfg.replace(grad_accum=1))),
