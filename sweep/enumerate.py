@@ -170,7 +170,7 @@ def broadcast_inputs(tables: Tables, layout: Layout, outer_index, arrays=None, n
             return float(table[0])
         j = position[axis]
         if j < layout.outer:
-            return namespace.asarray(table)[outer_index[j]]
+            return xp.at_leading(namespace.asarray(table), (outer_index[j],))
         shape = [1] * n_inner
         shape[j - layout.outer] = table.shape[0]
         return table.reshape(shape)
@@ -195,8 +195,8 @@ def rank_inputs(tables: Tables, layout: Layout, outer_index, arrays=None) -> Ran
         table = arrays.get(key, table)
         if not np.ndim(table):
             return table
-        at = tuple(outer_index[j] if table.shape[j] > 1 else 0 for j in range(layout.outer))
-        return table[at]
+        return xp.at_leading(table, tuple(outer_index[j] if table.shape[j] > 1 else 0
+                                          for j in range(layout.outer)))
 
     picked = [pick(key, table) for key, table in rank_keys(ranks).items()]
     return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(ranks), picked)

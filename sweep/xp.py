@@ -47,6 +47,20 @@ def divides(divisor, value):
     return value == divisor * floor(value / divisor)
 
 
+def at_leading(table, index):
+    """`table[index[0], index[1], ...]` over its leading dimensions, for valid indices that
+    may be traced. In JAX one `dynamic_slice` that does not wrap negative indices: `x[i]`
+    would add three operations per index, which tracing, lowering and compiling each pay
+    for."""
+    if not isinstance(table, jax.Array) and not any(isinstance(i, jax.Array) for i in index):
+        return np.asarray(table)[tuple(index)]
+    table = jnp.asarray(table)
+    n = len(index)
+    block = jax.lax.dynamic_slice(table, tuple(index) + (0,) * (table.ndim - n),
+                                  (1,) * n + table.shape[n:], allow_negative_indices=False)
+    return block.reshape(table.shape[n:])
+
+
 def lookup(table, code):
     """`table[code]` for a constant tuple `table` and an integer code array (or int)."""
     xp = namespace(code)

@@ -81,3 +81,16 @@ def test_no_recompile_for_new_values():
     compiled = jitted._cache_size()
     jitted(arch, _f32(TrainConfig(n_gpus=64, zero_stage=3, framework=2)), hw)
     assert jitted._cache_size() == compiled
+
+
+def test_at_leading_is_indexing_in_numpy_and_under_jit():
+    """`xp.at_leading` (the kernel's lookup of a chunk's outer axes) reads the same element
+    as NumPy's indexing, with the indices traced, for every valid index."""
+    from sweep import xp
+
+    table = np.arange(3 * 4 * 5, dtype=np.float32).reshape(3, 4, 5)
+    at = jax.jit(lambda t, i, j: xp.at_leading(t, (i, j)))
+    for i, j in itertools.product(range(3), range(4)):
+        np.testing.assert_array_equal(np.asarray(at(table, i, j)), table[i, j])
+        np.testing.assert_array_equal(xp.at_leading(table, (i, j)), table[i, j])
+    assert float(jax.jit(lambda t, i: xp.at_leading(t, (i,)))(table[:, 0, 0], 2)) == 40.0

@@ -729,8 +729,9 @@ def _compile(grid: Grid, layout: Layout, kept: Kept, devices, tables: Tables):
                                      out_specs=P("chunks"), check_vma=False))
 
     def terms(indices, arrays):
-        arch, cfg, hw = broadcast_inputs(tables, layout, indices[0], arrays, jnp)
-        rank = rank_inputs(tables, layout, indices[0], arrays)
+        outer_index = tuple(indices[0, j] for j in range(layout.outer))  # sliced once
+        arch, cfg, hw = broadcast_inputs(tables, layout, outer_index, arrays, jnp)
+        rank = rank_inputs(tables, layout, outer_index, arrays)
         sides = split_terms(grid, arch, cfg, hw, rank)
         return jax.tree_util.tree_map(_program_output, sides)
 
