@@ -200,15 +200,20 @@ def test_other_framework_values_compile_their_own_kernel(tmp_path, monkeypatch):
     assert not other["timing"]["cached"]
 
 
-def test_the_terms_programs_xla_options_are_known_and_an_unknown_one_is_left_out():
-    """The CPU option of the terms program is one this XLA knows (else `_compiled` would
-    silently drop it), and an option XLA does not know is left out, not an error."""
+def test_the_kernels_xla_options_are_known_and_an_unknown_one_is_left_out():
+    """The CPU options of both programs, for small and large grids, are ones this XLA knows
+    (else `_compiled` would silently drop them), and an option XLA does not know is left
+    out, not an error."""
     import jax
 
     from sweep.engine import kernel
 
     lowered = jax.jit(lambda x: x * 2.0).lower(1.0)
-    assert float(lowered.compile(kernel.terms_compiler_options("cpu"))(3.0)) == 6.0
+    for program in (kernel.TERMS, kernel.REDUCE):
+        for size in (1, kernel.QUICK_COMPILE_CONFIGS):
+            options = kernel.compiler_options("cpu", program, size)
+            assert float(lowered.compile(options)(3.0)) == 6.0
+    assert kernel.compiler_options("cpu", kernel.TERMS, 1)["xla_backend_optimization_level"] == 0
     assert float(kernel._compiled(lowered, {"xla_no_such_option": True})(3.0)) == 6.0
     with pytest.raises(Exception, match="No such compile option"):
         lowered.compile({"xla_no_such_option": True})

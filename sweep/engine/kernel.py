@@ -752,9 +752,11 @@ def _compile(grid: Grid, layout: Layout, kept: Kept, devices, tables: Tables):
     # The terms program (the larger) compiles while the reduce program is traced and lowered,
     # then both compile side by side.
     terms_lowered = traced.lower()
+    platform = devices[0].platform
     return plan, *_side_by_side(
-        lambda: _compiled(terms_lowered, terms_compiler_options(devices[0].platform)),
-        lambda: per_device(reduce, P("chunks")).trace(sides_in).lower().compile())
+        lambda: _compiled(terms_lowered, compiler_options(platform, TERMS, grid.size)),
+        lambda: _compiled(per_device(reduce, P("chunks")).trace(sides_in).lower(),
+                          compiler_options(platform, REDUCE, grid.size)))
 
 
 def _side_by_side(first: Callable, second: Callable) -> tuple:
@@ -766,13 +768,33 @@ def _side_by_side(first: Callable, second: Callable) -> tuple:
         return started.result(), other
 
 
-def terms_compiler_options(platform: str) -> dict:
-    """XLA options for the terms program. On the CPU, XLA's older (LLVM IR) fusion emitters
-    instead of its MLIR ones: measured here (jaxlib 0.10.2, 2 cores), the terms program of
-    bench/grids/time_1e10.toml compiles in 2.6 s instead of 3.9-4.7 s and the default
-    grid's in 1.0 s instead of 1.8 s, and it runs as fast. (The reduce program keeps the
-    MLIR emitters: with the older ones it ran up to a fifth slower.)"""
-    return {"xla_cpu_use_fusion_emitters": False} if platform == "cpu" else {}
+TERMS, REDUCE = "terms", "reduce"  # the kernel's two programs
+# Grids of fewer configurations compile at XLA's optimization level 0 (`compiler_options`).
+QUICK_COMPILE_CONFIGS = 10**7
+
+
+def compiler_options(platform: str, program: str, configurations: int) -> dict:
+    """XLA options of the kernel's `program` (`TERMS` or `REDUCE`) for a grid of
+    `configurations`, on the CPU (measured here: jaxlib 0.10.2, 2 cores):
+
+    - the terms program with XLA's older (LLVM IR) fusion emitters instead of its MLIR ones:
+      bench/grids/time_1e10.toml's compiles in 2.6 s instead of 3.9-4.7 s, the default
+      grid's in 1.0 s instead of 1.8 s, and runs as fast (the reduce program keeps the MLIR
+      emitters: with the older ones it ran up to a fifth slower);
+    - below `QUICK_COMPILE_CONFIGS`, both programs at optimization level 0 (LLVM without
+      its optimizations). They run up to 3x slower (finetune_lora's 1.1e8 configurations
+      1.5 s longer), which below 1e7 configurations costs less than it saves: alternating
+      first runs, the default grid compiled in 2.6-3.0 s instead of 3.7-4.5 s,
+      capacity_planning in 2.9-4.0 s instead of 5.3-5.4 s, one_model_every_node in 2.2-2.9 s
+      instead of 3.8-4.4 s; a cached run of one_model_every_node takes 0.7-0.85 s instead of
+      0.5 s, of the default grid about as long (0.45-0.55 s).
+    """
+    if platform != "cpu":
+        return {}
+    options = {"xla_cpu_use_fusion_emitters": False} if program == TERMS else {}
+    if configurations < QUICK_COMPILE_CONFIGS:
+        options["xla_backend_optimization_level"] = 0
+    return options
 
 
 def _compiled(lowered, options: dict):
