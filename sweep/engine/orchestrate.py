@@ -22,6 +22,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from sweep.engine import files
 from sweep.engine.exact import BATCH, evaluate_flat, full_flat, unpack_near
@@ -279,13 +280,26 @@ def _run(grid: Grid, out: OutputDir, progress: bool, devices, max_chunks) -> dic
         sweep.decide_near(state, pending)
         state.save(out, state_name, grid.hash)
 
+    batches = [todo[start:start + n_dev] for start in range(0, len(todo), n_dev)]
+
+    def dispatch(batch):
+        padded = batch + [batch[-1]] * (n_dev - len(batch))
+        indices = np.array([layout.outer_index(c) for c in padded], np.int32).reshape(
+            n_dev, layout.outer)
+        return kernel(jnp.asarray(indices), arrays)
+
     try:
-        for start in range(0, len(todo), n_dev):
-            batch = todo[start:start + n_dev]
-            padded = batch + [batch[-1]] * (n_dev - len(batch))
-            indices = np.array([layout.outer_index(c) for c in padded], np.int32).reshape(
-                n_dev, layout.outer)
-            results = jax.device_get(kernel(jnp.asarray(indices), arrays))
+        if batches:
+            # On every device once, not again with every call.
+            arrays = jax.device_put(arrays, NamedSharding(Mesh(np.array(devices), ("chunks",)),
+                                                          PartitionSpec()))
+            in_flight = dispatch(batches[0])
+        for k, batch in enumerate(batches):
+            results = in_flight
+            # The next batch runs on the devices while this one's results are taken in.
+            if k + 1 < len(batches):
+                in_flight = dispatch(batches[k + 1])
+            results = jax.device_get(results)
             for i, chunk in enumerate(batch):
                 result = ChunkResult(*(x[i] for x in results))
                 if result.n_near:
