@@ -420,8 +420,9 @@ def mtp_params(arch: Architecture, tp=1, ep=1, etp=None,
 def total_params(arch: Architecture):
     """All parameters: embeddings + L blocks + final norm + head (+ every routed expert)
     + the multi-token-prediction modules."""
-    blocks = layers_params(arch, arch.num_layers)
-    mtp = mtp_params(arch)
+    kinds = block_kinds(arch)
+    blocks = over_layers(arch, kinds, arch.num_layers)
+    mtp = mtp_params(arch, kinds=kinds)
     return (
         embedding_params(arch)
         + blocks.dense
@@ -435,7 +436,9 @@ def total_params(arch: Architecture):
 
 def active_params(arch: Architecture):
     """Parameters one token passes through: routed experts counted E_k of E times."""
-    routed = layers_params(arch, arch.num_layers).expert + mtp_params(arch).expert
+    kinds = block_kinds(arch)
+    routed = (over_layers(arch, kinds, arch.num_layers).expert
+              + mtp_params(arch, kinds=kinds).expert)
     inactive_share = 1 - arch.num_experts_per_tok / xp.maximum(arch.num_experts, 1)
     return total_params(arch) - routed * inactive_share
 

@@ -346,13 +346,12 @@ def stage_components(arch: Architecture, cfg: TrainConfig, hw: Hardware, stage: 
 def trainable_params(arch: Architecture, cfg: TrainConfig):
     """Trainable parameters of the whole model: all but the frozen leading blocks (and the
     embedding with them), or the LoRA adapters."""
-    frozen = model.layers_params(arch, cfg.frozen_layers)
+    kinds = model.block_kinds(arch, lora_rank=cfg.lora_rank, lora_targets=cfg.lora_targets)
+    frozen = model.over_layers(arch, kinds, cfg.frozen_layers)
     frozen_total = frozen.dense + frozen.expert + (cfg.frozen_layers > 0) * model.embedding_params(
         arch
     )
-    adapters = model.layers_lora_params(
-        arch, arch.num_layers, 0, cfg.lora_rank, cfg.lora_targets
-    )
+    adapters = model.over_layers(arch, kinds, arch.num_layers).lora
     return xp.where(cfg.finetune == FULL, model.total_params(arch) - frozen_total, adapters)
 
 
