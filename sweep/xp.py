@@ -62,9 +62,13 @@ def at_leading(table, index):
 
 
 def lookup(table, code):
-    """`table[code]` for a constant tuple `table` and an integer code array (or int)."""
-    xp = namespace(code)
-    return xp.asarray(table)[xp.asarray(code).astype(xp.int32)]
+    """`table[code]` for a constant tuple `table` and an integer code array (or int). In JAX
+    one gather with no wrap of negative indices (codes are valid by construction): half the
+    operations of `x[i]`."""
+    if isinstance(code, jax.Array):
+        return jnp.asarray(table).at[code.astype(jnp.int32)].get(
+            mode="promise_in_bounds", wrap_negative_indices=False)
+    return np.asarray(table)[np.asarray(code).astype(np.int32)]
 
 
 def materialize(a):
