@@ -361,25 +361,6 @@ def over_layers(arch: Architecture, kinds: BlockKinds, layers, first_layer=0) ->
                                   kinds.dense, kinds.moe)
 
 
-def layers_params(
-    arch: Architecture, layers, first_layer=0, tp=1, ep=1, etp=None
-) -> LayerParams:
-    """Parameters of `layers` consecutive blocks starting at `first_layer`, on one TP/EP rank.
-
-    Routed experts are split E/ep per rank and each expert by the expert tensor-parallel
-    degree `etp` (Megatron-LM's default: etp = tp).
-    """
-    return over_layers(arch, block_kinds(arch, tp, ep, etp), layers, first_layer)
-
-
-def layers_factored_second_moment(
-    arch: Architecture, layers, first_layer=0, tp=1, ep=1, etp=None
-):
-    """Adafactor second-moment elements of the blocks: rows + cols per matrix, full size per
-    vector."""
-    return over_layers(arch, block_kinds(arch, tp, ep, etp), layers, first_layer).factored
-
-
 def layers_lora_params(
     arch: Architecture, layers, first_layer, rank, target_mask, tp=1, ep=1, etp=None
 ):
@@ -455,7 +436,7 @@ def largest_linear_params(arch: Architecture, tp=1):
     return largest
 
 
-def largest_module_params(arch: Architecture, tp=1, ep=1, largest_linear=None):
+def largest_module_params(arch: Architecture, tp=1, largest_linear=None):
     """Parameters of the largest single module (DeepSpeed's `largest_layer_params`).
 
     DeepSpeed takes the max over modules of the parameters a module owns directly
@@ -465,9 +446,3 @@ def largest_module_params(arch: Architecture, tp=1, ep=1, largest_linear=None):
     """
     largest_linear = largest_linear_params(arch, tp) if largest_linear is None else largest_linear
     return xp.maximum(arch.vocab_size * arch.hidden_size / tp, largest_linear)
-
-
-def block_params(arch: Architecture, tp=1, ep=1, etp=None):
-    """Parameters of the heaviest single block on one rank (an FSDP wrapping unit)."""
-    last = layers_params(arch, 1, arch.num_layers - 1, tp, ep, etp)
-    return last.dense + last.expert

@@ -709,17 +709,32 @@ def _program_output(x):
     return (x if x.dtype == jnp.bool_ else x.astype(jnp.float32))[None]
 
 
+def chunk_mesh(devices):
+    """The kernel's device mesh: one chunk per device along the axis "chunks"."""
+    from jax.sharding import Mesh
+
+    return Mesh(np.array(devices), ("chunks",))
+
+
+def replicated(arrays, devices):
+    """`arrays` (the swept tables) on every device of the kernel's mesh, once: passed as NumPy
+    arrays, they would be copied to the devices again with every call."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    return jax.device_put(arrays, NamedSharding(chunk_mesh(devices), PartitionSpec()))
+
+
 def _compile(grid: Grid, layout: Layout, kept: Kept, devices, tables: Tables):
     """(plan, terms, reduce): the two compiled programs of `Kernel` and the plan read from the
     traced terms' shapes."""
-    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
 
     inner, shape = layout.inner_names, layout.inner_shape
     kept_inner = [n for n in inner if n in kept.names]
     not_group = tuple(k for k, n in enumerate(kept_inner) if n not in kept.group)
     keep = frozenset(i for i, n in enumerate(inner) if n in kept.names)
-    mesh = Mesh(np.array(devices), ("chunks",))
+    mesh = chunk_mesh(devices)
     by_chunk = NamedSharding(mesh, P("chunks"))
 
     def per_device(function, in_specs):
@@ -782,12 +797,12 @@ def compiler_options(platform: str, program: str, configurations: int) -> dict:
       grid's in 1.0 s instead of 1.8 s, and runs as fast (the reduce program keeps the MLIR
       emitters: with the older ones it ran up to a fifth slower);
     - below `QUICK_COMPILE_CONFIGS`, both programs at optimization level 0 (LLVM without
-      its optimizations). They run up to 3x slower (finetune_lora's 1.1e8 configurations
-      1.5 s longer), which below 1e7 configurations costs less than it saves: alternating
-      first runs, the default grid compiled in 2.6-3.0 s instead of 3.7-4.5 s,
-      capacity_planning in 2.9-4.0 s instead of 5.3-5.4 s, one_model_every_node in 2.2-2.9 s
-      instead of 3.8-4.4 s; a cached run of one_model_every_node takes 0.7-0.85 s instead of
-      0.5 s, of the default grid about as long (0.45-0.55 s).
+      its optimizations): the default grid's terms and reduce programs compile in 1.1 and
+      1.3 s instead of 1.5 and 1.6 s, capacity_planning's in 1.8 and 1.6 s instead of 2.2
+      and 2.4 s (one process, one after the other). They run up to 3x slower
+      (finetune_lora's 1.1e8 configurations 1.5 s longer), which below 1e7 configurations
+      costs less than it saves: a cached run of one_model_every_node (8.7e6) takes
+      0.7-0.85 s instead of 0.5 s, of the default grid about as long (0.45-0.55 s).
     """
     if platform != "cpu":
         return {}

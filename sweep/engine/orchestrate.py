@@ -22,12 +22,11 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from sweep.engine import files
 from sweep.engine.exact import BATCH, evaluate_flat, full_flat, unpack_near
 from sweep.engine.frontier import Kept, grid_frontier
-from sweep.engine.kernel import NO_RANK, ChunkResult, compile_kernel
+from sweep.engine.kernel import NO_RANK, ChunkResult, compile_kernel, replicated
 from sweep.enumerate import Layout, Tables
 from sweep.errors import SweepError
 from sweep.grid import Grid
@@ -290,16 +289,14 @@ def _run(grid: Grid, out: OutputDir, progress: bool, devices, max_chunks) -> dic
 
     try:
         if batches:
-            # On every device once, not again with every call.
-            arrays = jax.device_put(arrays, NamedSharding(Mesh(np.array(devices), ("chunks",)),
-                                                          PartitionSpec()))
+            arrays = replicated(arrays, devices)
             in_flight = dispatch(batches[0])
         for k, batch in enumerate(batches):
-            results = in_flight
+            done = in_flight
             # The next batch runs on the devices while this one's results are taken in.
             if k + 1 < len(batches):
                 in_flight = dispatch(batches[k + 1])
-            results = jax.device_get(results)
+            results = jax.device_get(done)
             for i, chunk in enumerate(batch):
                 result = ChunkResult(*(x[i] for x in results))
                 if result.n_near:
