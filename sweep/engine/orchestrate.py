@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from sweep.engine import files
@@ -285,7 +284,7 @@ def _run(grid: Grid, out: OutputDir, progress: bool, devices, max_chunks) -> dic
         padded = batch + [batch[-1]] * (n_dev - len(batch))
         indices = np.array([layout.outer_index(c) for c in padded], np.int32).reshape(
             n_dev, layout.outer)
-        return kernel(jnp.asarray(indices), arrays)
+        return kernel(indices, arrays)
 
     try:
         if batches:
