@@ -94,3 +94,34 @@ def test_inference_mode():
 def test_inference_rejects_training_only_options():
     est = estimate(LLAMA_8B, config(n_gpus=8, mode="inference", zero_stage=3), H100)
     assert int(est.invalid) != 0
+
+
+@pytest.mark.parametrize("model, gpu, values", [
+    ("llama-3.1-8b", "h100-sxm-80gb", dict(n_gpus=8, zero_stage=1)),
+    ("llama-3.1-8b", "a100-80gb", dict(n_gpus=16, pp=4, grad_accum=8, framework="megatron")),
+    ("mixtral-8x7b", "b200", dict(n_gpus=64, ep=8, tp=2, framework="megatron", grad_accum=4)),
+    ("llama-3.1-8b", "h100-sxm-80gb", dict(n_gpus=1, mode="inference", micro_batch=8)),
+])
+def test_fit_terms_move_the_workspaces_to_the_allocatable_side(model, gpu, values):
+    """The sweep's fit terms leave out the library workspaces K, which training holds in both
+    peaks of every stage, and take them off A = (C - O)(1 - φ) instead: their margin is the
+    estimate's largest allocated bytes less A. K written anew from the catalog: cuBLAS's 64
+    MiB on Hopper/Blackwell (16.25 MiB on the A100), and with Megatron Transformer Engine's
+    32 MiB (4 MiB), five times over with routed experts; none when serving."""
+    from sweep.memory.shard import stage_values
+    from sweep.memory.total import every_stage, fit_terms
+
+    arch, hw, cfg = catalog.model(model).arch, catalog.gpu(gpu).hardware(), config(**values)
+    mib = 2**20
+    blas, te = {"a100-80gb": (16.25 * mib, 4 * mib)}.get(gpu, (64 * mib, 32 * mib))
+    megatron = values.get("framework") == "megatron"
+    workspace = 0.0 if values.get("mode") == "inference" else (
+        blas + megatron * te * (5 if model.startswith("mixtral") else 1))
+    allocatable = (hw.memory_bytes * hw.usable_fraction - hw.runtime_overhead_bytes) * 0.85
+    terms = fit_terms(arch, cfg, hw)
+    parts = [p.parts(cfg.grad_accum) for p in stage_values(terms.stages, terms.stage_axis)]
+    margin = max(float(max(p.backward + p.dynamic, p.step)) for p in parts)
+    margin -= float(terms.allocatable_bytes)
+    allocated = max(float(s.allocated) for s in every_stage(arch, cfg, hw))
+    assert float(terms.allocatable_bytes) == pytest.approx(allocatable - workspace, rel=1e-12)
+    assert margin == pytest.approx(allocated - allocatable, rel=1e-12)

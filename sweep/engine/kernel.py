@@ -12,9 +12,10 @@ margin is a few operations on them:
 
     margin = max over stages of max(backward + dynamic, step) - A
 
-with A the allocatable bytes (folded into `backward` and `step`), or with a fixed global batch,
-where m = grad_accum is known only per configuration (it needs both the batch and the
-data-parallel size), m = per_replica/replicas and
+with A the allocatable bytes (less the library workspaces K, `fit_terms`; folded into
+`backward` and `step`), or with a fixed global batch, where m = grad_accum is known only per
+configuration (it needs both the batch and the data-parallel size), m = per_replica/replicas
+and
 
     margin = max over stages of max(base + [m > 1]·accumulated + min(cap, m)·per_microbatch
                                     + once, step) - A.
