@@ -94,3 +94,29 @@ def test_at_leading_is_indexing_in_numpy_and_under_jit():
         np.testing.assert_array_equal(np.asarray(at(table, i, j)), table[i, j])
         np.testing.assert_array_equal(xp.at_leading(table, (i, j)), table[i, j])
     assert float(jax.jit(lambda t, i: xp.at_leading(t, (i,)))(table[:, 0, 0], 2)) == 40.0
+
+
+def test_computed_once_gives_the_function_and_keeps_its_boundary():
+    """`kernel.computed_once` returns `function(operand)` under jit, NaN in its probe
+    included (both branches are the function), and the conditional that keeps the function
+    out of its consumers' fusions survives XLA's optimizations; without a float to probe it
+    is a plain call."""
+    from sweep.engine.kernel import computed_once
+
+    def square_sum(x):
+        return (x * x).sum(axis=1)
+
+    def twice(x):
+        once = computed_once(square_sum, x)
+        return once + 1, once * 2
+
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    expected = (x * x).sum(axis=1)
+    for value in (x, np.where(np.arange(12).reshape(3, 4) == 0, np.nan, x)):
+        got = jax.jit(twice)(value)
+        want = (value * value).sum(axis=1)
+        np.testing.assert_array_equal(np.asarray(got[0]), want + 1)
+        np.testing.assert_array_equal(np.asarray(got[1]), want * 2)
+    assert "conditional(" in jax.jit(twice).lower(x).compile().as_text()
+    ints = np.arange(12, dtype=np.int32).reshape(3, 4)
+    np.testing.assert_array_equal(np.asarray(jax.jit(twice)(ints)[0]), expected.astype(int) + 1)

@@ -446,12 +446,15 @@ def computed_once(function: Callable, operand):
     sum of `_live_first`) once per element of the window: the live-row test, over every row
     of the chunk and reading every static check, ran about 20 times over (measured here: the
     planner grid's reduce programs 0.59 -> 0.48 s). XLA keeps a conditional's branches out of
-    its consumers' fusions; both branches are `function`, and the predicate is one XLA cannot
-    fold."""
-    traced = [a for a in jax.tree_util.tree_leaves(operand) if isinstance(a, jax.Array)]
-    if not traced:
+    its consumers' fusions; both branches are `function`, and the predicate, whether a float
+    the operand holds is NaN, is one XLA cannot fold (`optimization_barrier` is no boundary
+    on the CPU, `xp.materialize`; a conditional with two identical trivial branches is
+    folded away)."""
+    floats = [a for a in jax.tree_util.tree_leaves(operand)
+              if isinstance(a, jax.Array) and jnp.issubdtype(a.dtype, jnp.floating) and a.size]
+    if not floats:
         return function(operand)
-    first = jnp.ravel(traced[0])[0]
+    first = jnp.ravel(floats[0])[0]
     return jax.lax.cond(first != first, function, function, operand)
 
 
