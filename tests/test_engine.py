@@ -145,20 +145,23 @@ def test_frontier_cells_equal_pairwise_dominance(groups, sizes, maximize, data):
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.integers(1, 4), min_size=1, max_size=4), st.data())
 def test_unpack_near_reads_every_marked_configuration(sizes, data):
-    """The near-capacity mask, packed in the plan's dimension order, unpacks to the marked
-    configurations' inner indices in canonical order: checked element by element against
-    the mask read in full (`np.nonzero` over the permuted array)."""
+    """The near-capacity mask, rows x columns in the plan's dimension order with each row's
+    bits packed, unpacks to the marked configurations' inner indices in canonical order:
+    checked element by element against the mask read in full (`np.nonzero` over the
+    permuted array)."""
     from types import SimpleNamespace
 
     from sweep.engine.exact import unpack_near
 
     shape = tuple(sizes)
     permutation = data.draw(st.permutations(range(len(shape))))
+    row_dims = data.draw(st.integers(0, len(shape)))  # the leading ones make the rows
     marked = np.array(data.draw(st.lists(st.booleans(), min_size=int(np.prod(shape)),
                                          max_size=int(np.prod(shape)))))
     canonical = marked.reshape(shape)
     in_plan_order = np.transpose(canonical, permutation)
-    bits = np.packbits(in_plan_order.reshape(-1))
+    n_rows = int(np.prod([shape[i] for i in permutation[:row_dims]]))
+    bits = np.packbits(in_plan_order.reshape(n_rows, -1), axis=1)
     expected = set(np.flatnonzero(canonical))
     got = unpack_near(bits, SimpleNamespace(inner_shape=shape), list(permutation))
     assert sorted(got.tolist()) == sorted(expected)

@@ -54,18 +54,23 @@ def full_flat(layout: Layout, outer_index, local) -> np.ndarray:
 
 def unpack_near(bits: np.ndarray, layout: Layout, permutation) -> np.ndarray:
     """Inner flat indices (canonical inner order) of the configurations a kernel marked near
-    capacity, from its packed mask in the plan's dimension order."""
+    capacity, from its mask: rows x columns in the plan's dimension order, each row's bits
+    packed in bytes (`numpy.packbits(..., axis=1)`, zero-padded to whole bytes)."""
     shape = layout.inner_shape
     size = int(np.prod(shape, dtype=np.int64))
+    n_rows, row_bytes = bits.shape
+    columns = size // n_rows
+    flat = np.ascontiguousarray(bits).reshape(-1)
     # Few bytes are set: unpack only the 64-bit words that hold one (a chunk's whole mask is
     # millions of bits), and the last bytes that make no whole word.
-    whole = bits.size // 8 * 8
-    words = np.flatnonzero(np.ascontiguousarray(bits[:whole]).view(np.uint64))
+    whole = flat.size // 8 * 8
+    words = np.flatnonzero(flat[:whole].view(np.uint64))
     read = np.concatenate([(words[:, None] * 8 + np.arange(8)).reshape(-1),
-                           np.arange(whole, bits.size)])
-    local = (read[:, None] * 8 + np.arange(8)).reshape(-1)
-    local = local[np.unpackbits(bits[read]).astype(bool)]
-    local = local[local < size]
+                           np.arange(whole, flat.size)])
+    padded = (read[:, None] * 8 + np.arange(8)).reshape(-1)
+    padded = padded[np.unpackbits(flat[read]).astype(bool)]
+    row, column = np.divmod(padded, row_bytes * 8)
+    local = row * columns + column
     coords = np.unravel_index(local, [shape[i] for i in permutation])
     by_dim = dict(zip(permutation, coords, strict=True))
     return np.ravel_multi_index(tuple(by_dim[i] for i in range(len(shape))), shape)

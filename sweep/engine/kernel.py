@@ -32,8 +32,10 @@ of about `ROWS_PER_BLOCK_CONFIGS` configurations until they run out.
 
 Results (`ChunkResult`): per kept inner cell the best value among the configurations that
 fit and the rank (inner canonical index) of the first configuration reaching it, the count
-of those that fit per inner group cell, and the near-capacity configurations as a packed
-mask in `KernelPlan.permutation` order.
+of those that fit per inner group cell, and the near-capacity configurations as a mask of
+rows x dynamic columns (dimensions in `KernelPlan.permutation` order), each row's bits packed
+in bytes: a block packs its own rows, and the chunk's mask is an eighth of the bytes to clear
+(`benchmark_1e10`: 7.6 MB per chunk as booleans).
 """
 
 from __future__ import annotations
@@ -316,7 +318,7 @@ class ChunkResult(NamedTuple):
     rank: jax.Array  # per kept inner cell: inner canonical index reaching it, else NO_RANK
     count: jax.Array  # per inner group cell: configurations that surely fit
     n_near: jax.Array  # configurations the host decides (near capacity)
-    near_bits: jax.Array  # their mask, packed, dimensions in `KernelPlan.permutation` order
+    near_bits: jax.Array  # their mask: rows x columns packed per row (`exact.unpack_near`)
 
 
 @dataclass(frozen=True)
@@ -559,7 +561,6 @@ def reduce_chunk(sides: Sides, plan: KernelPlan, shape, inner, kept: Kept,
     per row and column (`atom_readers`)."""
     shared, static_only, dynamic_only = plan.shared, plan.static_only, plan.dynamic_only
     keep = {i for i, n in enumerate(inner) if n in kept.names}
-    size = math.prod(shape)
     c_size, s_size, d_size = (math.prod(shape[i] for i in g)
                               for g in (shared, static_only, dynamic_only))
     n_rows = c_size * s_size
@@ -619,24 +620,21 @@ def reduce_chunk(sides: Sides, plan: KernelPlan, shape, inner, kept: Kept,
         candidate = jnp.where(b_best == new_best[cell], b_rank, NO_RANK)
         rank = jnp.where(best == new_best, rank, NO_RANK).at[cell].min(candidate)
         count = count.at[cell].add(b_count)
-        near_mask = near_mask.at[rows].max(near)
+        # Rows are distinct live rows (padding rows read row 0 and mark nothing): `max` of
+        # their packed bytes is their bits.
+        near_mask = near_mask.at[rows].max(jnp.packbits(near, axis=1))
         return new_best, rank, count, n_near + jnp.sum(b_near), near_mask
 
     cells = (s_kept, c_kept, d_kept)
     carry = (jnp.full(cells, -jnp.inf, jnp.float32), jnp.full(cells, NO_RANK, jnp.int32),
-             jnp.zeros(cells, jnp.int32), jnp.int32(0), jnp.zeros((n_rows, d_size), bool))
+             jnp.zeros(cells, jnp.int32), jnp.int32(0),
+             jnp.zeros((n_rows, (d_size + 7) // 8), jnp.uint8))
     best, rank, count, n_near, near_mask = jax.lax.fori_loop(0, n_blocks, body, carry)
     # (kept static, kept shared, kept dynamic) -> kept dims in canonical order.
     back = np.argsort([*sk, *ck, *dk])
     kept_shape = sizes(sk) + sizes(ck) + sizes(dk)
     best, rank, count = (jnp.transpose(x.reshape(kept_shape), back) for x in (best, rank, count))
-    packed = (size + 7) // 8
-
-    def pack(mask):
-        return jnp.packbits(jnp.pad(mask.reshape(-1), (0, packed * 8 - size)))
-
-    bits = jax.lax.cond(n_near > 0, pack, lambda _: jnp.zeros(packed, jnp.uint8), near_mask)
-    return ChunkResult(best, rank, count, n_near, bits)
+    return ChunkResult(best, rank, count, n_near, near_mask)
 
 
 @dataclass(frozen=True)
