@@ -239,6 +239,22 @@ objectives = ["-n_gpus", "+seq_len", "-per_gpu_total_bytes"]
     check(grid, tmp_path)
 
 
+@pytest.mark.parametrize("global_batch", [False, True])
+def test_a_wide_near_capacity_band_is_decided_on_the_host(tmp_path, monkeypatch, global_batch):
+    """With the band the kernel cannot decide widened to 20% of the allocatable bytes, many
+    configurations are left to the host's float64 (the kernel marks them, a block at a time);
+    the result is still the reference's. Eight configurations per block and small chunks."""
+    monkeypatch.setattr(kernel, "NEAR", 0.2)
+    monkeypatch.setattr(kernel, "ROWS_PER_BLOCK_CONFIGS", 8)
+    constraints = "[constraints]\nglobal_batch_tokens = 262144\n" if global_batch else ""
+    grid = grid_of(tmp_path, PLANNER, constraints + """
+[frontier]
+group_by = ["gpu", "model"]
+objectives = ["-n_gpus", "+seq_len", "-per_gpu_total_bytes"]
+""", 512)
+    check(grid, tmp_path)
+
+
 def test_interleaved_pipeline_global_batch_tokens_objective(tmp_path, monkeypatch):
     """Megatron's interleaved schedule needs m a multiple of pp, known only per configuration
     with a global batch; a product objective (tokens per GPU); many blocks."""

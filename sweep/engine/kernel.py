@@ -590,6 +590,12 @@ def reduce_chunk(sides: Sides, plan: KernelPlan, shape, inner, kept: Kept,
     # Kept dimensions lead their group's index: the kept cell of an index is a quotient.
     c_rest, s_rest, d_rest = c_size // c_kept, s_size // s_kept, d_size // d_kept
 
+    def fit(one, m, ok):
+        """(margin, surely fits, near capacity) of a block's configurations."""
+        margin = margin_of(one, m)
+        safe = (margin <= -one.tolerance) & ok
+        return margin, safe, (margin <= one.tolerance) & ~safe & ok
+
     def body(block, carry):
         best, rank, count, n_near, near_mask = carry
         index = block * rows_per_block + jnp.arange(rows_per_block)
@@ -602,9 +608,7 @@ def reduce_chunk(sides: Sides, plan: KernelPlan, shape, inner, kept: Kept,
         if sides.batch is not None:
             m, batch_ok = _microbatches(one.batch)
             ok = ok & batch_ok
-        margin = margin_of(one, m)
-        safe = (margin <= -one.tolerance) & ok
-        near = (margin <= one.tolerance) & ~safe & ok
+        margin, safe, near = fit(one, m, ok)
         value = one.value.static * one.value.dynamic
         if time_of is not None:  # with a global batch m is the configuration's, else the axis
             value = time_of(read_atoms(readers, treedef, coords, c, shape), m)
@@ -620,10 +624,16 @@ def reduce_chunk(sides: Sides, plan: KernelPlan, shape, inner, kept: Kept,
         candidate = jnp.where(b_best == new_best[cell], b_rank, NO_RANK)
         rank = jnp.where(best == new_best, rank, NO_RANK).at[cell].min(candidate)
         count = count.at[cell].add(b_count)
+        block_near = jnp.sum(b_near)
+        # Few blocks hold a configuration near capacity: only they mark theirs, computed
+        # again inside the branch (closed over, `near` would be computed for every block).
         # Rows are distinct live rows (padding rows read row 0 and mark nothing): `max` of
         # their packed bytes is their bits.
-        near_mask = near_mask.at[rows].max(jnp.packbits(near, axis=1))
-        return new_best, rank, count, n_near + jnp.sum(b_near), near_mask
+        near_mask = jax.lax.cond(
+            block_near > 0,
+            lambda mask, *args: mask.at[rows].max(jnp.packbits(fit(*args)[2], axis=1)),
+            lambda mask, *args: mask, near_mask, one, m, ok)
+        return new_best, rank, count, n_near + block_near, near_mask
 
     cells = (s_kept, c_kept, d_kept)
     carry = (jnp.full(cells, -jnp.inf, jnp.float32), jnp.full(cells, NO_RANK, jnp.int32),
