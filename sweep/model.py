@@ -361,14 +361,6 @@ def over_layers(arch: Architecture, kinds: BlockKinds, layers, first_layer=0) ->
                                   kinds.dense, kinds.moe)
 
 
-def layers_lora_params(
-    arch: Architecture, layers, first_layer, rank, target_mask, tp=1, ep=1, etp=None
-):
-    """LoRA adapter parameters r·(in + out) on every targeted linear of the blocks."""
-    kinds = block_kinds(arch, tp, ep, etp, rank, target_mask)
-    return over_layers(arch, kinds, layers, first_layer).lora
-
-
 def lora_target_bit(target_mask, name: str):
     """1 where module `name` is in the bit mask of `vocabulary.LORA_TARGETS`, else 0."""
     bit = 2 ** LORA_TARGETS.index(name)

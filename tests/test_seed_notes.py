@@ -11,7 +11,7 @@ from conftest import all_gradients, all_weights, config, gpu_bytes, synthetic_sh
 from sweep import catalog
 from sweep.memory.model_states import generic
 from sweep.memory.shard import stage_shard
-from sweep.model import block_linears, layers_lora_params, mlp_linears
+from sweep.model import block_kinds, block_linears, mlp_linears, over_layers
 
 GB = 1e9
 GIB = 2**30
@@ -148,7 +148,8 @@ def test_mixtral_lora_on_experts_corrected():
     the bf16 adapters the weights alone are 24.93 GB."""
     arch = catalog.model("mixtral-8x7b").arch
     targets = 0b1110000  # gate_proj, up_proj, down_proj
-    adapters = float(layers_lora_params(arch, 32, 0, 16, targets))
+    adapters = float(over_layers(arch, block_kinds(arch, lora_rank=16, lora_targets=targets),
+                                 32).lora)
     assert adapters == 226_492_416
     assert adapters / 32 / 8 == 16 * 55296
     cfg = config(n_gpus=1, finetune="qlora", lora_rank=16, lora_targets=targets)
