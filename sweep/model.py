@@ -159,6 +159,7 @@ class Linear:
         return self.count_on_rank(ep) * rank * (rows + cols)
 
 
+@xp.reused
 def norm_params(arch: Architecture, width):
     """Parameters of one norm of the given width: width * (1 + bias)."""
     return width * (NORM_WEIGHT + arch.norm_bias)
@@ -361,6 +362,7 @@ def over_layers(arch: Architecture, kinds: BlockKinds, layers, first_layer=0) ->
                                   kinds.dense, kinds.moe)
 
 
+@xp.reused
 def lora_target_bit(target_mask, name: str):
     """1 where module `name` is in the bit mask of `vocabulary.LORA_TARGETS`, else 0."""
     bit = 2 ** LORA_TARGETS.index(name)

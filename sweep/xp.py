@@ -8,9 +8,14 @@ functions as the jitted engine: there is no second copy of any formula.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.extend.core import get_opaque_trace_state
 
 
 def namespace(*arrays):
@@ -83,3 +88,62 @@ def materialize(a):
     if isinstance(a, jax.Array):
         return jax.lax.optimization_barrier(a)
     return a
+
+
+# The results of `reused` functions while `reusing` is in effect (None: not in effect).
+_results: contextvars.ContextVar[dict | None] = contextvars.ContextVar("results", default=None)
+
+
+@contextlib.contextmanager
+def reusing():
+    """Within: a `reused` function called again with the same arguments (the same objects:
+    formulas pass frozen dataclasses and arrays, never mutated) in the same trace returns its
+    first result instead of computing it again. A formula such as `dense_shard_degree(cfg)`
+    is called by a dozen others; traced, each call would add its operations to the program
+    again, and tracing, lowering and XLA's passes before its common-subexpression elimination
+    pay for every copy. Results are dropped on exit: nothing outlives one trace. Nested, the
+    outer results stay in effect."""
+    if _results.get() is not None:
+        yield
+        return
+    token = _results.set({})
+    try:
+        yield
+    finally:
+        _results.reset(token)
+
+
+def _identity(value):
+    """A value as part of a `reused` key: plain Python scalars by value, anything else by
+    identity (arrays and tracers are not hashable by value)."""
+    if isinstance(value, (bool, int, float, str, type(None))):
+        return type(value), value
+    return id(value)
+
+
+def reused(function):
+    """`function`, computed once per distinct argument objects while `reusing` is in
+    effect (a pure function of its arguments)."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        results = _results.get()
+        if results is None:
+            return function(*args, **kwargs)
+        key = (function, *map(_identity, args),
+               *((k, _identity(v)) for k, v in sorted(kwargs.items())))
+        # A result made inside a loop or branch body is that body's tracer: it is reused
+        # only in the trace that made it, never leaked out of it or into another.
+        trace = get_opaque_trace_state()
+        if key in results:
+            value, made_in, _ = results[key]
+            if made_in == trace:
+                return value
+            return function(*args, **kwargs)
+        value = function(*args, **kwargs)
+        # The arguments are kept with the result, so that no other object takes their
+        # identity while it is cached.
+        results[key] = (value, trace, (args, kwargs))
+        return value
+
+    return wrapper

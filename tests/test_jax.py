@@ -120,3 +120,75 @@ def test_computed_once_gives_the_function_and_keeps_its_boundary():
     assert "conditional(" in jax.jit(twice).lower(x).compile().as_text()
     ints = np.arange(12, dtype=np.int32).reshape(3, 4)
     np.testing.assert_array_equal(np.asarray(jax.jit(twice)(ints)[0]), expected.astype(int) + 1)
+
+
+def test_reused_computes_once_per_argument_objects_only_while_reusing():
+    """`xp.reused` under `xp.reusing`: a call with the same argument objects (scalars: the
+    same value) returns the first result without computing again; other objects, even of
+    equal value, are computed anew; outside `reusing`, and after it ends, every call
+    computes."""
+    from sweep import xp
+
+    calls = []
+
+    @xp.reused
+    def scaled(a, factor=2):
+        calls.append(factor)
+        return a * factor
+
+    a, same_values = np.arange(3.0), np.arange(3.0)
+    scaled(a), scaled(a)
+    assert len(calls) == 2
+    with xp.reusing():
+        first = scaled(a)
+        assert scaled(a) is first and scaled(a, factor=2) is not None
+        assert len(calls) == 4  # the keyword call is a key of its own
+        scaled(same_values), scaled(a, 3), scaled(a, 3)
+        assert calls[4:] == [2, 3]
+    scaled(a)
+    assert len(calls) == 7
+    np.testing.assert_array_equal(first, a * 2)
+
+
+def test_reused_never_carries_a_result_out_of_a_loop_body():
+    """A result first made inside a traced loop body is that body's tracer: the same call
+    after the loop computes anew instead of leaking it."""
+    from sweep import xp
+
+    @xp.reused
+    def doubled(a):
+        return a * 2
+
+    def program(x):
+        with xp.reusing():
+            inner = jax.lax.fori_loop(0, 3, lambda _, total: total + doubled(x), x * 0)
+            return inner + doubled(x)
+
+    np.testing.assert_array_equal(np.asarray(jax.jit(program)(np.arange(3.0))),
+                                  np.arange(3.0) * 8)
+
+
+def test_reusing_leaves_every_estimate_unchanged_and_the_trace_shorter():
+    """Reuse is only a cache: `estimate` under `xp.reusing` gives the same value for every
+    component, in NumPy and traced, and its traced program has fewer operations (the shared
+    sharding formulas appear once)."""
+    from sweep import xp
+
+    hw = catalog.gpu("h100-sxm-80gb").hardware()
+    for name, values in itertools.product(MODELS[:2], CONFIGS[:4]):
+        arch, cfg = catalog.model(name).arch, config(**values)
+        plain = estimate(_numpy(arch), _numpy(cfg), _numpy(hw))
+        with xp.reusing():
+            reused = estimate(_numpy(arch), _numpy(cfg), _numpy(hw))
+        for field in GPU_COMPONENTS:
+            assert getattr(reused, field) == getattr(plain, field), (name, values, field)
+    arch, cfg, hw32 = (_f32(catalog.model("llama-3.1-70b").arch), _f32(config(**CONFIGS[1])),
+                       _f32(hw))
+
+    def reusing_estimate(*args):
+        with xp.reusing():
+            return estimate(*args)
+
+    plain_ops = len(jax.make_jaxpr(estimate)(arch, cfg, hw32).eqns)
+    reused_ops = len(jax.make_jaxpr(reusing_estimate)(arch, cfg, hw32).eqns)
+    assert reused_ops < plain_ops

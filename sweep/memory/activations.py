@@ -81,12 +81,14 @@ FP32_BYTES = b.FP32_BYTES
 BOOL_BYTES = 1
 
 
+@xp.reused
 def element_bytes(cfg: TrainConfig):
     """e: bytes of a saved activation, 4 in fp32 training, else 2 (bf16/fp16; fp8 training
     keeps bf16 activations outside its GEMMs)."""
     return xp.where(cfg.precision == FP32, b.FP32_BYTES, b.BF16_BYTES)
 
 
+@xp.reused
 def residual_bytes(cfg: TrainConfig):
     """e_r: the residual stream's dtype, what norms and RoPE tables save: fp32 under autocast
     (the parameters and embedding output are fp32; autocast casts only per linear), else e."""
@@ -99,16 +101,19 @@ def norm_output_copies(cfg: TrainConfig, readers):
     return xp.where(cfg.precision == AUTOCAST, readers, 1)
 
 
+@xp.reused
 def mask_bytes(cfg: TrainConfig):
     """e_m: a bool mask per element on a GPU; the CPU keeps a noise tensor of dtype e."""
     return xp.where(cfg.device == CPU, element_bytes(cfg), BOOL_BYTES)
 
 
+@xp.reused
 def tokens(cfg: TrainConfig):
     """T = b·s/c, the tokens whose activations one rank keeps."""
     return cfg.micro_batch * cfg.seq_len / cfg.cp
 
 
+@xp.reused
 def norm_stat_bytes(arch: Architecture, cfg: TrainConfig):
     """Statistics of one norm per normalised vector: LayerNorm mean and rstd at σ, RMSNorm
     rstd in fp32."""
@@ -116,15 +121,18 @@ def norm_stat_bytes(arch: Architecture, cfg: TrainConfig):
     return xp.where(arch.norm_bias > 0, 2 * layernorm_stat, FP32_BYTES)
 
 
+@xp.reused
 def norm_bytes(arch: Architecture, cfg: TrainConfig, n_tokens):
     """One norm: its input e_r·T·h plus per-token statistics (`norm_stat_bytes`)."""
     return n_tokens * (residual_bytes(cfg) * arch.hidden_size + norm_stat_bytes(arch, cfg))
 
 
+@xp.reused
 def _lora(cfg: TrainConfig):
     return cfg.finetune != FULL
 
 
+@xp.reused
 def _adapted(cfg: TrainConfig, *names):
     """1 where a linear named in `names` trains (full fine-tuning, or a LoRA target), else 0:
     only then does it save its own input."""
@@ -144,6 +152,7 @@ def lora_adapter_bytes(arch: Architecture, cfg: TrainConfig, n_tokens):
     return xp.where(_lora(cfg), element_bytes(cfg) * n_tokens * cfg.lora_rank * targets, 0)
 
 
+@xp.reused
 def post_norm_bytes(arch: Architecture, cfg: TrainConfig, n_tokens):
     """Sandwich norms (Gemma 2/3) add a norm on each sub-layer's output, which saves that
     output and its statistics (`norm_bytes`). Post-norms alone (OLMo 2) save as many bytes as
@@ -173,6 +182,7 @@ def qk_norm_bytes(arch: Architecture, cfg: TrainConfig, n_tokens):
     return xp.where(arch.qk_norm > QK_NORM_NONE, n_tokens * per_token, 0)
 
 
+@xp.reused
 def _sp_divisor(cfg: TrainConfig):
     """Tensors outside the TP regions are split by t only with sequence parallelism."""
     return xp.where(cfg.sp > 0, cfg.tp, 1)
@@ -250,6 +260,7 @@ def mlp_bytes(arch: Architecture, cfg: TrainConfig, n_tokens, inner):
     return n_tokens * tensors * element_bytes(cfg) * inner / cfg.tp
 
 
+@xp.reused
 def mlp_inner_tensors(arch: Architecture, cfg: TrainConfig):
     """Saved inner-width tensors per token of a (dense or expert) MLP: 4 for SwiGLU as PyTorch
     runs it, 3 with Megatron-LM's fused SwiGLU, 2 for GeLU."""

@@ -73,22 +73,27 @@ STATES_PER_PARAM = vocab.by_code("optimizer", {
 ADAFACTOR, ADAM8BIT = vocab.codes("optimizer", "adafactor", "adam8bit")
 
 
+@xp.reused
 def weight_bytes(precision):
     return xp.lookup(WEIGHT_BYTES, precision)
 
 
+@xp.reused
 def linear_weight_bytes(precision):
     return xp.lookup(LINEAR_WEIGHT_BYTES, precision)
 
 
+@xp.reused
 def gradient_bytes(precision):
     return xp.lookup(GRADIENT_BYTES, precision)
 
 
+@xp.reused
 def master_bytes(precision):
     return xp.lookup(MASTER_BYTES, precision)
 
 
+@xp.reused
 def optimizer_state_bytes(optimizer, precision, params, factored_elements):
     """Optimizer-state bytes for `params` trainable parameters.
 

@@ -115,6 +115,7 @@ class _Rates:
     frozen_expert: object
 
 
+@xp.reused
 def linear_rate(cfg: TrainConfig):
     """Bytes per block-linear weight: NF4 with its constants under QLoRA, else
     `LINEAR_WEIGHT_BYTES` (fp8 in fp8-mixed)."""
@@ -122,6 +123,7 @@ def linear_rate(cfg: TrainConfig):
     return xp.where(cfg.finetune == QLORA, nf4, b.linear_weight_bytes(cfg.precision))
 
 
+@xp.reused
 def weight_bytes(shard: StageShard, cfg: TrainConfig):
     """(dense, expert) bytes of the weights on the shard, unsharded.
 
@@ -135,6 +137,7 @@ def weight_bytes(shard: StageShard, cfg: TrainConfig):
     return dense, shard.base_expert * linear
 
 
+@xp.reused
 def unit_bytes(shard: StageShard, cfg: TrainConfig):
     """One gathered FSDP/ZeRO-3 unit (the heaviest block with its adapters) at compute bytes:
     its linear weights at `linear_rate`, the rest at w."""
@@ -143,6 +146,7 @@ def unit_bytes(shard: StageShard, cfg: TrainConfig):
     return shard.block_linear_unit * linear_rate(cfg) + (rest + shard.adapters_unit) * w
 
 
+@xp.reused
 def autocast_cast_bytes(shard: StageShard, cfg: TrainConfig):
     """PyTorch autocast casts every weight a linear uses to bf16 and the linear saves that
     cast for its backward (torch/amp/autocast_mode.py: casts of leaves that require grad are
@@ -154,6 +158,7 @@ def autocast_cast_bytes(shard: StageShard, cfg: TrainConfig):
     return xp.where(cfg.precision == AUTOCAST, b.BF16_BYTES * linears, 0)
 
 
+@xp.reused
 def frozen_bytes(shard: StageShard, cfg: TrainConfig):
     """(dense, expert) bytes of the frozen parameters as stored: a LoRA/QLoRA base at its
     compute bytes (NF4 linears under QLoRA: loaded so by `from_pretrained`), the frozen blocks
@@ -169,6 +174,7 @@ def frozen_bytes(shard: StageShard, cfg: TrainConfig):
             xp.where(is_full, stored * shard.frozen_expert, weights_expert))
 
 
+@xp.reused
 def _rates(shard: StageShard, cfg: TrainConfig) -> _Rates:
     weights_dense, weights_expert = weight_bytes(shard, cfg)
     g, m = b.gradient_bytes(cfg.precision), b.master_bytes(cfg.precision)
@@ -193,12 +199,18 @@ def _rates(shard: StageShard, cfg: TrainConfig) -> _Rates:
     )
 
 
+@xp.reused
 def _sharded(cfg: TrainConfig, dense, expert, from_stage=1):
     """dense/N_dense + expert/N_expert, sharded only when zero_stage >= `from_stage`."""
+    dense_degree, expert_degree = _shard_degrees(cfg, from_stage)
+    return dense / dense_degree + expert / expert_degree
+
+
+@xp.reused
+def _shard_degrees(cfg: TrainConfig, from_stage):
+    """(N_dense, N_expert) where zero_stage >= `from_stage`, else (1, 1)."""
     on = cfg.zero_stage >= from_stage
-    return dense / xp.where(on, dense_shard_degree(cfg), 1) + expert / xp.where(
-        on, expert_shard_degree(cfg), 1
-    )
+    return xp.where(on, dense_shard_degree(cfg), 1), xp.where(on, expert_shard_degree(cfg), 1)
 
 
 def generic(shard: StageShard, cfg: TrainConfig) -> ModelStates:
@@ -273,6 +285,7 @@ def _offload(shard, cfg, states: ModelStates, live_grads) -> ModelStates:
     )
 
 
+@xp.reused
 def trainable_unit(shard: StageShard, cfg: TrainConfig):
     """Trainable parameters of one unit (block): the block in full fine-tuning, its adapters
     under LoRA/QLoRA."""

@@ -87,21 +87,25 @@ def rank_params(arch: model.Architecture, cfg: TrainConfig) -> RankParams:
     return RankParams(kinds, model.largest_linear_params(arch, cfg.tp))
 
 
+@xp.reused
 def dense_shard_degree(cfg: TrainConfig):
     """Ranks sharing the dense parameters, over which ZeRO/FSDP shard them: n/(t·p)."""
     return cfg.n_gpus / (cfg.tp * cfg.pp)
 
 
+@xp.reused
 def expert_tp(cfg: TrainConfig):
     """Tensor-parallel degree of the routed experts: `etp`, or tp when etp = 0."""
     return xp.where(cfg.etp > 0, cfg.etp, cfg.tp)
 
 
+@xp.reused
 def expert_shard_degree(cfg: TrainConfig):
     """Ranks sharing one routed-expert shard: n/(t_e·p·x), t_e = `expert_tp`."""
     return cfg.n_gpus / (expert_tp(cfg) * cfg.pp * cfg.ep)
 
 
+@xp.reused
 def gpus_on_node(cfg: TrainConfig):
     """GPUs of this run on one node: gpus_per_node, or fewer when the run is smaller."""
     return xp.minimum(cfg.n_gpus, cfg.gpus_per_node)
@@ -112,6 +116,7 @@ def data_parallel_degree(cfg: TrainConfig):
     return cfg.n_gpus / (cfg.tp * cfg.pp * cfg.cp)
 
 
+@xp.reused
 def stage_layer_counts(arch: model.Architecture, cfg: TrainConfig):
     """Blocks on the (first, middle, last) pipeline stages, as Megatron-LM's
     `get_num_layers_to_build` (megatron/core/transformer/transformer_block.py, commit
