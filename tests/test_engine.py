@@ -220,3 +220,19 @@ def test_the_kernels_xla_options_are_known_and_an_unknown_one_is_left_out():
     assert float(kernel._compiled(lowered, {"xla_no_such_option": True})(3.0)) == 6.0
     with pytest.raises(Exception, match="No such compile option"):
         lowered.compile({"xla_no_such_option": True})
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.booleans(), min_size=1, max_size=200))
+def test_live_rows_come_first_in_order_as_numpys_nonzero_gives_them(alive):
+    """`kernel._live_first` (32 rows to a word, population counts) against NumPy's
+    `flatnonzero`: every length, including partial last words and no live row."""
+    import jax
+
+    from sweep.engine.kernel import _live_first
+
+    alive = np.array(alive)
+    want = np.zeros(len(alive), np.uint32)
+    live = np.flatnonzero(alive)
+    want[:len(live)] = live
+    np.testing.assert_array_equal(np.asarray(jax.jit(_live_first)(alive)), want)

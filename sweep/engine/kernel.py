@@ -466,15 +466,28 @@ def computed_once(function: Callable, operand):
     return jax.lax.cond(first != first, function, function, operand)
 
 
+WORD_BITS = 32  # rows per word of `_live_first`'s packed live-row test
+
+
 def _live_first(alive):
     """The indices of the live rows in order, then zeros: `jnp.nonzero(alive, size=n,
-    fill_value=0)` as one cumulative sum and one scatter (a third faster on the CPU).
-    Unsigned, as every index derived from them: XLA then adds no wrap of negative indices to
-    each gather and scatter, nor a sign fix to each division (a third of the reduce program's
-    instructions)."""
+    fill_value=0)` without a cumulative sum over every row. The rows are packed 32 to a
+    word; a live row's position is the live rows of the words before its own (a cumulative
+    sum over the words only) plus the set bits below its own in its word (a population
+    count): elementwise, where XLA's CPU backend made the cumulative sum over all rows a
+    dozen windowed reductions (measured here, jitted alone on a planner_mixed chunk's
+    172,800 rows, 13% live: 1.5 -> 0.9 ms; the scatter is most of what is left). Unsigned, as every index derived from them: XLA then adds
+    no wrap of negative indices to each gather and scatter, nor a sign fix to each division
+    (a third of the reduce program's instructions)."""
     n = alive.shape[0]
-    position = jnp.cumsum(alive, dtype=jnp.int32) - 1
-    return jnp.zeros(n, jnp.uint32).at[jnp.where(alive, position, n)].set(
+    bits = jnp.pad(alive, (0, -n % WORD_BITS)).reshape(-1, WORD_BITS)
+    bit = jnp.left_shift(jnp.uint32(1), jnp.arange(WORD_BITS, dtype=jnp.uint32))
+    words = jnp.sum(jnp.where(bits, bit, jnp.uint32(0)), axis=1, dtype=jnp.uint32)
+    live_in_word = jax.lax.population_count(words)
+    before_word = jnp.cumsum(live_in_word, dtype=jnp.uint32) - live_in_word
+    below = jax.lax.population_count(words[:, None] & (bit - jnp.uint32(1)))
+    position = (before_word[:, None] + below).reshape(-1)[:n]
+    return jnp.zeros(n, jnp.uint32).at[jnp.where(alive, position, jnp.uint32(n))].set(
         jnp.arange(n, dtype=jnp.uint32), mode="drop")
 
 
