@@ -41,7 +41,7 @@ def structured_chunk(grid, layout, kept, tables, chunk: int):
     arch, cfg, hw = broadcast_inputs(tables, layout, outer_index)
     sides = split_terms(grid, arch, cfg, hw, rank_inputs(tables, layout, outer_index))
     plan = plan_of(sides, shape, keep)
-    sides = sides.resolved()
+    sides, ok = sides.resolved()
     shared, static_only, dynamic_only = plan.shared, plan.static_only, plan.dynamic_only
     c_size, s_size, d_size = (math.prod(shape[i] for i in g)
                               for g in (shared, static_only, dynamic_only))
@@ -50,7 +50,7 @@ def structured_chunk(grid, layout, kept, tables, chunk: int):
     time_of = time_value(grid)
     if time_of is not None:
         readers, treedef = atom_readers(sides.value.atoms, plan, shape, np, np.float64)
-    alive = np.flatnonzero(live_rows(sides, plan, shape, np))
+    alive = np.flatnonzero(live_rows(sides, ok, plan, shape, np))
     ck, sk, dk = ([i for i in g if i in keep] for g in (shared, static_only, dynamic_only))
     c_kept, s_kept, d_kept = (math.prod(shape[i] for i in g) for g in (ck, sk, dk))
     c_rest, s_rest, d_rest = c_size // c_kept, s_size // s_kept, d_size // d_kept

@@ -2,8 +2,9 @@
 
 Sides. `fit_terms` gives the pipeline stages' pieces on the sub-grid of the axes they depend
 on, every stage at once along a leading stage axis (a formula is traced once, not once per
-stage); the terms program returns them stacked, and the reduce program takes them apart and
-folds in the checks, A and the node's memory (`Sides.resolved`). `split_terms` regroups
+stage); the terms program returns them stacked, and the reduce program takes them apart,
+subtracts A and folds the checks and the node's memory into the live-row test
+(`Sides.resolved`). `split_terms` regroups
 them into a static side (terms of the parallel layout, ZeRO, precision, GPU, ...), laid
 out as a matrix of (shared, static-only) dimensions, and a dynamic side (batch, context,
 recompute, ...) as (shared, dynamic-only); `shared` are the inner axes both depend on. A
@@ -20,7 +21,8 @@ and
     margin = max over stages of max(base + [m > 1]·accumulated + min(cap, m)·per_microbatch
                                     + once, step) - A.
 
-A check that fails is +inf on its side. A configuration surely fits when
+A failed static check (or host and NVMe bytes the node cannot hold) makes the static row
+dead; a failed dynamic check is +inf on its side. A configuration surely fits when
 margin <= -NEAR·A; within ±NEAR·A float32 cannot tell, and the host decides in float64.
 The computed objective is `value = scale·margin + static·dynamic` (`outputs.Quantity.device`);
 a time objective's value is `timing.combine` of its atoms (terms on their own sub-grids),
@@ -79,9 +81,9 @@ NO_RANK = np.iinfo(np.int32).max  # the rank of a cell where nothing fits
 @dataclass(frozen=True)
 class StageSides:
     """One stage's terms. Static: `backward` (base, plus the accumulated gradients when m is
-    known) and `step`, less A and +inf where a static check fails (or the node's memory does
-    not hold `host` and `nvme`, the bytes it puts there) once `Sides.resolved`; with a global
-    batch also `accumulated` and `cap`. Dynamic: `dynamic` (the whole dynamic part when m is
+    known) and `step`, less A once `Sides.resolved` (`host` and `nvme`: the bytes the stage
+    puts in the node's memory, checked in the live-row test); with a global batch also
+    `accumulated` and `cap`. Dynamic: `dynamic` (the whole dynamic part when m is
     known, else `once`), +inf where a dynamic check fails once resolved; with a global batch
     `per_microbatch`."""
 
@@ -126,10 +128,10 @@ class Value:
 class Sides:
     """`stages`: one `StageSides` per pipeline stage, or (as `split_terms` and the terms
     program give them) one whose leaves hold every stage along a leading axis, of size 1
-    where a term is the same on every stage (`unstacked` takes them apart). The checks and
-    A are folded into the stage terms by `resolved`: the terms program leaves that to the
-    reduce program, so that each term is computed on its own sub-grid (XLA would otherwise
-    fuse a term's whole formula into the loop over the checks' larger grid)."""
+    where a term is the same on every stage (`unstacked` takes them apart). A and the
+    checks are applied by `resolved`: the terms program leaves that to the reduce program,
+    so that each term is computed on its own sub-grid (XLA would otherwise fuse a term's
+    whole formula into the loop over the checks' larger grid)."""
 
     stages: tuple[StageSides, ...] | StageSides
     tolerance: object  # static: NEAR·A
@@ -140,23 +142,28 @@ class Sides:
     allocatable: object = 0.0  # static: A
     node_limits: tuple = (np.inf, np.inf)  # static: the node's host RAM and NVMe bytes
 
-    def resolved(self) -> Sides:
-        """One `StageSides` per stage with the static terms less A, +inf where a static check
-        fails or the node cannot hold the stage's host and NVMe bytes, and the dynamic term
-        +inf where a dynamic check fails."""
-        static_ok, dynamic_ok = _all(self.static_checks), _all(self.dynamic_checks)
+    def resolved(self) -> tuple[Sides, object]:
+        """(sides, ok): the sides with one `StageSides` per stage, the static terms less A and
+        the dynamic term +inf where a dynamic check fails; and where the static checks hold
+        and the node holds every stage's host and NVMe bytes (broadcastable to the static
+        terms). A static row that fails `ok` cannot fit: the live-row test folds it in, and
+        the live rows need it no more. Folded into every static term (+inf where it fails),
+        it made each term span every check's axes, evaluated over all of them per stage
+        (measured here: planner_mixed's reduce programs spent 37 of their ~250 ms on it)."""
         host_limit, nvme_limit = self.node_limits
+        ok = _all(self.static_checks)
+        for s in self.unstacked().stages:
+            ok = ok & (s.host <= host_limit) & (s.nvme <= nvme_limit)
+        dynamic_ok = _all(self.dynamic_checks)
 
         def resolve(s: StageSides) -> StageSides:
-            ok = static_ok & (s.host <= host_limit) & (s.nvme <= nvme_limit)
             return dataclasses.replace(
-                s, backward=xp.where(ok, s.backward - self.allocatable, np.inf),
-                step=xp.where(ok, s.step - self.allocatable, np.inf),
+                s, backward=s.backward - self.allocatable, step=s.step - self.allocatable,
                 dynamic=xp.where(dynamic_ok, s.dynamic, np.inf), host=0.0, nvme=0.0)
 
         return dataclasses.replace(
             self, stages=tuple(resolve(s) for s in self.unstacked().stages), static_checks=(),
-            dynamic_checks=(), allocatable=0.0, node_limits=(np.inf, np.inf))
+            dynamic_checks=(), allocatable=0.0, node_limits=(np.inf, np.inf)), ok
 
     def unstacked(self) -> Sides:
         """The sides with one `StageSides` per stage (arrays or their shapes)."""
@@ -430,11 +437,12 @@ def time_value(grid: Grid) -> Callable | None:
     return lambda atoms, m: sign * quantity.device.value(atoms, m, grid.token_budget)
 
 
-def live_rows(sides: Sides, plan: KernelPlan, shape, namespace=jnp):
-    """Per row (shared, static-only index): whether even its smallest dynamic column could
-    fit. With a global batch m >= 1 and min(cap, m) >= 1, so per_microbatch + once bounds the
-    dynamic part from below. Computed on the terms' own broadcast shapes, then laid out as
-    rows once (a transpose per term would cost more than the whole test)."""
+def live_rows(sides: Sides, ok, plan: KernelPlan, shape, namespace=jnp):
+    """Per row (shared, static-only index): whether it passes `ok` (`Sides.resolved`) and even its
+    smallest dynamic column could fit. With a global batch m >= 1 and min(cap, m) >= 1, so
+    per_microbatch + once bounds the dynamic part from below. Computed on the terms' own
+    broadcast shapes, then laid out as rows once (a transpose per term would cost more than
+    the whole test)."""
     n = len(shape)
     best_case = -np.inf
     for stage in sides.stages:
@@ -444,7 +452,7 @@ def live_rows(sides: Sides, plan: KernelPlan, shape, namespace=jnp):
         low = namespace.min(low, axis=tuple(plan.dynamic_only), keepdims=True)
         best_case = namespace.maximum(best_case,
                                       namespace.maximum(stage.backward + low, stage.step))
-    alive = best_case <= sides.tolerance
+    alive = (best_case <= sides.tolerance) & ok
     return matrix(alive, plan.shared, plan.static_only, shape, namespace, bool).reshape(-1)
 
 
@@ -476,9 +484,10 @@ def _live_first(alive):
     sum over the words only) plus the set bits below its own in its word (a population
     count): elementwise, where XLA's CPU backend made the cumulative sum over all rows a
     dozen windowed reductions (measured here, jitted alone on a planner_mixed chunk's
-    172,800 rows, 13% live: 1.5 -> 0.9 ms; the scatter is most of what is left). Unsigned, as every index derived from them: XLA then adds
-    no wrap of negative indices to each gather and scatter, nor a sign fix to each division
-    (a third of the reduce program's instructions)."""
+    172,800 rows, 13% live: 1.5 -> 0.9 ms; the scatter is most of what is left). Unsigned,
+    as every index derived from them: XLA then adds no wrap of negative indices to each
+    gather and scatter, nor a sign fix to each division (a third of the reduce program's
+    instructions)."""
     n = alive.shape[0]
     bits = jnp.pad(alive, (0, -n % WORD_BITS)).reshape(-1, WORD_BITS)
     bit = jnp.left_shift(jnp.uint32(1), jnp.arange(WORD_BITS, dtype=jnp.uint32))
@@ -583,7 +592,10 @@ def reduce_chunk(sides: Sides, plan: KernelPlan, shape, inner, kept: Kept,
     c_size, s_size, d_size = (math.prod(shape[i] for i in g)
                               for g in (shared, static_only, dynamic_only))
     n_rows = c_size * s_size
-    sides = sides.resolved()
+    # The live-row test resolves the sides again inside its branch: `ok` over every check's
+    # axes is then fused into the test, never written out.
+    alive = computed_once(lambda s: live_rows(*s.resolved(), plan, shape), sides)
+    sides = sides.resolved()[0]
     # Static terms stay on their own sub-grids (a block reads its rows, `at_rows`); dynamic
     # ones are small (shared x dynamic-only) matrices.
     terms = sides.map(lambda a: jnp.asarray(a, jnp.float32),
@@ -594,7 +606,6 @@ def reduce_chunk(sides: Sides, plan: KernelPlan, shape, inner, kept: Kept,
                               for g in (shared, static_only, dynamic_only))
 
     # Dead rows: even the smallest column cannot fit.
-    alive = computed_once(lambda s: live_rows(s, plan, shape), sides)
     n_alive = jnp.sum(alive, dtype=jnp.int32)
     order = _live_first(alive)
     rows_per_block = plan.rows_per_block
