@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import polars as pl
 
-from sweep import families
+from sweep import families, xp
 from sweep.engine import configurations_frame
 from sweep.enumerate import Layout, Tables, broadcast_inputs, constrain
 from sweep.errors import SweepError
@@ -104,6 +104,7 @@ def depth_kernel(grid: Grid, layout: Layout, budget: TimeBudget | None = None):
                      for d in depth_ranges())
     shape = (len(WIDTHS), *layout.inner_shape)
 
+    @xp.reusing()  # the memory and the time budget share their sharding formulas
     def fits(outer_index, arrays, k):
         _, cfg, hw = broadcast_inputs(tables, layout, outer_index, arrays, jnp)
         cfg, hw = _with_width_dim(cfg), _with_width_dim(hw)

@@ -272,15 +272,11 @@ def _objective_value(grid: Grid, arch, cfg, hw, rank, dynamic_only: set) -> Valu
     return Value(None, xp.materialize(static), xp.materialize(dynamic))
 
 
+@xp.reusing()
 def split_terms(grid: Grid, arch, cfg, hw, rank=None) -> Sides:
     """`fit_terms` regrouped so that each term stays on the sub-grid of its own axes (`rank`:
     `shard.rank_params` from the host, `enumerate.rank_inputs`). Formulas that many others
     call are evaluated once (`xp.reusing`)."""
-    with xp.reusing():
-        return _split_terms(grid, arch, cfg, hw, rank)
-
-
-def _split_terms(grid: Grid, arch, cfg, hw, rank) -> Sides:
     frameworks = tuple(int(code) for code in grid.axis("framework").values)
     batch = None
     if grid.global_batch_tokens:
