@@ -41,7 +41,7 @@ def structured_chunk(grid, layout, kept, tables, chunk: int):
     arch, cfg, hw = broadcast_inputs(tables, layout, outer_index)
     sides = split_terms(grid, arch, cfg, hw, rank_inputs(tables, layout, outer_index))
     plan = plan_of(sides, shape, keep)
-    sides, ok = sides.resolved()
+    ok, sides = sides.static_ok(), sides.resolved()
     shared, static_only, dynamic_only = plan.shared, plan.static_only, plan.dynamic_only
     c_size, s_size, d_size = (math.prod(shape[i] for i in g)
                               for g in (shared, static_only, dynamic_only))

@@ -142,18 +142,14 @@ class Sides:
     allocatable: object = 0.0  # static: A
     node_limits: tuple = (np.inf, np.inf)  # static: the node's host RAM and NVMe bytes
 
-    def resolved(self) -> tuple[Sides, object]:
-        """(sides, ok): the sides with one `StageSides` per stage, the static terms less A and
-        the dynamic term +inf where a dynamic check fails; and where the static checks hold
-        and the node holds every stage's host and NVMe bytes (broadcastable to the static
-        terms). A static row that fails `ok` cannot fit: the live-row test folds it in, and
-        the live rows need it no more. Folded into every static term (+inf where it fails),
-        it made each term span every check's axes, evaluated over all of them per stage
-        (measured here: planner_mixed's reduce programs spent 37 of their ~250 ms on it)."""
-        host_limit, nvme_limit = self.node_limits
-        ok = _all(self.static_checks)
-        for s in self.unstacked().stages:
-            ok = ok & (s.host <= host_limit) & (s.nvme <= nvme_limit)
+    def resolved(self) -> Sides:
+        """The sides with one `StageSides` per stage, the static terms less A and the dynamic
+        term +inf where a dynamic check fails. The static checks are left to the live-row
+        test (`static_ok`): a row that fails one is dead, and the live rows need them no
+        more. Folded into every static term (+inf where one fails), they made each term span
+        every check's axes, evaluated over all of them per stage (measured here:
+        planner_mixed's reduce programs spent 37 of their ~250 ms on it; evaluating them in
+        the test costs part of that back, a few percent in all)."""
         dynamic_ok = _all(self.dynamic_checks)
 
         def resolve(s: StageSides) -> StageSides:
@@ -163,7 +159,16 @@ class Sides:
 
         return dataclasses.replace(
             self, stages=tuple(resolve(s) for s in self.unstacked().stages), static_checks=(),
-            dynamic_checks=(), allocatable=0.0, node_limits=(np.inf, np.inf)), ok
+            dynamic_checks=(), allocatable=0.0, node_limits=(np.inf, np.inf))
+
+    def static_ok(self):
+        """Where every static check holds and the node holds every stage's host and NVMe
+        bytes (broadcastable to the static terms)."""
+        host_limit, nvme_limit = self.node_limits
+        ok = _all(self.static_checks)
+        for s in self.unstacked().stages:
+            ok = ok & (s.host <= host_limit) & (s.nvme <= nvme_limit)
+        return ok
 
     def unstacked(self) -> Sides:
         """The sides with one `StageSides` per stage (arrays or their shapes)."""
@@ -434,11 +439,11 @@ def time_value(grid: Grid) -> Callable | None:
 
 
 def live_rows(sides: Sides, ok, plan: KernelPlan, shape, namespace=jnp):
-    """Per row (shared, static-only index): whether it passes `ok` (`Sides.resolved`) and even its
-    smallest dynamic column could fit. With a global batch m >= 1 and min(cap, m) >= 1, so
-    per_microbatch + once bounds the dynamic part from below. Computed on the terms' own
-    broadcast shapes, then laid out as rows once (a transpose per term would cost more than
-    the whole test)."""
+    """Per row (shared, static-only index): whether it passes `ok` (`Sides.static_ok`) and even its
+    smallest dynamic column could fit (`sides` resolved). With a global batch m >= 1 and
+    min(cap, m) >= 1, so per_microbatch + once bounds the dynamic part from below. Computed
+    on the terms' own broadcast shapes, then laid out as rows once (a transpose per term
+    would cost more than the whole test)."""
     n = len(shape)
     best_case = -np.inf
     for stage in sides.stages:
@@ -453,15 +458,16 @@ def live_rows(sides: Sides, ok, plan: KernelPlan, shape, namespace=jnp):
 
 
 def computed_once(function: Callable, operand):
-    """`function(operand)`, computed into memory once. XLA's CPU fusion copies an
-    elementwise producer into each of its consumers, and into a windowed one (the cumulative
-    sum of `_live_first`) once per element of the window: the live-row test, over every row
-    of the chunk and reading every static check, ran about 20 times over (measured here: the
-    planner grid's reduce programs 0.59 -> 0.48 s). XLA keeps a conditional's branches out of
-    its consumers' fusions; both branches are `function`, and the predicate, whether a float
-    the operand holds is NaN, is one XLA cannot fold (`optimization_barrier` is no boundary
-    on the CPU, `xp.materialize`; a conditional with two identical trivial branches is
-    folded away)."""
+    """`function(operand)`, computed into memory once. XLA's CPU fusion copies an elementwise
+    producer into each of its consumers, and into a windowed one once per element of the
+    window: the live-row test, over every row of the chunk and reading every static check,
+    ran about 20 times over in the cumulative sum `_live_first` then had (measured here: the
+    planner grid's reduce programs 0.59 -> 0.48 s; with the test fused into its consumers
+    again, 0.22 -> 0.31-0.35 s for 32 chunks at 1c812db). XLA keeps a conditional's branches
+    out of its consumers' fusions; both branches are `function`, and the predicate, whether
+    a float the operand holds is NaN, is one XLA cannot fold (`optimization_barrier` is no
+    boundary on the CPU, `xp.materialize`; a conditional with two identical trivial branches
+    is folded away)."""
     floats = [a for a in jax.tree_util.tree_leaves(operand)
               if isinstance(a, jax.Array) and jnp.issubdtype(a.dtype, jnp.floating) and a.size]
     if not floats:
@@ -588,10 +594,10 @@ def reduce_chunk(sides: Sides, plan: KernelPlan, shape, inner, kept: Kept,
     c_size, s_size, d_size = (math.prod(shape[i] for i in g)
                               for g in (shared, static_only, dynamic_only))
     n_rows = c_size * s_size
-    # The live-row test resolves the sides again inside its branch: `ok` over every check's
-    # axes is then fused into the test, never written out.
-    alive = computed_once(lambda s: live_rows(*s.resolved(), plan, shape), sides)
-    sides = sides.resolved()[0]
+    # The static checks are evaluated inside the live-row test's branch: over every check's
+    # axes they are fused into the test, never written out.
+    alive = computed_once(lambda s: live_rows(s.resolved(), s.static_ok(), plan, shape), sides)
+    sides = sides.resolved()
     # Static terms stay on their own sub-grids (a block reads its rows, `at_rows`); dynamic
     # ones are small (shared x dynamic-only) matrices.
     terms = sides.map(lambda a: jnp.asarray(a, jnp.float32),
