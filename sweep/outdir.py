@@ -299,25 +299,21 @@ class OutputDir:
         self._replace(self.internal / name, lambda tmp: tmp.write_bytes(data))
 
     def _replace(self, target: Path, produce: Callable[[Path], None]) -> Path:
-        """Produce the file in `.sweep/tmp/`, then move it into place in one rename. Folders
-        the target needs are built there too and moved with it, so that no empty folder
-        (which trips readers such as polars' hive scan) is ever visible."""
-        missing = _highest_missing(target.parent)
-        pid = os.getpid()
-        staged = self.tmp / f"{target.name}.{pid}.partial" if missing is None \
-            else self.tmp / f"{pid}.stage" / target.relative_to(missing.parent)
+        """Produce the file in `.sweep/tmp/`, then move it into place in one rename (`_place`).
+        Temporary names carry the host and pid: the processes of a multi-host run share the
+        directory."""
+        writer = f"{safe_name(socket.gethostname())}.{os.getpid()}"
+        partial = self.tmp / f"{target.name}.{writer}.partial"
+        stage = self.tmp / f"{writer}.stage"
         try:
-            staged.parent.mkdir(parents=True, exist_ok=True)
-            produce(staged)
-            if missing is None:
-                os.replace(staged, target)
-            else:
-                os.replace(self.tmp / f"{pid}.stage" / missing.name, missing)
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            produce(partial)
+            _place(partial, target, stage)
         except OSError as err:
             raise io_error(err, target) from None
         finally:
-            staged.unlink(missing_ok=True)
-            shutil.rmtree(self.tmp / f"{pid}.stage", ignore_errors=True)
+            partial.unlink(missing_ok=True)
+            shutil.rmtree(stage, ignore_errors=True)
         return target
 
     # ---- reading ----------------------------------------------------------------------------
@@ -335,6 +331,33 @@ class OutputDir:
         except (OSError, ValueError):
             return None
         return manifest if isinstance(manifest, dict) else None
+
+
+PLACE_TRIES = 8  # each lost race means another writer made a folder: few can be missing
+
+
+def _place(file: Path, target: Path, stage: Path) -> None:
+    """Move `file` to `target` in one rename. Folders the target needs are built in `stage`
+    around it and moved with it, so that no empty folder (which trips readers such as
+    polars' hive scan) is ever visible. Another process may make the same folder meanwhile
+    (every process of a multi-process run keeps its state in `.sweep/state/`): the rename
+    onto it fails, and the file goes into the folder that is now there."""
+    for _ in range(PLACE_TRIES):
+        missing = _highest_missing(target.parent)
+        if missing is None:
+            os.replace(file, target)
+            return
+        staged = stage / target.relative_to(missing.parent)
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(file, staged)
+        file = staged
+        try:
+            os.replace(stage / missing.name, missing)
+            return
+        except OSError as err:
+            if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+    raise OSError(errno.EAGAIN, "other writers keep making its folders", str(target))
 
 
 def _highest_missing(folder: Path) -> Path | None:

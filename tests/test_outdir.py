@@ -174,6 +174,27 @@ def test_truncated_state_and_manifest_resume(tmp_path, reference, capsys):
     assert _files(out) == reference
 
 
+def test_two_writers_making_the_same_folder(tmp_path, monkeypatch):
+    """Each process of a multi-process run writes its own state into `.sweep/state/`: when
+    another process makes that folder between this one's staging and its rename, the file
+    goes into theirs, and neither is lost (seen here as 'Directory not empty', then a hang
+    of the other process at its barrier)."""
+    out = outdir.OutputDir(tmp_path / "out")
+    real = os.replace
+
+    def raced(src, dst):
+        if Path(dst) == out.state:  # another process wins the race for the folder
+            out.state.mkdir(parents=True)
+            (out.state / "state-1-of-2.npz").write_bytes(b"theirs")
+        return real(src, dst)
+
+    monkeypatch.setattr(outdir.os, "replace", raced)
+    out.write_state("state-0-of-2.npz", lambda tmp: tmp.write_bytes(b"mine"))
+    assert sorted((p.name, p.read_bytes()) for p in out.state.iterdir()) == [
+        ("state-0-of-2.npz", b"mine"), ("state-1-of-2.npz", b"theirs")]
+    assert not any(p.is_file() for p in out.tmp.rglob("*"))  # nothing left staged
+
+
 def test_disk_full_is_one_clear_error_and_resumable(tmp_path, monkeypatch, reference, capsys):
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
