@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import traceback
 
 from sweep import vocabulary as vocab
 from sweep.config import BOOLEAN, CATEGORY, COUNT, TARGETS, TrainConfig
@@ -284,8 +285,8 @@ def _initialize_distributed(args) -> None:
     """jax.distributed.initialize from flags, or from the environment it detects."""
     import jax
 
-    # CPU processes need a collective implementation for their barriers.
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # No collective runs across processes (each takes its own chunks, and they meet in the
+    # coordination service's key-value store, `engine.peers`): no collectives backend.
     explicit = {k: v for k, v in (("coordinator_address", args.coordinator),
                                   ("num_processes", args.num_processes),
                                   ("process_id", args.process_id)) if v is not None}
@@ -387,12 +388,31 @@ def main(argv: list[str] | None = None) -> int:
             _validate(args.out, args.step, args.public, args.time, args.gpu)
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return _stopped(2, str(err))
     except KeyboardInterrupt:
         print("interrupted: the finished work is saved; run the same command again to resume",
               file=sys.stderr)
-        return 130
+        return _stopped(130, "interrupted")
+    except Exception as err:
+        if _peers() is None:
+            raise
+        traceback.print_exc()
+        return _stopped(1, f"{type(err).__name__}: {err}")
     return 0
+
+
+def _peers():
+    """`sweep.engine.peers` in a multi-process run, else None (never imported for it)."""
+    peers = sys.modules.get("sweep.engine.peers")
+    return peers if peers is not None and peers.active() else None
+
+
+def _stopped(code: int, error: str) -> int:
+    """`code`, or, in a multi-process run, exit with it at once after telling the other
+    processes (`engine.peers.leave`: they stop too, none waits for this one)."""
+    if peers := _peers():
+        peers.leave(code, error)
+    return code
 
 
 def entry() -> None:

@@ -1,5 +1,5 @@
-"""Scale-out: two processes under jax.distributed (CPU, gloo collectives on localhost) write
-the same files, byte for byte, as one process."""
+"""Scale-out: two processes under jax.distributed (CPU, on localhost) write the same files,
+byte for byte, as one process; when one fails, the other stops with its error."""
 
 import socket
 import subprocess
@@ -23,6 +23,11 @@ def _run(grid_path: Path, *flags: str) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True)
 
 
+def _two(grid_path: Path, *flags: str) -> list[subprocess.Popen]:
+    coordinator = ["--coordinator", f"localhost:{_free_port()}", "--num-processes", "2"]
+    return [_run(grid_path, *flags, *coordinator, "--process-id", str(i)) for i in (1, 0)]
+
+
 def test_two_processes_equal_one(tmp_path):
     out = tmp_path / "out"
     grid_path = tmp_path / "small.toml"
@@ -33,11 +38,29 @@ def test_two_processes_equal_one(tmp_path):
     import shutil
 
     shutil.rmtree(out)
-    port = _free_port()
-    flags = ["--coordinator", f"localhost:{port}", "--num-processes", "2"]
-    workers = [_run(grid_path, *flags, "--process-id", str(i)) for i in (1, 0)]
-    for worker in workers:
+    for worker in _two(grid_path):
         assert worker.wait(timeout=300) == 0, worker.stderr.read()
     assert _files(out) == single
     states = sorted(p.name for p in (out / ".sweep" / "state").iterdir())
     assert states == ["state-0-of-2.npz", "state-1-of-2.npz"]  # one resumable part each
+
+
+def test_one_failing_stops_the_other_with_its_error(tmp_path):
+    """Process 0 refuses the directory (a file the tool never wrote, under --force); process
+    1, waiting for it, stops with that error instead of a collective's timeout (a traceback
+    after 30 s before `engine.peers`) or a wait without end."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    grid_path = tmp_path / "small.toml"
+    grid_path.write_text(SMALL.replace("OUT", str(out)))
+    second, first = _two(grid_path, "--force")
+    errors = []
+    for worker in (first, second):
+        code = worker.wait(timeout=120)
+        err = worker.stderr.read()
+        assert code == 2 and "Traceback" not in err, err
+        errors.append([line for line in err.splitlines() if line.startswith("error:")])
+    assert len(errors[0]) == 1 and "notes.txt" in errors[0][0]
+    assert errors[1] == [errors[0][0].replace("error: ", "error: process 0 failed: ", 1)], errors
+    assert (out / "notes.txt").read_text() == "mine"

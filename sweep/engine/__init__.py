@@ -5,6 +5,7 @@
   frontier.py     the kept cells and their exact Pareto frontier
   files.py        the rows, frontier, summary and manifest a run writes
   orchestrate.py  chunks over devices and processes, resumable state, progress: `run`
+  peers.py        the processes of a multi-process run: barriers that carry a failure
 """
 
 from sweep.engine.exact import evaluate_flat

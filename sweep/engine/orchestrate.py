@@ -22,7 +22,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from sweep.engine import files
+from sweep.engine import files, peers
 from sweep.engine.exact import BATCH, evaluate_flat, full_flat, unpack_near
 from sweep.engine.frontier import Kept, grid_frontier
 from sweep.engine.kernel import NO_RANK, ChunkResult, compile_kernel, replicated
@@ -307,6 +307,8 @@ def _run(grid: Grid, out: OutputDir, progress: bool, devices, max_chunks) -> dic
             bar.update(len(batch) * layout.chunk_configs)
             if time.perf_counter() - checkpointed > CHECKPOINT_SECONDS:
                 checkpoint()
+                if ranks > 1:
+                    peers.check(rank)
                 checkpointed = time.perf_counter()
     except KeyboardInterrupt:
         checkpoint()  # what finished is kept: the same command resumes from it
@@ -340,9 +342,7 @@ def _run(grid: Grid, out: OutputDir, progress: bool, devices, max_chunks) -> dic
 
 def _barrier(ranks: int, name: str) -> None:
     if ranks > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices(name)
+        peers.barrier(name, jax.process_index(), ranks)
 
 
 def _merge_parts(out: OutputDir, grid: Grid, shapes, ranks: int) -> State:

@@ -1,0 +1,102 @@
+"""The processes of one run under `jax.distributed`: barriers that also carry a failure.
+
+JAX's own barrier (`multihost_utils.sync_global_devices`, a collective) waits without end for
+a process that stopped with an error, and JAX's shutdown at exit waits up to 300 s for every
+process to reach it: one process refusing to write (a full disk, a foreign file under
+`--force`) left the others waiting at a barrier, or ending in a traceback from a collective's
+timeout (measured here: two processes, process 0 refusing the directory: process 1 failed
+after 30 s with "Gloo context initialization failed: DEADLINE_EXCEEDED").
+
+Here the processes meet in the coordination service's key-value store (`barrier`), and a
+process that fails writes its error there first (`leave`): every other process, waiting at
+a barrier or reaching one later, stops at once with that error, and none waits for the
+shutdown. A process killed outright writes nothing: the service notices its missing
+heartbeats (100 s, `jax.distributed.initialize`), and JAX stops the others.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from sweep.errors import SweepError
+
+PREFIX = "llm-memory-sweep"
+FAILED = f"{PREFIX}/failed"
+POLL_SECONDS = 0.02
+GRACE_SECONDS = 30.0  # at most, a failing process waits for the others to read its error
+
+
+class PeerFailed(SweepError):
+    """Another process of the run failed: this one stops with its error."""
+
+
+def _client():
+    """The coordination service's client, or None outside a multi-process run."""
+    if "jax" not in sys.modules:
+        return None
+    from jax._src import distributed
+
+    return distributed.global_state.client
+
+
+def active() -> bool:
+    return _client() is not None
+
+
+def _entries(client) -> dict[str, str]:
+    try:
+        return dict(client.key_value_dir_get(f"{PREFIX}/"))
+    except Exception as err:  # noqa: BLE001 - jaxlib raises a plain runtime error
+        # Process 0 hosts the service: it is gone when process 0 is.
+        raise PeerFailed(f"lost the run's coordinator (process 0 stopped: see its error; "
+                         f"{type(err).__name__})") from None
+
+
+def _raise_if_failed(client, entries: dict, rank: int) -> None:
+    if FAILED in entries:
+        client.key_value_set(f"{PREFIX}/seen/{rank}", "1", allow_overwrite=True)
+        raise PeerFailed(entries[FAILED])
+
+
+def check(rank: int) -> None:
+    """Raise `PeerFailed` if another process has failed (called between chunks, so that a
+    long sweep does not go on for nothing)."""
+    client = _client()
+    _raise_if_failed(client, _entries(client), rank)
+
+
+def barrier(name: str, rank: int, ranks: int) -> None:
+    """Wait until every process has reached `name`; raise `PeerFailed` with the error of a
+    process that failed instead, as soon as one has."""
+    client = _client()
+    client.key_value_set(f"{PREFIX}/{name}/{rank}", "1")
+    arrived = {f"{PREFIX}/{name}/{r}" for r in range(ranks)}
+    while True:
+        entries = _entries(client)
+        _raise_if_failed(client, entries, rank)
+        if arrived <= entries.keys():
+            return
+        time.sleep(POLL_SECONDS)
+
+
+def leave(code: int, error: str) -> None:
+    """This process stops with `error`: tell the others (the first failure is the one they
+    report), give them `GRACE_SECONDS` to read it, and exit with `code` without JAX's
+    shutdown barrier. Never returns."""
+    import jax
+
+    client, rank = _client(), jax.process_index()
+    try:
+        # Refused (already there) when another process failed first: then nobody waits.
+        client.key_value_set(FAILED, f"process {rank} failed: {error}")
+        others = {f"{PREFIX}/seen/{r}" for r in range(jax.process_count()) if r != rank}
+        deadline = time.monotonic() + GRACE_SECONDS
+        while not others <= _entries(client).keys() and time.monotonic() < deadline:
+            time.sleep(POLL_SECONDS)
+    except Exception:  # noqa: BLE001 - another process failed first, or the service is gone
+        pass
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
