@@ -45,6 +45,14 @@ def test_two_processes_equal_one(tmp_path):
     assert states == ["state-0-of-2.npz", "state-1-of-2.npz"]  # one resumable part each
 
 
+def _errors(worker: subprocess.Popen) -> list[str]:
+    """The error lines of a worker that failed with a clear error (JAX did not abort it)."""
+    code = worker.wait(timeout=120)
+    err = worker.stderr.read()
+    assert code == 2 and "Traceback" not in err and "Terminating process" not in err, err
+    return [line for line in err.splitlines() if line.startswith("error:")]
+
+
 def test_one_failing_stops_the_other_with_its_error(tmp_path):
     """Process 0 refuses the directory (a file the tool never wrote, under --force); process
     1, waiting for it, stops with that error instead of a collective's timeout (a traceback
@@ -55,12 +63,23 @@ def test_one_failing_stops_the_other_with_its_error(tmp_path):
     grid_path = tmp_path / "small.toml"
     grid_path.write_text(SMALL.replace("OUT", str(out)))
     second, first = _two(grid_path, "--force")
-    errors = []
-    for worker in (first, second):
-        code = worker.wait(timeout=120)
-        err = worker.stderr.read()
-        assert code == 2 and "Traceback" not in err, err
-        errors.append([line for line in err.splitlines() if line.startswith("error:")])
+    errors = [_errors(first), _errors(second)]
     assert len(errors[0]) == 1 and "notes.txt" in errors[0][0]
     assert errors[1] == [errors[0][0].replace("error: ", "error: process 0 failed: ", 1)], errors
     assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_process_1_failing_at_the_end_stops_process_0(tmp_path):
+    """Process 1 cannot write its resumable state (a folder where its file goes): process 0,
+    which hosts the coordination service, reports that error and goes last, so that JAX
+    does not abort process 1 ("Terminating process because the JAX distributed service
+    detected fatal errors", seen here when process 0 went first)."""
+    out = tmp_path / "out"
+    grid_path = tmp_path / "small.toml"
+    grid_path.write_text(SMALL.replace("OUT", str(out)))
+    assert _run(grid_path).wait(timeout=300) == 0
+    (out / ".sweep" / "state" / "state-1-of-2.npz" / "in-the-way").mkdir(parents=True)
+    second, first = _two(grid_path, "--force")
+    errors = [_errors(first), _errors(second)]
+    assert len(errors[1]) == 1 and "state-1-of-2.npz" in errors[1][0]
+    assert errors[0] == [errors[1][0].replace("error: ", "error: process 1 failed: ", 1)], errors

@@ -46,28 +46,62 @@ def test_barrier_stops_with_the_failure_and_says_it_read_it(store):
         peers.check(2)
 
 
-def test_leave_writes_the_first_failure_and_waits_for_the_others(store, monkeypatch):
-    exits = []
+@pytest.fixture
+def process(monkeypatch):
+    """Process `rank` of 2, exiting into a list; the others act at the third poll."""
+    exits, polls, acts = [], [], []
     monkeypatch.setattr(peers.os, "_exit", exits.append)
-    monkeypatch.setattr("jax.process_index", lambda: 0)
     monkeypatch.setattr("jax.process_count", lambda: 2)
-    slept = []
 
-    def sleep(seconds):  # process 1 reads the failure after a while
-        slept.append(seconds)
-        if len(slept) == 3:
-            store.entries[f"{peers.PREFIX}/seen/1"] = "1"
+    def sleep(seconds):
+        polls.append(seconds)
+        if len(polls) == 3:
+            for act in acts:
+                act()
 
     monkeypatch.setattr(peers.time, "sleep", sleep)
+
+    def be(rank, *then):
+        monkeypatch.setattr("jax.process_index", lambda: rank)
+        acts.extend(then)
+        return exits, polls
+
+    return be
+
+
+def test_process_0_failing_first_waits_until_the_other_is_gone(store, process):
+    def other_reads_and_goes():
+        store.entries[f"{peers.PREFIX}/seen/1"] = store.entries[f"{peers.PREFIX}/gone/1"] = "1"
+
+    exits, polls = process(0, other_reads_and_goes)
     peers.leave(2, "disk full")
     assert store.entries[peers.FAILED] == "process 0 failed: disk full"
-    assert exits == [2] and len(slept) == 3
-    # A second failure (this process stopping because of the first) keeps the first and
-    # waits for nobody.
-    slept.clear()
+    assert exits == [2] and len(polls) == 3
+
+
+def test_process_1_failing_first_waits_for_process_0_to_read_it(store, process):
+    exits, polls = process(1, lambda: store.entries.update({f"{peers.PREFIX}/seen/0": "1"}))
+    peers.leave(2, "disk full")
+    assert store.entries[peers.FAILED] == "process 1 failed: disk full"
+    assert store.entries[f"{peers.PREFIX}/gone/1"] == "1"  # what process 0 waits for
+    assert exits == [2] and len(polls) == 3
+
+
+def test_stopping_for_another_keeps_its_error_and_waits_for_nobody(store, process):
+    store.entries[peers.FAILED] = "process 0 failed: disk full"
+    exits, polls = process(1)
     peers.leave(2, "process 0 failed: disk full")
     assert store.entries[peers.FAILED] == "process 0 failed: disk full"
-    assert exits == [2, 2] and not slept
+    assert store.entries[f"{peers.PREFIX}/gone/1"] == "1"
+    assert exits == [2] and not polls
+
+
+def test_a_silent_process_is_waited_for_at_most_the_grace(store, process, monkeypatch):
+    clock = iter(range(0, 10**6, 10))
+    monkeypatch.setattr(peers.time, "monotonic", lambda: next(clock))
+    exits, polls = process(0)
+    peers.leave(2, "disk full")
+    assert exits == [2] and len(polls) <= peers.GRACE_SECONDS / 10 + 1
 
 
 def test_lost_coordinator_is_one_clear_error(monkeypatch):

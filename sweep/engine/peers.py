@@ -86,20 +86,37 @@ def barrier(name: str, rank: int, ranks: int) -> None:
 
 def leave(code: int, error: str) -> None:
     """This process stops with `error`: tell the others (the first failure is the one they
-    report), give them `GRACE_SECONDS` to read it, and exit with `code` without JAX's
-    shutdown barrier. Never returns."""
+    all report) and exit with `code`, without JAX's shutdown barrier; never returns. The
+    first to fail waits until every other process has read its error; process 0, which
+    hosts the coordination service, waits until the others are gone (were it gone first,
+    JAX would abort them: "Terminating process because the JAX distributed service
+    detected fatal errors"). Each wait lasts `GRACE_SECONDS` at most."""
     import jax
 
     client, rank = _client(), jax.process_index()
-    try:
-        # Refused (already there) when another process failed first: then nobody waits.
-        client.key_value_set(FAILED, f"process {rank} failed: {error}")
-        others = {f"{PREFIX}/seen/{r}" for r in range(jax.process_count()) if r != rank}
-        deadline = time.monotonic() + GRACE_SECONDS
-        while not others <= _entries(client).keys() and time.monotonic() < deadline:
-            time.sleep(POLL_SECONDS)
-    except Exception:  # noqa: BLE001 - another process failed first, or the service is gone
-        pass
+    others = [r for r in range(jax.process_count()) if r != rank]
+    deadline = time.monotonic() + GRACE_SECONDS
+    with contextlib.suppress(Exception):  # the service may be gone: then just go
+        if _set(client, FAILED, f"process {rank} failed: {error}"):
+            _wait(client, {f"{PREFIX}/seen/{r}" for r in others}, deadline)
+        if rank == 0:
+            _wait(client, {f"{PREFIX}/gone/{r}" for r in others}, deadline)
+        else:
+            client.key_value_set(f"{PREFIX}/gone/{rank}", "1")
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def _set(client, key: str, value: str) -> bool:
+    """Set `key` unless it is set already (then False: another process failed first)."""
+    try:
+        client.key_value_set(key, value)
+        return True
+    except Exception:  # noqa: BLE001 - jaxlib's ALREADY_EXISTS is a plain runtime error
+        return False
+
+
+def _wait(client, keys: set[str], deadline: float) -> None:
+    while not keys <= _entries(client).keys() and time.monotonic() < deadline:
+        time.sleep(POLL_SECONDS)
