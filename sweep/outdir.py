@@ -72,6 +72,12 @@ def check_path(path, where: str, key: str, *, relative_only: bool = False) -> Pa
     return Path(text)
 
 
+def writer_id() -> str:
+    """This process among all that may share a directory (hosts of a multi-host run, a
+    cache on a shared home): host and pid, for temporary file names."""
+    return f"{safe_name(socket.gethostname())}.{os.getpid()}"
+
+
 def _shown(value) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "...'"
@@ -302,7 +308,7 @@ class OutputDir:
         """Produce the file in `.sweep/tmp/`, then move it into place in one rename (`_place`).
         Temporary names carry the host and pid: the processes of a multi-host run share the
         directory."""
-        writer = f"{safe_name(socket.gethostname())}.{os.getpid()}"
+        writer = writer_id()
         partial = self.tmp / f"{target.name}.{writer}.partial"
         stage = self.tmp / f"{writer}.stage"
         try:

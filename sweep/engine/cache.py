@@ -27,6 +27,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from sweep.outdir import writer_id
+
 ENV = "LLM_MEMORY_SWEEP_CACHE"
 KEEP = 64
 
@@ -93,7 +95,7 @@ def store(key: str, value) -> None:
     folder = root / "kernels"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{key}.{os.getpid()}.tmp"
+        tmp = folder / f".{key}.{writer_id()}.tmp"
         with open(tmp, "wb") as fh:
             pickle.dump(value, fh)
         os.replace(tmp, folder / f"{key}.bin")
