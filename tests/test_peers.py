@@ -92,7 +92,9 @@ def test_stopping_for_another_keeps_its_error_and_waits_for_nobody(store, proces
     exits, polls = process(1)
     peers.leave(2, "process 0 failed: disk full")
     assert store.entries[peers.FAILED] == "process 0 failed: disk full"
-    assert store.entries[f"{peers.PREFIX}/gone/1"] == "1"
+    # Failing of itself meanwhile (every process refusing the same grid, say), it says it has
+    # read the first failure, or process 0 would wait its whole grace for it.
+    assert store.entries[f"{peers.PREFIX}/seen/1"] == store.entries[f"{peers.PREFIX}/gone/1"]
     assert exits == [2] and not polls
 
 

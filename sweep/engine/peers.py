@@ -99,6 +99,8 @@ def leave(code: int, error: str) -> None:
     with contextlib.suppress(Exception):  # the service may be gone: then just go
         if _set(client, FAILED, f"process {rank} failed: {error}"):
             _wait(client, {f"{PREFIX}/seen/{r}" for r in others}, deadline)
+        else:  # another failed first (perhaps of the same cause): it waits for this one
+            _set(client, f"{PREFIX}/seen/{rank}", "1")
         if rank == 0:
             _wait(client, {f"{PREFIX}/gone/{r}" for r in others}, deadline)
         else:
