@@ -47,6 +47,10 @@ def active() -> bool:
     return _client() is not None
 
 
+def _key(kind: str, rank: int) -> str:
+    return f"{PREFIX}/{kind}/{rank}"
+
+
 def _entries(client) -> dict[str, str]:
     try:
         return dict(client.key_value_dir_get(f"{PREFIX}/"))
@@ -56,10 +60,19 @@ def _entries(client) -> dict[str, str]:
                          f"{type(err).__name__})") from None
 
 
+def _set(client, key: str, value: str = "1") -> bool:
+    """Set `key` unless it is set already (then False: for `FAILED`, another process failed
+    first; for an acknowledgement, it was said before)."""
+    try:
+        client.key_value_set(key, value)
+        return True
+    except Exception:  # noqa: BLE001 - jaxlib's ALREADY_EXISTS is a plain runtime error
+        return False
+
+
 def _raise_if_failed(client, entries: dict, rank: int) -> None:
     if FAILED in entries:
-        with contextlib.suppress(Exception):  # said already (jaxlib raises a runtime error)
-            client.key_value_set(f"{PREFIX}/seen/{rank}", "1")
+        _set(client, _key("seen", rank))
         raise PeerFailed(entries[FAILED])
 
 
@@ -74,8 +87,8 @@ def barrier(name: str, rank: int, ranks: int) -> None:
     """Wait until every process has reached `name`; raise `PeerFailed` with the error of a
     process that failed instead, as soon as one has."""
     client = _client()
-    client.key_value_set(f"{PREFIX}/{name}/{rank}", "1")
-    arrived = {f"{PREFIX}/{name}/{r}" for r in range(ranks)}
+    client.key_value_set(_key(name, rank), "1")
+    arrived = {_key(name, r) for r in range(ranks)}
     while True:
         entries = _entries(client)
         _raise_if_failed(client, entries, rank)
@@ -96,27 +109,18 @@ def leave(code: int, error: str) -> None:
     client, rank = _client(), jax.process_index()
     others = [r for r in range(jax.process_count()) if r != rank]
     deadline = time.monotonic() + GRACE_SECONDS
-    with contextlib.suppress(Exception):  # the service may be gone: then just go
+    with contextlib.suppress(PeerFailed):  # the service is gone: then just go
         if _set(client, FAILED, f"process {rank} failed: {error}"):
-            _wait(client, {f"{PREFIX}/seen/{r}" for r in others}, deadline)
+            _wait(client, {_key("seen", r) for r in others}, deadline)
         else:  # another failed first (perhaps of the same cause): it waits for this one
-            _set(client, f"{PREFIX}/seen/{rank}", "1")
+            _set(client, _key("seen", rank))
         if rank == 0:
-            _wait(client, {f"{PREFIX}/gone/{r}" for r in others}, deadline)
+            _wait(client, {_key("gone", r) for r in others}, deadline)
         else:
-            client.key_value_set(f"{PREFIX}/gone/{rank}", "1")
+            _set(client, _key("gone", rank))
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
-
-
-def _set(client, key: str, value: str) -> bool:
-    """Set `key` unless it is set already (then False: another process failed first)."""
-    try:
-        client.key_value_set(key, value)
-        return True
-    except Exception:  # noqa: BLE001 - jaxlib's ALREADY_EXISTS is a plain runtime error
-        return False
 
 
 def _wait(client, keys: set[str], deadline: float) -> None:
